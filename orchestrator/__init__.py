@@ -1,0 +1,1 @@
+"""The orchestrator: datasets, preprocessing, dispatch to servers, cache, report."""

@@ -1,0 +1,1 @@
+"""Dataset adapters: each yields records lazily, by index."""

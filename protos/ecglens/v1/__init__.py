@@ -1,0 +1,1 @@
+"""Generated stubs of the ecglens.v1 protocol (see protos/generate.py)."""

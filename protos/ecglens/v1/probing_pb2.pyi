@@ -1,0 +1,84 @@
+from . import tensor_pb2 as _tensor_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProbeConfig(_message.Message):
+    __slots__ = ("probe", "seed", "cs", "cv_folds")
+    PROBE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CS_FIELD_NUMBER: _ClassVar[int]
+    CV_FOLDS_FIELD_NUMBER: _ClassVar[int]
+    probe: str
+    seed: int
+    cs: _containers.RepeatedScalarFieldContainer[float]
+    cv_folds: int
+    def __init__(self, probe: _Optional[str] = ..., seed: _Optional[int] = ..., cs: _Optional[_Iterable[float]] = ..., cv_folds: _Optional[int] = ...) -> None: ...
+
+class EvaluateRequest(_message.Message):
+    __slots__ = ("request_id", "train_embeddings", "train_labels", "test_embeddings", "test_labels", "class_names", "multi_label", "config")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_LABELS_FIELD_NUMBER: _ClassVar[int]
+    TEST_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    TEST_LABELS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    MULTI_LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    train_embeddings: _tensor_pb2.Tensor
+    train_labels: _tensor_pb2.Tensor
+    test_embeddings: _tensor_pb2.Tensor
+    test_labels: _tensor_pb2.Tensor
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    multi_label: bool
+    config: ProbeConfig
+    def __init__(self, request_id: _Optional[str] = ..., train_embeddings: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., train_labels: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., test_embeddings: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., test_labels: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., multi_label: _Optional[bool] = ..., config: _Optional[_Union[ProbeConfig, _Mapping]] = ...) -> None: ...
+
+class LinearModel(_message.Message):
+    __slots__ = ("coef", "intercept", "mean", "scale", "c")
+    COEF_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    C_FIELD_NUMBER: _ClassVar[int]
+    coef: _tensor_pb2.Tensor
+    intercept: _tensor_pb2.Tensor
+    mean: _tensor_pb2.Tensor
+    scale: _tensor_pb2.Tensor
+    c: float
+    def __init__(self, coef: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., intercept: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., mean: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., scale: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., c: _Optional[float] = ...) -> None: ...
+
+class EvaluateResponse(_message.Message):
+    __slots__ = ("request_id", "metrics", "per_class_auroc", "model", "test_logits", "warnings")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class PerClassAurocEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    PER_CLASS_AUROC_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEST_LOGITS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    metrics: _containers.ScalarMap[str, float]
+    per_class_auroc: _containers.ScalarMap[str, float]
+    model: LinearModel
+    test_logits: _tensor_pb2.Tensor
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., per_class_auroc: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[LinearModel, _Mapping]] = ..., test_logits: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""ECGLens services: embedding servers, probing and analysis, each importable without gRPC running."""

@@ -1,0 +1,1 @@
+"""Analysis service: UMAP and SHAP on embeddings."""

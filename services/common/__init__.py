@@ -1,0 +1,1 @@
+"""Pieces every ECGLens service shares: tensor codec, gRPC options, process helpers."""

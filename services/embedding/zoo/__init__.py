@@ -1,0 +1,1 @@
+"""Zoo packages: builders of the reference models."""

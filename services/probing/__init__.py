@@ -1,0 +1,1 @@
+"""Probing service: downstream probes on frozen embeddings."""
