@@ -10,3 +10,49 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".venv" / "numba-cache"))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+import shutil
+import socket
+
+import pytest
+import yaml
+
+
+@pytest.fixture(scope="session", autouse=True)
+def zoo_dir(tmp_path_factory) -> Path:
+    """Zoo packages are built once per session into a temp dir (never into ~/.cache)."""
+    path = tmp_path_factory.mktemp("zoo")
+    os.environ["ECGLENS_ZOO"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_resnet_pkg(zoo_dir) -> Path:
+    """The random-resnet package, built deterministically."""
+    from services.embedding.zoo.registry import build_package
+
+    return build_package("random-resnet", zoo_dir)
+
+
+@pytest.fixture(scope="session")
+def handcrafted_pkg(zoo_dir) -> Path:
+    """The handcrafted package."""
+    from services.embedding.zoo.registry import build_package
+
+    return build_package("handcrafted", zoo_dir)
+
+
+def package_variant(src: Path, dest: Path, **serving) -> Path:
+    """Copy a package and override its serving settings (batch size, queue delay, queue limit)."""
+    shutil.copytree(src, dest)
+    card = yaml.safe_load((dest / "card.yaml").read_text())
+    card.setdefault("serving", {}).update(serving)
+    (dest / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    return dest
+
+
+def free_port() -> int:
+    """An unused TCP port on loopback (for servers that take a fixed port, e.g. metrics)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,5 @@
+import sys
+
+from services.embedding.server import main
+
+sys.exit(main())

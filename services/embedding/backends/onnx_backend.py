@@ -1,0 +1,78 @@
+"""ONNX Runtime backend: CUDA/TensorRT picked when present, an intermediate tensor as embedding."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from services.embedding.backends.base import Backend, BackendError
+from services.embedding.card import ModelCard
+
+# Preference order when the installed onnxruntime offers them; CPU always closes the list.
+_PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def choose_providers(override: str | None = None) -> list[str]:
+    """Providers to use: ECGLENS_ORT_PROVIDERS / override (comma list) or the best available."""
+    wanted = override or os.environ.get("ECGLENS_ORT_PROVIDERS")
+    available = ort.get_available_providers()
+    if wanted:
+        chosen = [p.strip() for p in wanted.split(",") if p.strip()]
+        missing = [p for p in chosen if p not in available]
+        if missing:
+            raise BackendError(f"execution provider(s) {missing} not available; this onnxruntime has {available}")
+        return chosen
+    return [p for p in _PREFERRED if p in available]
+
+
+def _expose_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """Make an intermediate tensor a graph output so ORT returns it."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    infos = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    produced = {out for node in model.graph.node for out in node.output}
+    if name not in produced:
+        candidates = sorted(produced)[:20]
+        raise BackendError(f"output.name {name!r} is neither a graph output nor an intermediate tensor; "
+                           f"some tensors of this model: {candidates}")
+    model.graph.output.append(infos.get(name) or onnx.helper.make_empty_tensor_value_info(name))
+    return model
+
+
+class OnnxBackend(Backend):
+    """Runs a .onnx file with onnxruntime."""
+
+    def load(self, card: ModelCard, package_dir: Path) -> None:
+        """Create the session, exposing the card's output tensor if it is intermediate."""
+        path = Path(package_dir) / str(card.weights)
+        try:
+            model = onnx.load(str(path))
+        except Exception as err:  # onnx raises several types for a corrupt file
+            raise BackendError(f"{path}: not a readable ONNX model ({err})") from None
+        outputs = [o.name for o in model.graph.output]
+        self._output = card.output.name or outputs[0]
+        if self._output not in outputs:
+            model = _expose_output(model, self._output)
+        self._params = int(sum(np.prod(init.dims) for init in model.graph.initializer))
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = int(os.environ.get("ECGLENS_ORT_THREADS", "0"))
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = choose_providers()
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+        inputs = [i.name for i in self.session.get_inputs()]
+        self._input = card.input.input_name or inputs[0]
+        if self._input not in inputs:
+            raise BackendError(f"input.input_name {self._input!r} not in the model's inputs {inputs}")
+        self.description = f"onnxruntime {ort.__version__} {self.session.get_providers()}"
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """One session.run on a float32 batch."""
+        return self.session.run([self._output], {self._input: x})[0]
+
+    def param_count(self) -> int:
+        """Elements in the initialisers (weights)."""
+        return self._params

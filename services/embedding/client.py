@@ -1,0 +1,102 @@
+"""A Python client of ecglens.v1.EmbeddingService with deadlines, retries and requests kept in flight."""
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from typing import Iterable, Iterator
+
+import grpc
+import numpy as np
+
+from protos.ecglens.v1 import embedding_pb2, embedding_pb2_grpc
+from services.common.grpc_options import channel_options
+from services.common.tensors import from_tensor, to_tensor
+
+SERVICE = "ecglens.v1.EmbeddingService"
+
+
+class EmbedError(RuntimeError):
+    """A request the server answered with a non-OK status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, request_id: str = "") -> None:
+        super().__init__(f"{code.name}: {message}" + (f" (request {request_id})" if request_id else ""))
+        self.code, self.details, self.request_id = code, message, request_id
+
+
+class EmbeddingClient:
+    """Talks to one embedding endpoint; thread-safe (one channel, many calls)."""
+
+    def __init__(self, address: str, timeout_s: float = 120.0, wire_dtype: str = "float32",
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self.wire_dtype = wire_dtype
+        options = channel_options(SERVICE)
+        self.channel = (grpc.secure_channel(address, credentials, options) if credentials
+                        else grpc.insecure_channel(address, options))
+        self.stub = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
+
+    def card(self) -> embedding_pb2.ModelCard:
+        """The served model's card."""
+        try:
+            return self.stub.GetModelCard(embedding_pb2.GetModelCardRequest(), timeout=self.timeout_s,
+                                          wait_for_ready=True)
+        except grpc.RpcError as err:
+            raise EmbedError(err.code(), err.details()) from None
+
+    def request(self, x: np.ndarray, request_id: str | None = None) -> embedding_pb2.EmbedRequest:
+        """Build an EmbedRequest for a [B, L, T] batch."""
+        return embedding_pb2.EmbedRequest(request_id=request_id or uuid.uuid4().hex,
+                                          ecg=to_tensor(x, self.wire_dtype))
+
+    def embed(self, x: np.ndarray, request_id: str | None = None) -> np.ndarray:
+        """Embed one batch with the unary RPC; raise EmbedError on a non-OK status."""
+        req = self.request(x, request_id)
+        try:
+            reply = self.stub.Embed(req, timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            raise EmbedError(err.code(), err.details(), req.request_id) from None
+        return from_tensor(reply.embedding, "embedding")
+
+    def embed_many(self, x: np.ndarray, batch_size: int, in_flight: int = 2) -> np.ndarray:
+        """Embed a large array in batches, keeping `in_flight` unary calls outstanding to overlap transport."""
+        pending: deque = deque()
+        parts: list[np.ndarray] = []
+
+        def collect() -> None:
+            rid, fut = pending.popleft()
+            try:
+                parts.append(from_tensor(fut.result().embedding, "embedding"))
+            except grpc.RpcError as err:
+                raise EmbedError(err.code(), err.details(), rid) from None
+
+        for start in range(0, len(x), batch_size):
+            if len(pending) >= in_flight:
+                collect()
+            req = self.request(x[start:start + batch_size])
+            pending.append((req.request_id, self.stub.Embed.future(req, timeout=self.timeout_s)))
+        while pending:
+            collect()
+        return np.concatenate(parts)
+
+    def embed_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Embed many batches over one EmbedStream; yields in order, raises EmbedError on a failed item."""
+        requests = (self.request(b) for b in batches)
+        try:
+            for reply in self.stub.EmbedStream(requests, timeout=self.timeout_s * 10):
+                if reply.status.code:
+                    code = next(c for c in grpc.StatusCode if c.value[0] == reply.status.code)
+                    raise EmbedError(code, reply.status.message, reply.request_id)
+                yield from_tensor(reply.embedding, "embedding")
+        except grpc.RpcError as err:
+            raise EmbedError(err.code(), err.details()) from None
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    def __enter__(self) -> "EmbeddingClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

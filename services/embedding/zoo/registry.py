@@ -1,0 +1,76 @@
+"""The zoo: named, deterministically built model packages, and resolution of --model arguments."""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from services.embedding.card import CARD_FILE, CardError, load_card, parse_card, write_card
+
+log = logging.getLogger(__name__)
+
+# name -> module with build(out_dir) -> card dict, and describe() -> listing entry.
+BUILDERS = {
+    "random-resnet": "services.embedding.zoo.random_resnet",
+    "handcrafted": "services.embedding.zoo.handcrafted",
+}
+
+
+def zoo_dir() -> Path:
+    """Where built packages live: $ECGLENS_ZOO, else ~/.cache/ecglens/zoo."""
+    return Path(os.environ.get("ECGLENS_ZOO") or Path.home() / ".cache" / "ecglens" / "zoo")
+
+
+def _builder(name: str):
+    if name not in BUILDERS:
+        raise CardError(f"unknown zoo model {name!r}; known: {', '.join(sorted(BUILDERS))}")
+    return importlib.import_module(BUILDERS[name])
+
+
+def build_package(name: str, out_root: Path | None = None, force: bool = False) -> Path:
+    """Build one zoo package into out_root/name atomically (a crash never leaves half a package)."""
+    out_root = Path(out_root or zoo_dir())
+    target = out_root / name
+    if (target / CARD_FILE).is_file() and not force:
+        return target
+    out_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_root))
+    staging.chmod(0o755)  # mkdtemp makes it private; containers read it as another user
+    try:
+        card = parse_card(_builder(name).build(staging), f"zoo:{name}")
+        write_card(card, staging)
+        load_card(staging)  # the package must validate before it is published
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("built zoo package %s in %s", name, target)
+    return target
+
+
+def list_zoo() -> list[dict]:
+    """Listing entries {name, version, kind, objective, embedding_dim, params, built, path}."""
+    entries = []
+    for name in sorted(BUILDERS):
+        entry = _builder(name).describe()
+        path = zoo_dir() / name
+        entry.update(built=(path / CARD_FILE).is_file(), path=str(path))
+        entries.append(entry)
+    return entries
+
+
+def resolve_package(model: str) -> Path:
+    """A --model argument (package directory or zoo name) to a package directory, building zoo models on demand."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / CARD_FILE).is_file():
+            raise CardError(f"{path} is a directory without {CARD_FILE}; it is not a model package")
+        return path
+    if model in BUILDERS:
+        return build_package(model)
+    raise CardError(f"--model {model!r} is neither a package directory nor a zoo model "
+                    f"({', '.join(sorted(BUILDERS))})")
