@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+from pathlib import Path
 
 DESCRIPTION = """ECGLens: a holistic benchmark for ECG foundation models.
 
@@ -46,12 +48,74 @@ def _cmd_zoo_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_and_print(exp, out: str, ray_address: str | None, quiet: bool) -> int:
+    from orchestrator.report import results_table
+    from orchestrator.runner import run_experiment
+
+    results = run_experiment(exp, out, ray_address=ray_address, show_progress=not quiet)
+    print(results_table(results))
+    skipped = len([e for e in results["errors"] if e["record"] != "*"])
+    print(f"\n{len(results['probes'])} probes, {skipped} record(s) not used (see the report's 'records not used')")
+    print(f"report:  {Path(out) / 'report.html'}\nresults: {Path(out) / 'results.json'}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from orchestrator.experiment import DEMO, parse_experiment
+
+    return _run_and_print(parse_experiment(DEMO, "demo"), args.out, args.ray_address, args.quiet)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator.experiment import load_experiment, parse_experiment
+
+    if args.experiment and (args.dataset or args.model):
+        raise _usage("give either an EXPERIMENT file or --dataset/--model, not both")
+    if args.experiment:
+        exp = load_experiment(args.experiment)
+    else:
+        if not args.dataset or not args.model:
+            raise _usage("the quick form needs at least one --dataset and one --model")
+        data: dict = {"name": "run", "datasets": args.dataset, "models": args.model}
+        if args.task:
+            data["tasks"] = args.task
+        if args.fractions:
+            data["scarcity"] = {"train_fractions": _floats(args.fractions, "--fractions"),
+                                "k_shots": [int(v) for v in _floats(args.k_shots or "", "--k-shots")]}
+        elif args.k_shots:
+            data["scarcity"] = {"train_fractions": [], "k_shots": [int(v) for v in _floats(args.k_shots, "--k-shots")]}
+        if args.seeds:
+            data["seeds"] = [int(v) for v in _floats(args.seeds, "--seeds")]
+        exp = parse_experiment(data, "command line")
+    return _run_and_print(exp, args.out, args.ray_address, args.quiet)
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise _usage(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _usage(message: str) -> _UsageError:
+    return _UsageError(message)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from services.embedding.conformance import check_endpoint
 
     report = check_endpoint(args.address, args.timeout)
     print(report.render())
     return 0 if report.ok else 1
+
+
+def _runtime_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local one)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +143,31 @@ def build_parser() -> argparse.ArgumentParser:
     zbuild.add_argument("--only", action="append", metavar="NAME", help="build only this model (repeatable)")
     zbuild.add_argument("--force", action="store_true", help="rebuild even if the package exists")
     zbuild.set_defaults(func=_cmd_zoo_build)
+    demo = sub.add_parser("demo", help="run the embedded default experiment (no network, no cluster) and write a report",
+                          description="The embedded default: synthetic 12-lead ECGs from two simulated sites, the zoo's "
+                                      "models served as separate processes, linear probes at 3 training fractions x 3 "
+                                      "seeds, UMAP and SHAP. Writes report.html and results.json.")
+    demo.add_argument("--out", default="reports/demo", help="output directory (default: reports/demo)")
+    _runtime_flags(demo)
+    demo.set_defaults(func=_cmd_demo)
+
+    run = sub.add_parser("run", help="run an experiment file, or a quick experiment from flags",
+                         description="Run EXPERIMENT.yaml (see docs/experiment.md), or the quick form: "
+                                     "ecglens run --dataset KIND:PATH --model NAME_OR_DIR_OR_ENDPOINT "
+                                     "[--task T] [--fractions 0.01,0.1,1.0] [--seeds 0,1,2] --out DIR")
+    run.add_argument("experiment", nargs="?", help="experiment YAML file")
+    run.add_argument("--dataset", action="append", metavar="KIND:PATH",
+                     help="dataset, e.g. synthetic:eu,sa@120 (repeatable)")
+    run.add_argument("--model", action="append", metavar="NAME|DIR|HOST:PORT",
+                     help="zoo name, package directory (both launched as servers) or endpoint address (repeatable)")
+    run.add_argument("--task", action="append", help="task name (default: every task of each dataset)")
+    run.add_argument("--fractions", help="training fractions, e.g. 0.01,0.1,1.0")
+    run.add_argument("--k-shots", help="k examples per class, e.g. 1,5,10")
+    run.add_argument("--seeds", help="seeds, e.g. 0,1,2")
+    run.add_argument("--out", default="reports/run", help="output directory (default: reports/run)")
+    _runtime_flags(run)
+    run.set_defaults(func=_cmd_run)
+
     check = sub.add_parser("check", help="check that an endpoint honours the EmbeddingService contract",
                            description="Learns the contract only through server reflection and grpc.health.v1 "
                                        "(as any third-party client would), then checks card, Embed, errors.")
@@ -88,17 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse and dispatch; user errors print one clear line and exit 2."""
     args = build_parser().parse_args(argv)
+    from orchestrator.experiment import ConfigError
+    from services.common.process import ServerStartError
     from services.embedding.card import CardError
 
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # stop launched servers on SIGTERM as on Ctrl-C
     try:
         return int(args.func(args) or 0)
-    except CardError as err:
+    except (CardError, ConfigError, _UsageError, ServerStartError) as err:
         print(f"ecglens: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("ecglens: interrupted; every process it started has been stopped", file=sys.stderr)
         return 130
 
 

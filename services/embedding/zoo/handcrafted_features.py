@@ -12,9 +12,16 @@ Layout of one feature row for L leads, D = 11 + 19 * L (239 for the standard 12 
   median-beat morphology relative to the PR-segment baseline (r_amp, s_amp, p_amp, st_level
   at J+60..80 ms, t_amp, in mV).
 
-Beats come from a Pan-Tompkins-like detector on the summed squared derivative of the 5-15 Hz
-band-passed leads. Records without two detected beats get zeros for rhythm and morphology
-and hr_valid = 0; every output is finite and each row depends only on its own record.
+Beats come from a Pan-Tompkins-like detector (adaptive signal/noise levels, 200 ms refractory,
+T-wave rejection, search-back) on the summed squared slope of the 5-15 Hz band-passed leads.
+Morphology is measured on the median beat after a cubic-spline PR-knot baseline removal and a
+40 Hz low-pass with 50/60 Hz notches; QRS bounds come from its spatial velocity.
+
+Fallbacks: with fewer than 2 beats the RR features and hr_bpm are 0; with fewer than 3 (or a
+rate outside 20-300 bpm) hr_valid is 0; with no beat wholly inside the record (350 ms before,
+550 ms after R) the morphology features, qrs_width_ms and beat_consistency are 0; flat leads
+get 0 moments and band powers. Every output is finite float32, and each row depends only on
+its own record. P waves at fast rates (> ~120 bpm) merge with the previous T wave in p_amp.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 from scipy import signal
+from scipy.interpolate import CubicSpline
 from scipy.ndimage import uniform_filter1d
 
 FEATURE_VERSION = "1"
@@ -45,8 +53,8 @@ _QRS_VELOCITY_FRACTION = 0.08
 _QRS_MAX_GAP_MS = 20.0
 _QRS_NOISE_FACTOR = 2.0
 _QRS_NOISE_PCT = 25.0
-# float32 cannot hold more; clipping keeps absurd inputs finite after the cast.
-_F32_MAX = float(np.finfo(np.float32).max) / 2
+# Absurd inputs (|x| ~ 1e38 mV) give float64 features beyond float32; clip so the cast stays finite.
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def feature_names(leads: Sequence[str]) -> list[str]:
@@ -60,10 +68,12 @@ def extract_features(ecg: np.ndarray, fs: float, leads: Sequence[str]) -> np.nda
     x = _check_input(ecg, fs, leads)
     fs = float(fs)
     n_rec, n_leads, _ = x.shape
+    out = np.zeros((n_rec, len(GLOBAL_FEATURES) + len(PER_LEAD_FEATURES) * n_leads))
+    if n_rec == 0 or n_leads == 0:
+        return out.astype(np.float32)
     amp = _amplitude_stats(x)
     spec = _spectral_features(x, fs)
     energy = _qrs_energy(x, fs)
-    out = np.zeros((n_rec, len(GLOBAL_FEATURES) + len(PER_LEAD_FEATURES) * n_leads))
     for b in range(n_rec):
         peaks = _detect_r_peaks(energy[b], fs)
         rhythm = _rhythm_features(peaks, fs)
@@ -198,7 +208,7 @@ def _qrs_energy(x: np.ndarray, fs: float) -> np.ndarray:
 
 
 def _detect_r_peaks(energy: np.ndarray, fs: float) -> np.ndarray:
-    """Pan-Tompkins-like detection on one record's QRS energy; sorted sample indices."""
+    """Pan-Tompkins-like detection on one record's QRS energy; sorted QRS fiducial indices."""
     n_t = len(energy)
     refractory = _n(200, fs)
     if n_t < 3 * refractory:
@@ -222,12 +232,16 @@ def _detect_r_peaks(energy: np.ndarray, fs: float) -> np.ndarray:
 
 
 def _refine_peaks(energy: np.ndarray, cands: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
-    """Steepest point (the R fiducial) and its energy within +-half samples of each candidate."""
+    """Energy centroid (the beat fiducial) and peak energy within +-half samples of each candidate."""
     padded = np.pad(energy, half, mode="constant")
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)[cands]
-    arg = windows.argmax(axis=1)
-    fid = np.clip(cands + arg - half, 0, len(energy) - 1)
-    return fid, windows[np.arange(len(cands)), arg]
+    # The up- and downstroke give two energy lobes of near-equal height; an argmax would hop
+    # between them from beat to beat and blur the median beat, the centroid does not.
+    mass = windows.sum(axis=1)
+    offsets = np.arange(-half, half + 1)
+    shift = np.where(mass > 0, windows @ offsets / np.where(mass > 0, mass, 1.0), 0.0)
+    fid = np.clip(cands + np.rint(shift).astype(np.int64), 0, len(energy) - 1)
+    return fid, windows.max(axis=1)
 
 
 def _adaptive_pass(cands: np.ndarray, heights: np.ndarray, slope_peak: np.ndarray,
@@ -241,7 +255,8 @@ def _adaptive_pass(cands: np.ndarray, heights: np.ndarray, slope_peak: np.ndarra
         thresholds[i] = thr
         is_qrs = h > thr
         if is_qrs and accepted and pos - cands[accepted[-1]] < t_wave_window:
-            # Close after a beat and with under half its slope: a T wave, as in Pan-Tompkins.
+            # Close after a beat and with under half its slope (a quarter of the squared slope):
+            # a T wave, as in Pan-Tompkins.
             is_qrs = slope_peak[i] >= 0.25 * slope_peak[accepted[-1]]
         if is_qrs:
             accepted.append(i)
@@ -295,34 +310,74 @@ def _morphology(x: np.ndarray, peaks: np.ndarray, fs: float,
                 rr_mean_ms: float) -> tuple[float, float, np.ndarray]:
     """QRS width (ms), beat consistency and per-lead [L, 5] measures on the median beat."""
     n_leads, n_t = x.shape
-    morph = np.zeros((n_leads, len(MORPHOLOGY_FEATURES)))
     pre, post = _n(350, fs), _n(550, fs)
-    peaks = peaks[(peaks - pre >= 0) & (peaks + post < n_t)]
-    if len(peaks) == 0:
-        return 0.0, 0.0, morph
-    beats = x[:, peaks[:, None] + np.arange(-pre, post + 1)[None, :]]  # [L, n, W]
-    # First pass: remove each beat's offset so wander does not smear the median template.
-    rough = np.median(beats - np.median(beats, axis=-1, keepdims=True), axis=1)
-    # Mains hum survives the median and its slope rivals the R wave's, so measure low-passed;
-    # the bounds alone also drop residual wander, whose slope would lift the noise floor.
-    onset, offset = _qrs_bounds(_smooth_template(rough, fs, highpass=True), fs, pre)
-    pr = slice(max(0, onset - _n(30, fs)), max(1, onset - _n(10, fs)))
+    inside = peaks[(peaks - pre >= 0) & (peaks + post < n_t)]
+    if len(inside) == 0:
+        return 0.0, 0.0, np.zeros((n_leads, len(MORPHOLOGY_FEATURES)))
+    idx = inside[:, None] + np.arange(-pre, post + 1)[None, :]
+    beats = x[:, idx]  # [L, n, W]
+    # Rough pass: offset-free beats are enough to place the QRS onset for the baseline knots.
+    rough = _median_over_beats(beats - beats.mean(axis=-1, keepdims=True))
+    onset, _ = _qrs_bounds(_smooth_template(rough, fs, highpass=True), fs, pre)
+    beats = beats - _spline_baseline(x, peaks + onset - pre - _n(20, fs), fs, idx)
+    pr = _pr_window(onset, fs)
     beats = beats - beats[:, :, pr].mean(axis=-1, keepdims=True)
-    raw_tmpl = np.median(beats, axis=1)
-    tmpl = _smooth_template(raw_tmpl, fs)
+    raw_tmpl = _median_over_beats(beats)
+    # Mains hum survives the median and its slope rivals the R wave's, so measure filtered.
+    onset, offset = _qrs_bounds(_smooth_template(raw_tmpl, fs, highpass=True), fs, pre)
+    pr = _pr_window(onset, fs)
+    raw_tmpl = raw_tmpl - raw_tmpl[:, pr].mean(axis=-1, keepdims=True)
+    morph = _measure_template(_smooth_template(raw_tmpl, fs), onset, offset, pre, fs, rr_mean_ms)
+    span = slice(max(0, onset - _n(20, fs)), offset + _n(20, fs) + 1)
+    consistency = _beat_consistency(beats[:, :, span], raw_tmpl[:, span])
+    return (offset - onset) * 1000.0 / fs, consistency, morph
+
+
+def _pr_window(onset: int, fs: float) -> slice:
+    """PR-segment samples 30-10 ms before QRS onset, the isoelectric reference; never empty."""
+    start = max(0, onset - _n(30, fs))
+    return slice(start, max(start + 1, onset - _n(10, fs)))
+
+
+def _median_over_beats(beats: np.ndarray) -> np.ndarray:
+    """Median over axis 1 of [L, n, W]; sorting the few beats beats np.median's partition 3-5x."""
+    ordered = np.sort(beats, axis=1)
+    n = beats.shape[1]
+    return 0.5 * (ordered[:, (n - 1) // 2] + ordered[:, n // 2])
+
+
+def _spline_baseline(x: np.ndarray, knots: np.ndarray, fs: float, idx: np.ndarray) -> np.ndarray:
+    """Cubic spline through the PR-segment level of every beat, evaluated at idx -> [L, *idx]."""
+    half = _n(8, fs)
+    knots = knots[(knots - half >= 0) & (knots + half < x.shape[1])]
+    if len(knots) == 0:
+        return np.zeros((x.shape[0],) + idx.shape)
+    level = x[:, knots[:, None] + np.arange(-half, half + 1)[None, :]].mean(axis=-1)  # [L, K]
+    if len(knots) == 1:
+        return np.broadcast_to(level[:, :1, None], (x.shape[0],) + idx.shape)
+    # Held flat beyond the end knots: a cubic would swing wildly when extrapolated.
+    where = np.clip(idx, knots[0], knots[-1])
+    return CubicSpline(knots, level, axis=1, bc_type="natural")(where)
+
+
+def _measure_template(tmpl: np.ndarray, onset: int, offset: int, centre: int, fs: float,
+                      rr_mean_ms: float) -> np.ndarray:
+    """Per-lead R, S, P, ST and T amplitudes (mV) of a baseline-referenced [L, W] median beat."""
+    morph = np.zeros((tmpl.shape[0], len(MORPHOLOGY_FEATURES)))
     qrs = tmpl[:, onset:offset + 1]
     morph[:, 0] = np.maximum(qrs.max(axis=1), 0.0)
     morph[:, 1] = np.minimum(qrs.min(axis=1), 0.0)
     rr = rr_mean_ms if rr_mean_ms > 0 else 1000.0
-    p_start = max(0, onset - _n(240, fs), pre - _n(0.5 * rr, fs))
+    # Half an RR back keeps the previous beat's T wave out of the P window except at fast rates.
+    p_start = max(0, onset - _n(240, fs), centre - _n(0.5 * rr, fs))
     morph[:, 2] = _signed_extreme(tmpl[:, p_start:max(p_start, onset - _n(30, fs))])
-    st = tmpl[:, offset + _n(60, fs):offset + _n(80, fs) + 1]
+    # J+60..80 ms at 60 bpm, shortened like QT (Bazett) so fast rates do not sample the T upslope.
+    st_ms = 70.0 * float(np.sqrt(np.clip(rr, 300.0, 1500.0) / 1000.0))
+    st = tmpl[:, offset + _n(st_ms - 10.0, fs):offset + _n(st_ms + 10.0, fs) + 1]
     morph[:, 3] = st.mean(axis=1) if st.shape[1] else 0.0
-    t_end = pre + _n(float(np.clip(0.7 * rr, 250.0, 500.0)), fs)
+    t_end = centre + _n(float(np.clip(0.7 * rr, 250.0, 500.0)), fs)
     morph[:, 4] = _signed_extreme(tmpl[:, offset + _n(60, fs):t_end + 1])
-    qrs_ms = (offset - onset) * 1000.0 / fs
-    span = slice(max(0, onset - _n(20, fs)), offset + _n(20, fs) + 1)
-    return qrs_ms, _beat_consistency(beats[:, :, span], raw_tmpl[:, span]), morph
+    return morph
 
 
 def _qrs_bounds(tmpl: np.ndarray, fs: float, centre: int) -> tuple[int, int]:
@@ -335,7 +390,7 @@ def _qrs_bounds(tmpl: np.ndarray, fs: float, centre: int) -> tuple[int, int]:
     peak = int(seg.argmax()) if len(seg) else 0
     if len(seg) == 0 or seg[peak] <= _TINY:
         return centre - _n(40, fs), centre + _n(40, fs)
-    # Noise raises the whole velocity floor; the median over the beat window tracks it.
+    # Noise raises the whole velocity floor; a low percentile over the beat window tracks it.
     floor = _QRS_NOISE_FACTOR * float(np.percentile(velocity, _QRS_NOISE_PCT))
     thr = min(max(_QRS_VELOCITY_FRACTION * seg[peak], floor), 0.5 * seg[peak])
     above = np.flatnonzero(seg >= thr)

@@ -1,0 +1,98 @@
+"""The dataset interface every adapter implements, and the registry behind `--dataset KIND:PATH`."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class RecordError(ValueError):
+    """A record that cannot be used; becomes a per-record entry in results.json, never a crash."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One ECG as stored: [leads, samples] in `units`, at its own rate and lead order."""
+
+    record_id: str
+    signal: np.ndarray
+    sampling_rate_hz: float
+    leads: tuple[str, ...]
+    units: str = "mV"
+
+
+@dataclass(frozen=True)
+class RecordMeta:
+    """What is known of a record without reading its samples."""
+
+    record_id: str
+    patient_id: str
+    source: str
+    labels: dict[str, tuple[str, ...]]  # task -> class names of this record
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A picklable description from which any process (a Ray worker) can reopen the dataset."""
+
+    kind: str
+    params: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """Stable short hash of the spec, used in cache paths."""
+        blob = json.dumps({"kind": self.kind, "params": self.params}, sort_keys=True)
+        return f"{self.kind}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+class Dataset(Protocol):
+    """Index-addressable and lazy: meta(i) is cheap, load(i) reads samples."""
+
+    spec: DatasetSpec
+    name: str
+    tasks: dict[str, tuple[str, ...]]  # task -> class names
+    multi_label: dict[str, bool]
+
+    def __len__(self) -> int: ...
+
+    def meta(self, i: int) -> RecordMeta: ...
+
+    def load(self, i: int) -> Record: ...
+
+
+def label_matrix(dataset: Dataset, task: str, indices: list[int] | None = None) -> np.ndarray:
+    """[n, C] float32 0/1 targets of `task` in the task's class order."""
+    classes = dataset.tasks[task]
+    column = {c: k for k, c in enumerate(classes)}
+    indices = list(range(len(dataset))) if indices is None else indices
+    y = np.zeros((len(indices), len(classes)), np.float32)
+    for row, i in enumerate(indices):
+        for label in dataset.meta(i).labels.get(task, ()):
+            if label in column:
+                y[row, column[label]] = 1.0
+    return y
+
+
+def open_dataset(spec: DatasetSpec) -> Dataset:
+    """Instantiate the adapter a spec names."""
+    if spec.kind == "synthetic":
+        from orchestrator.datasets.synthetic_adapter import SyntheticAdapter
+
+        return SyntheticAdapter(spec)
+    raise ValueError(f"unknown dataset kind {spec.kind!r}; known: synthetic")
+
+
+def parse_dataset_arg(text: str) -> DatasetSpec:
+    """`KIND:PATH` from the command line; for synthetic, PATH is `SITES[@N]`, e.g. synthetic:eu,sa@120."""
+    kind, _, rest = text.partition(":")
+    if kind == "synthetic":
+        sites, _, count = rest.partition("@")
+        params: dict[str, Any] = {"sites": [s for s in sites.split(",") if s] or ["eu", "sa"]}
+        if count:
+            params["records_per_site"] = int(count)
+        return DatasetSpec("synthetic", params)
+    raise ValueError(f"--dataset {text!r}: unknown kind {kind!r}; known: synthetic (e.g. synthetic:eu,sa@120)")

@@ -1,0 +1,51 @@
+"""The synthetic generator as a Dataset: task `condition` (six classes), sources = simulated sites."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from orchestrator.datasets.base import DatasetSpec, Record, RecordMeta
+from orchestrator.datasets.synthetic import CONDITIONS, SITES, SyntheticDataset
+
+# shuffle_labels: a negative control; labels are permuted across records (signals keep their true condition),
+# so any probe must fall to chance. A pipeline that still "learns" then has a leak.
+DEFAULTS = {"sites": ["eu", "sa"], "records_per_site": 200, "seed": 0, "duration_s": 10.0, "shuffle_labels": False}
+
+
+class SyntheticAdapter:
+    """Adapter over SyntheticDataset."""
+
+    tasks = {"condition": CONDITIONS}
+    multi_label = {"condition": False}
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        unknown = set(spec.params) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"synthetic dataset: unknown parameter(s) {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
+        params = {**DEFAULTS, **spec.params}
+        bad = [s for s in params["sites"] if s not in SITES]
+        if bad:
+            raise ValueError(f"synthetic dataset: unknown site(s) {bad}; known: {sorted(SITES)}")
+        self.spec = DatasetSpec("synthetic", params)
+        self.name = "synthetic[" + ",".join(params["sites"]) + "]"
+        self._data = SyntheticDataset(params["sites"], params["records_per_site"], params["seed"], params["duration_s"])
+        self.meta = lru_cache(maxsize=None)(self._meta)
+        n = len(self._data)
+        self._label_of = (np.random.default_rng([params["seed"], 7919]).permutation(n) if params["shuffle_labels"]
+                          else np.arange(n))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def _meta(self, i: int) -> RecordMeta:
+        m = self._data.metadata(i)
+        site = SITES[m["site"]]
+        condition = self._data.metadata(int(self._label_of[i]))["condition"]
+        return RecordMeta(m["record_id"], m["patient_id"], m["site"], {"condition": (condition,)},
+                          {"age": m["age"], "sex": m["sex"], "region": site.region})
+
+    def load(self, i: int) -> Record:
+        """Generate record i."""
+        r = self._data.load(i)
+        return Record(r.record_id, r.signal, r.sampling_rate_hz, tuple(r.leads), "mV")

@@ -1,0 +1,194 @@
+"""Embedding on Ray: reading/preprocessing in Ray tasks, endpoint calls from Ray actors.
+
+Per model, one actor per endpoint replica holds a gRPC channel and serves at most `in_flight`
+calls at once (backpressure); the driver keeps at most that many batches outstanding per replica,
+retries UNAVAILABLE/DEADLINE_EXCEEDED with backoff inside the actor, fails over to another replica
+when one stays unreachable, and bisects a batch the server rejects so one bad record loses
+only itself. Every finished batch goes straight to the cache.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import ray
+
+from orchestrator.cache import EmbeddingCache
+from orchestrator.datasets.base import DatasetSpec, RecordError, open_dataset
+from orchestrator.preprocess import PreprocessSpec, preprocess
+
+log = logging.getLogger(__name__)
+RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+
+
+@dataclass
+class RecordProblem:
+    """A record that produced no embedding, and why."""
+
+    dataset: str
+    record: str
+    stage: str
+    reason: str
+    model: str = ""
+
+    def to_dict(self) -> dict:
+        """As in results.json `errors`."""
+        return {"dataset": self.dataset, "record": self.record, "stage": self.stage, "model": self.model,
+                "reason": self.reason}
+
+
+@ray.remote(num_returns=2)
+def read_batch(spec: DatasetSpec, indices: list[int], prep: PreprocessSpec) -> tuple[dict, np.ndarray]:
+    """Read and preprocess records; returns ({ids, problems}, [n_ok, L, T] float32) as two objects."""
+    dataset = open_dataset(spec)
+    ids, rows, problems = [], [], []
+    for i in indices:
+        rid = dataset.meta(i).record_id
+        try:
+            rows.append(preprocess(dataset.load(i), prep))
+            ids.append(rid)
+        except RecordError as err:
+            problems.append((rid, "read", str(err)))
+        except Exception as err:  # a corrupt file must cost one record, not the run
+            problems.append((rid, "read", f"{type(err).__name__}: {err}"))
+    x = np.stack(rows) if rows else np.zeros((0, len(prep.leads), prep.num_samples), np.float32)
+    return {"ids": ids, "problems": problems}, x
+
+
+@ray.remote(max_restarts=0, max_task_retries=0)
+class EndpointWorker:
+    """One endpoint replica: a gRPC channel and bounded retries."""
+
+    def __init__(self, address: str, timeout_s: float = 120.0, attempts: int = 3) -> None:
+        from services.embedding.client import EmbeddingClient
+
+        self.address = address
+        self.client = EmbeddingClient(address, timeout_s=timeout_s)
+        self.attempts = attempts
+
+    def embed(self, x: np.ndarray, request_id: str) -> tuple[str, object]:
+        """('ok', embeddings) or (status name, message) after retries; never raises on RPC errors."""
+        from services.embedding.client import EmbedError
+
+        delay = 0.2
+        for attempt in range(self.attempts):
+            try:
+                return "ok", self.client.embed(x, request_id)
+            except EmbedError as err:
+                if err.code.name not in RETRYABLE or attempt == self.attempts - 1:
+                    return err.code.name, f"{self.address}: {err.details}"
+                time.sleep(delay)
+                delay *= 2
+        return "UNKNOWN", "unreachable"
+
+
+@dataclass
+class _Batch:
+    ids: list[str]
+    x: object  # ObjectRef or ndarray
+    attempts: int = 0
+
+
+@dataclass
+class EmbedJob:
+    """Embedding of one dataset by one model, over its replicas."""
+
+    model: str
+    replicas: list[str]
+    dataset: DatasetSpec
+    dataset_name: str
+    prep: PreprocessSpec
+    cache: EmbeddingCache
+    batch_size: int = 32
+    in_flight: int = 2
+    timeout_s: float = 120.0
+    problems: list[RecordProblem] = field(default_factory=list)
+
+
+def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
+                  progress: Callable[[int], None] | None = None) -> list[RecordProblem]:
+    """Embed every index whose record is not yet cached; return the records that could not be embedded."""
+    done = job.cache.done_ids()
+    todo = [i for i, rid in zip(indices, record_ids) if rid not in done]
+    if progress and len(indices) - len(todo):
+        progress(len(indices) - len(todo))
+    if not todo:
+        return []
+    workers = {addr: EndpointWorker.options(max_concurrency=job.in_flight).remote(addr, job.timeout_s)
+               for addr in job.replicas}
+    alive = list(job.replicas)
+    load = {addr: 0 for addr in alive}
+    chunks = deque(todo[k:k + job.batch_size] for k in range(0, len(todo), job.batch_size))
+    reads: dict = {}
+    ready: deque[_Batch] = deque()
+    calls: dict = {}
+    problems: list[RecordProblem] = []
+    max_reads = 2 * job.in_flight * len(alive)
+
+    def fail(ids: list[str], stage: str, reason: str) -> None:
+        problems.extend(RecordProblem(job.dataset_name, rid, stage, reason, job.model) for rid in ids)
+        if progress:
+            progress(len(ids))
+
+    try:
+        while chunks or reads or ready or calls:
+            while chunks and len(reads) + len(ready) < max_reads:
+                meta_ref, x_ref = read_batch.remote(job.dataset, chunks.popleft(), job.prep)
+                reads[meta_ref] = x_ref
+            while ready and alive:
+                target = min(alive, key=load.get)
+                if load[target] >= job.in_flight:
+                    break
+                batch = ready.popleft()
+                ref = workers[target].embed.remote(batch.x, f"{job.model}:{batch.ids[0]}:{len(batch.ids)}")
+                calls[ref] = (batch, target)
+                load[target] += 1
+            if ready and not alive:
+                while ready:
+                    fail(ready.popleft().ids, "embed", f"no reachable replica of {job.model}")
+                continue
+            pending = list(reads) + list(calls)
+            if not pending:
+                continue
+            finished, _ = ray.wait(pending, num_returns=1)
+            ref = finished[0]
+            if ref in reads:
+                x_ref = reads.pop(ref)
+                meta = ray.get(ref)
+                for rid, stage, reason in meta["problems"]:
+                    fail([rid], stage, reason)
+                if meta["ids"]:
+                    ready.append(_Batch(meta["ids"], x_ref))
+                continue
+            batch, target = calls.pop(ref)
+            load[target] -= 1
+            status, value = ray.get(ref)
+            if status == "ok":
+                job.cache.write(batch.ids, value)
+                if progress:
+                    progress(len(batch.ids))
+            elif status in RETRYABLE and status != "RESOURCE_EXHAUSTED":
+                log.warning("replica %s of %s failed (%s: %s); failing over", target, job.model, status, value)
+                if target in alive:
+                    alive.remove(target)
+                batch.attempts += 1
+                ready.appendleft(batch)
+            elif status == "RESOURCE_EXHAUSTED":
+                ready.append(batch)
+                time.sleep(0.2)
+            elif status == "INVALID_ARGUMENT" and len(batch.ids) > 1:
+                # Bisect so the record the server rejects is found and only it is lost.
+                x = ray.get(batch.x) if not isinstance(batch.x, np.ndarray) else batch.x
+                half = len(batch.ids) // 2
+                ready.appendleft(_Batch(batch.ids[half:], x[half:]))
+                ready.appendleft(_Batch(batch.ids[:half], x[:half]))
+            else:
+                fail(batch.ids, "embed", f"{status}: {value}")
+    finally:
+        for worker in workers.values():
+            ray.kill(worker)
+    return problems

@@ -1,0 +1,214 @@
+"""The experiment file (YAML): one declarative description of a run, validated with clear messages.
+
+See docs/experiment.md for every key. `ecglens run --dataset ... --model ...` builds the same
+structure from the command line.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.datasets.base import DatasetSpec
+
+
+class ConfigError(ValueError):
+    """An experiment file that names an unknown key or holds a value outside the allowed ones."""
+
+
+DEFAULTS: dict[str, Any] = {
+    "name": "experiment",
+    "description": "",
+    "datasets": [],
+    "models": [],
+    "tasks": None,  # None = every task of each dataset
+    "scarcity": {"train_fractions": [0.1, 0.3, 1.0], "k_shots": []},
+    "seeds": [0, 1, 2],
+    "split": {"test_fraction": 0.3, "seed": 0},
+    "probe": {"kind": "linear", "cv_folds": 3, "cs": []},
+    "analyses": {
+        "umap": {"enabled": True, "n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "seed": 0},
+        "shap": {"enabled": True, "top_k": 10},
+    },
+    "runtime": {"batch_size": 32, "in_flight": 2, "timeout_s": 300.0, "probing_replicas": 1,
+                "analysis_replicas": 1, "ray_address": None, "ray_num_cpus": None, "cache_dir": None},
+}
+_MODEL_KEYS = {"name", "package", "endpoint", "replicas"}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model to evaluate: launched from a package/zoo name, or reached at remote endpoints."""
+
+    name: str
+    package: str | None = None
+    endpoints: tuple[str, ...] = ()
+    replicas: int = 1
+
+    @property
+    def remote(self) -> bool:
+        """True when ECGLens does not launch the server itself."""
+        return bool(self.endpoints)
+
+
+@dataclass
+class Experiment:
+    """A validated experiment."""
+
+    raw: dict[str, Any]
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    models: list[ModelEntry] = field(default_factory=list)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.raw[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def _merge(defaults: dict, given: dict, where: str) -> dict:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(defaults))}")
+    merged = copy.deepcopy(defaults)
+    for key, value in given.items():
+        if isinstance(defaults[key], dict) and key not in ("datasets",):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key}: expected a mapping, got {type(value).__name__}")
+            merged[key] = _merge(defaults[key], value, f"{where}.{key}")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _number_list(value: Any, where: str, kind: type, low: float, high: float) -> list:
+    if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"{where}: expected a list of numbers, got {value!r}")
+    for v in value:
+        if not low <= v <= high or (kind is int and int(v) != v):
+            raise ConfigError(f"{where}: {v!r} is outside {low}..{high}" + (" or not an integer" if kind is int else ""))
+    return [kind(v) for v in value]
+
+
+def _model(entry: Any, k: int) -> ModelEntry:
+    where = f"models[{k}]"
+    if isinstance(entry, str):
+        entry = {"endpoint": entry} if _looks_like_address(entry) else {"name": entry}
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a zoo name, a package path, an address or a mapping")
+    unknown = sorted(set(entry) - _MODEL_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_MODEL_KEYS))}")
+    endpoints = entry.get("endpoint") or ()
+    endpoints = tuple([endpoints] if isinstance(endpoints, str) else endpoints)
+    package = entry.get("package")
+    name = entry.get("name") or package or (endpoints[0] if endpoints else None)
+    if not name:
+        raise ConfigError(f"{where}: give `name` (zoo model), `package` (directory) or `endpoint` (host:port)")
+    if endpoints and package:
+        raise ConfigError(f"{where}: `package` (launched by ECGLens) and `endpoint` (already running) exclude each other")
+    replicas = entry.get("replicas", 1)
+    if not isinstance(replicas, int) or replicas < 1:
+        raise ConfigError(f"{where}.replicas: expected a positive integer, got {replicas!r}")
+    if endpoints and "replicas" in entry:
+        raise ConfigError(f"{where}.replicas: remote models have one replica per listed endpoint")
+    if not endpoints and package is None:
+        package = name
+    return ModelEntry(str(name), package, tuple(_strip_scheme(e) for e in endpoints), len(endpoints) or replicas)
+
+
+def _looks_like_address(text: str) -> bool:
+    host, sep, port = _strip_scheme(text).rpartition(":")
+    return bool(sep and host and port.isdigit())
+
+
+def _strip_scheme(address: str) -> str:
+    return address.split("://", 1)[1] if "://" in address else address
+
+
+def _dataset(entry: Any, k: int) -> DatasetSpec:
+    where = f"datasets[{k}]"
+    if isinstance(entry, str):
+        from orchestrator.datasets.base import parse_dataset_arg
+
+        try:
+            return parse_dataset_arg(entry)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from None
+    if not isinstance(entry, dict) or "kind" not in entry:
+        raise ConfigError(f"{where}: expected a mapping with `kind` (e.g. kind: synthetic) or a KIND:PATH string")
+    params = {k2: v for k2, v in entry.items() if k2 != "kind"}
+    spec = DatasetSpec(str(entry["kind"]), params)
+    from orchestrator.datasets.base import open_dataset
+
+    try:
+        open_dataset(spec)
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return spec
+
+
+def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
+    """Validate plain data (from YAML or the command line) into an Experiment."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    raw = _merge(DEFAULTS, data, source)
+    if not raw["datasets"]:
+        raise ConfigError(f"{source}.datasets: at least one dataset is required")
+    if not raw["models"]:
+        raise ConfigError(f"{source}.models: at least one model is required")
+    sc = raw["scarcity"]
+    sc["train_fractions"] = sorted(set(_number_list(sc["train_fractions"], f"{source}.scarcity.train_fractions",
+                                                    float, 1e-6, 1.0)))
+    sc["k_shots"] = sorted(set(_number_list(sc["k_shots"], f"{source}.scarcity.k_shots", int, 1, 1e9)))
+    if not sc["train_fractions"] and not sc["k_shots"]:
+        raise ConfigError(f"{source}.scarcity: give train_fractions and/or k_shots")
+    raw["seeds"] = _number_list(raw["seeds"], f"{source}.seeds", int, 0, 2**31 - 1)
+    if not raw["seeds"]:
+        raise ConfigError(f"{source}.seeds: at least one seed is required")
+    tf = raw["split"]["test_fraction"]
+    if not isinstance(tf, (int, float)) or not 0.05 <= tf <= 0.9:
+        raise ConfigError(f"{source}.split.test_fraction: expected a number in 0.05..0.9, got {tf!r}")
+    if raw["probe"]["kind"] != "linear":
+        raise ConfigError(f"{source}.probe.kind: {raw['probe']['kind']!r} is not one of linear")
+    metric = raw["analyses"]["umap"]["metric"]
+    allowed = ("euclidean", "cosine", "correlation", "manhattan", "chebyshev")
+    if metric not in allowed:
+        raise ConfigError(f"{source}.analyses.umap.metric: {metric!r} is not one of {', '.join(allowed)}")
+    if raw["tasks"] is not None and (isinstance(raw["tasks"], str)):
+        raw["tasks"] = [raw["tasks"]]
+    models = [_model(m, k) for k, m in enumerate(raw["models"])]
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}.models: duplicate model names {names}; give each a distinct `name`")
+    datasets = [_dataset(d, k) for k, d in enumerate(raw["datasets"])]
+    raw["models"] = [{"name": m.name, "package": m.package, "endpoint": list(m.endpoints), "replicas": m.replicas}
+                     for m in models]
+    raw["datasets"] = [{"kind": d.kind, **d.params} for d in datasets]
+    return Experiment(raw, datasets, models)
+
+
+def load_experiment(path: Path | str) -> Experiment:
+    """Read and validate an experiment YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_experiment(data, str(path))
+
+
+DEMO: dict[str, Any] = {
+    "name": "demo",
+    "description": ("The embedded default: synthetic 12-lead ECGs from two simulated sites (Europe-like 500 Hz / 50 Hz "
+                    "mains and South-America-like 400 Hz / 60 Hz mains), six conditions, the zoo's models."),
+    "datasets": [{"kind": "synthetic", "sites": ["eu", "sa"], "records_per_site": 150, "seed": 0}],
+    "models": ["random-resnet", "handcrafted"],
+    "scarcity": {"train_fractions": [0.1, 0.3, 1.0]},
+    "seeds": [0, 1, 2],
+}

@@ -1,0 +1,431 @@
+"""Run an experiment end to end: launch servers, embed on Ray, probe, analyse, write the report.
+
+Data flows one way: dataset -> preprocess -> embedding servers -> cache -> probing / analysis
+-> results.json + report.html. Every process this starts is stopped on exit, Ctrl-C included.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import ray
+from tqdm import tqdm
+
+from orchestrator.cache import EmbeddingCache
+from orchestrator.datasets.base import Dataset, label_matrix, open_dataset
+from orchestrator.dispatch import EmbedJob, RecordProblem, run_embed_job
+from orchestrator.experiment import Experiment
+from orchestrator.preprocess import spec_from_card
+from orchestrator.splits import patient_split
+from services.common.process import ServerProcess, start_server
+from services.embedding.client import EmbeddingClient
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = "1.0"
+ECGLENS_VERSION = "0.1.0"
+
+
+@dataclass
+class Hooks:
+    """Callbacks for tests and tools, e.g. to kill a replica mid-run."""
+
+    on_embedded: Callable[[str, int], None] | None = None  # (model, records done so far)
+    on_launched: Callable[[dict[str, list[ServerProcess]]], None] | None = None  # owner -> its server processes
+
+
+@dataclass
+class _Services:
+    """Every server process this run started; stopped together."""
+
+    log_dir: Path
+    started: list[ServerProcess] = field(default_factory=list)
+
+    def start(self, module: str, args: list[str], name: str) -> ServerProcess:
+        handle = start_server(module, args, name=name, log_dir=self.log_dir, timeout_s=300)
+        self.started.append(handle)
+        return handle
+
+    def stop_all(self) -> None:
+        for handle in self.started:
+            handle.stop()
+
+
+def _init_ray(address: str | None, num_cpus: int | None, temp_dir: str | None) -> bool:
+    """Join a cluster or start a local one; True when this call started it (so we shut it down)."""
+    if ray.is_initialized():
+        return False
+    common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **common)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), _temp_dir=temp_dir, **common)
+    return True
+
+
+@ray.remote(num_cpus=0.1, max_retries=1)
+def _probe_remote(address: str, emb: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
+                  class_names: list[str], multi_label: bool, seed: int, cs: list[float], cv_folds: int) -> dict:
+    """One probe fit on the probing service (a Ray task, so a sweep fans out over service replicas)."""
+    from services.probing.client import ProbingClient
+
+    with ProbingClient(address) as client:
+        result = client.evaluate(emb[train], y[train], emb[test], y[test], class_names, multi_label, seed,
+                                 cs=cs or None, cv_folds=cv_folds, timeout=900)
+    return {"metrics": result.metrics, "per_class_auroc": result.per_class_auroc, "c": float(result.c),
+            "warnings": list(result.warnings), "coef": result.coef, "intercept": result.intercept,
+            "mean": result.mean, "scale": result.scale}
+
+
+@ray.remote(num_cpus=0.1, max_retries=1)
+def _umap_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], params: dict,
+                 title: str) -> tuple[dict, list]:
+    """UMAP of one model's embeddings on the analysis service."""
+    from services.analysis.client import AnalysisClient
+
+    with AnalysisClient(address) as client:
+        result, figures = client.umap(emb, classes, sources, n_neighbors=params["n_neighbors"],
+                                      min_dist=params["min_dist"], metric=params["metric"], seed=params["seed"],
+                                      title=title)
+    scores = {"silhouette_class": result.silhouette_class, "silhouette_source": result.silhouette_source,
+              "trustworthiness": result.trustworthiness, "n_neighbors": result.n_neighbors,
+              "min_dist": result.min_dist, "metric": result.metric, "seed": params["seed"]}
+    return scores, figures
+
+
+@ray.remote(num_cpus=0.1, max_retries=1)
+def _shap_remote(address: str, probe: dict, background: np.ndarray, samples: np.ndarray, class_names: list[str],
+                 top_k: int, title: str) -> tuple[dict, list]:
+    """Exact linear SHAP of one probe on the analysis service."""
+    from services.analysis.client import AnalysisClient
+
+    with AnalysisClient(address) as client:
+        result, figures = client.shap(probe["coef"], probe["intercept"], probe["mean"], probe["scale"], background,
+                                      samples, class_names, top_k=top_k, title=title)
+    top = {name: [int(d) for d, _ in dims] for name, dims in result.top_dims.items()}
+    return {"dims_for_90pct": int(result.dims_for_90pct), "top_dims": top,
+            "max_additivity_error": float(result.max_additivity_error)}, figures
+
+
+def _model_entry(model, card, endpoints: list[str]) -> dict:
+    return {"name": model.name, "version": card.version, "kind": card.kind, "objective": card.objective,
+            "embedding_dim": int(card.embedding_dim), "params": int(card.params), "fingerprint": card.fingerprint,
+            "sampling_rate_hz": card.sampling_rate_hz, "num_samples": int(card.num_samples),
+            "leads": list(card.leads), "normalization": card.normalization, "backend": card.backend,
+            "served_name": card.name, "endpoint": "remote" if model.remote else "launched",
+            "replicas": len(endpoints), "description": card.description}
+
+
+def _settings(exp: Experiment) -> list[tuple[float | None, int | None]]:
+    sc = exp.scarcity
+    return [(f, None) for f in sc["train_fractions"]] + [(None, k) for k in sc["k_shots"]]
+
+
+def _json_float(value):
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+class _Run:
+    """State of one run; methods are the pipeline's stages in order."""
+
+    def __init__(self, exp: Experiment, out_dir: Path, hooks: Hooks, show_progress: bool) -> None:
+        self.exp, self.out_dir, self.hooks, self.show_progress = exp, out_dir, hooks, show_progress
+        self.rt = exp.runtime
+        self.cache_root = Path(self.rt["cache_dir"] or out_dir / "cache")
+        self.services = _Services(out_dir / "logs")
+        self.timings: dict[str, float] = {}
+        self.problems: list[RecordProblem] = []
+        self.figures: list[dict] = []
+
+    def launch(self) -> None:
+        """Start one server per launched model replica, plus the probing and analysis services."""
+        started = time.perf_counter()
+        plan = []
+        for model in self.exp.models:
+            if not model.remote:
+                from services.embedding.zoo.registry import resolve_package
+
+                package = str(resolve_package(model.package))  # build zoo models once, before replicas start
+                plan += [("services.embedding", ["--model", package], f"{model.name}-{r}", model.name)
+                         for r in range(model.replicas)]
+        plan += [("services.probing", [], f"probing-{r}", "probing") for r in range(self.rt["probing_replicas"])]
+        analyses = self.exp.analyses
+        if analyses["umap"]["enabled"] or analyses["shap"]["enabled"]:
+            plan += [("services.analysis", [], f"analysis-{r}", "analysis")
+                     for r in range(self.rt["analysis_replicas"])]
+        with ThreadPoolExecutor(max(1, len(plan))) as pool:
+            futures = [(owner, pool.submit(self.services.start, module, args, name))
+                       for module, args, name, owner in plan]
+            handles = []
+            for owner, future in futures:
+                try:
+                    handles.append((owner, future.result()))
+                except Exception:
+                    for f in futures:
+                        if f[1].done() and not f[1].exception():
+                            self.services.started.append(f[1].result())
+                    raise
+        self.services.started = [h for _, h in handles]
+        self.endpoints: dict[str, list[str]] = {m.name: list(m.endpoints) for m in self.exp.models}
+        self.probing, self.analysis = [], []
+        by_owner: dict[str, list[ServerProcess]] = {}
+        for owner, handle in handles:
+            by_owner.setdefault(owner, []).append(handle)
+            {"probing": self.probing, "analysis": self.analysis}.get(owner, self.endpoints.get(owner, [])).append(
+                handle.address)
+        if self.hooks.on_launched:
+            self.hooks.on_launched(by_owner)
+        self.cards = {}
+        for model in self.exp.models:
+            with EmbeddingClient(self.endpoints[model.name][0], timeout_s=self.rt["timeout_s"]) as client:
+                self.cards[model.name] = client.card()
+        self.timings["launch_s"] = time.perf_counter() - started
+
+    def embed(self) -> None:
+        """Embed every dataset with every model into the cache."""
+        started = time.perf_counter()
+        self.datasets: list[Dataset] = [open_dataset(spec) for spec in self.exp.datasets]
+        self.caches: dict[tuple[str, str], EmbeddingCache] = {}
+        self.prep = {}
+        for dataset in self.datasets:
+            ids = [dataset.meta(i).record_id for i in range(len(dataset))]
+            duplicates = sorted({r for r in ids if ids.count(r) > 1}) if len(set(ids)) != len(ids) else []
+            keep = [i for i, r in enumerate(ids) if r not in duplicates]
+            for rid in duplicates:
+                self.problems.append(RecordProblem(dataset.name, rid, "read", "duplicate record id; all copies skipped"))
+            for model in self.exp.models:
+                card = self.cards[model.name]
+                prep = spec_from_card(card)
+                self.prep[(model.name, dataset.name)] = prep
+                key = f"{card.name}-{card.version}-{card.fingerprint[:12]}-{prep.hash[:12]}"
+                cache = EmbeddingCache(self.cache_root, key, dataset.spec.key,
+                                       {"model": card.name, "version": card.version, "fingerprint": card.fingerprint,
+                                        "dataset": dataset.spec.key, "preprocessing": prep.describe()})
+                self.caches[(model.name, dataset.name)] = cache
+                job = EmbedJob(model.name, self.endpoints[model.name], dataset.spec, dataset.name, prep, cache,
+                               batch_size=min(self.rt["batch_size"], int(card.max_batch_size) or 32),
+                               in_flight=self.rt["in_flight"], timeout_s=self.rt["timeout_s"])
+                with tqdm(total=len(keep), desc=f"embed {model.name} on {dataset.name}", unit="ecg",
+                          disable=not self.show_progress, leave=True) as bar:
+                    def progress(n: int, bar=bar, name=model.name) -> None:
+                        bar.update(n)
+                        if self.hooks.on_embedded:
+                            self.hooks.on_embedded(name, bar.n)
+                    self.problems += run_embed_job(job, keep, [ids[i] for i in keep], progress)
+        self.timings["embed_s"] = time.perf_counter() - started
+
+    def evaluate(self) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
+        """Probes for every model x dataset x task x scarcity setting x seed, then UMAP and SHAP."""
+        started = time.perf_counter()
+        exp = self.exp
+        probes, representations, dataset_entries, prep_entries = [], [], [], []
+        probe_jobs, umap_jobs, shap_inputs = [], [], {}
+        address = iter(range(10**9))
+        for dataset in self.datasets:
+            metas = [dataset.meta(i) for i in range(len(dataset))]
+            ids = [m.record_id for m in metas]
+            done = set.intersection(*(self.caches[(m.name, dataset.name)].done_ids() for m in exp.models))
+            usable = [i for i, rid in enumerate(ids) if rid in done]
+            tasks = [t for t in (exp.tasks or list(dataset.tasks)) if t in dataset.tasks]
+            split_task = tasks[0]
+            y_all = label_matrix(dataset, split_task)
+            train_all, test_all = patient_split([m.patient_id for m in metas], y_all, exp.split["test_fraction"],
+                                                exp.split["seed"])
+            usable_set = set(usable)
+            train = [i for i in train_all if i in usable_set]
+            test = [i for i in test_all if i in usable_set]
+            dataset_entries.append(self._dataset_entry(dataset, metas, tasks, train, test))
+            for model in exp.models:
+                prep = self.prep[(model.name, dataset.name)]
+                prep_entries.append({"model": model.name, "dataset": dataset.name, "hash": prep.hash,
+                                     "pipeline": prep.describe()})
+                emb = self.caches[(model.name, dataset.name)].get([ids[i] for i in usable])
+                position = {i: k for k, i in enumerate(usable)}
+                emb_ref = ray.put(emb)
+                tr, te = np.array([position[i] for i in train]), np.array([position[i] for i in test])
+                for task in tasks:
+                    classes = list(dataset.tasks[task])
+                    y = label_matrix(dataset, task, usable)
+                    y_ref = ray.put(y)
+                    for fraction, k_shot in _settings(exp):
+                        for seed in exp.seeds:
+                            subset = self._subset(y[tr], fraction, k_shot, seed, classes, dataset, model, task)
+                            if subset is None:
+                                continue
+                            key = (model.name, dataset.name, task, fraction, k_shot, seed)
+                            ref = _probe_remote.remote(self.probing[next(address) % len(self.probing)], emb_ref, y_ref,
+                                                       tr[subset], te, classes, dataset.multi_label[task], seed,
+                                                       exp.probe["cs"], exp.probe["cv_folds"])
+                            probe_jobs.append((key, len(subset), len(te), ref))
+                if exp.analyses["umap"]["enabled"]:
+                    primary = label_matrix(dataset, tasks[0], usable).argmax(axis=1)
+                    names = [dataset.tasks[tasks[0]][k] for k in primary]
+                    sources = [metas[i].source for i in usable]
+                    ref = _umap_remote.remote(self.analysis[next(address) % len(self.analysis)], emb_ref, names,
+                                              sources, exp.analyses["umap"], model.name)
+                    umap_jobs.append(((model.name, dataset.name), sorted(set(sources)), len(usable), ref))
+                shap_inputs[(model.name, dataset.name)] = (emb_ref, tr, te, tasks[0], list(dataset.tasks[tasks[0]]))
+        probe_results = {}
+        with tqdm(total=len(probe_jobs), desc="probes", unit="fit", disable=not self.show_progress) as bar:
+            pending = {ref: (key, n_train, n_test) for key, n_train, n_test, ref in probe_jobs}
+            while pending:
+                finished, _ = ray.wait(list(pending), num_returns=1)
+                key, n_train, n_test = pending.pop(finished[0])
+                try:
+                    probe_results[key] = (ray.get(finished[0]), n_train, n_test)
+                except Exception as err:  # one failed fit is reported, the sweep goes on
+                    self.problems.append(RecordProblem(key[1], "*", "probe", f"{key}: {err}", key[0]))
+                bar.update(1)
+        for key in sorted(probe_results, key=lambda k: (k[0], k[1], k[2], k[3] or 0, k[4] or 0, k[5])):
+            result, n_train, n_test = probe_results[key]
+            model, dname, task, fraction, k_shot, seed = key
+            probes.append({"model": model, "dataset": dname, "task": task, "probe": "linear",
+                           "train_fraction": fraction, "k_shot": k_shot, "seed": seed, "n_train": n_train,
+                           "n_test": n_test, "metrics": {k: _json_float(v) for k, v in sorted(result["metrics"].items())},
+                           "per_class_auroc": {k: _json_float(v) for k, v in sorted(result["per_class_auroc"].items())},
+                           "c": result["c"], "warnings": result["warnings"]})
+        representations = self._analyse(umap_jobs, shap_inputs, probe_results)
+        self.timings["evaluate_s"] = time.perf_counter() - started
+        return probes, representations, dataset_entries, prep_entries
+
+    def _subset(self, y_train, fraction, k_shot, seed, classes, dataset, model, task):
+        from services.probing.core import scarcity_subset
+
+        try:
+            return scarcity_subset(y_train, fraction, k_shot, seed, class_names=classes)
+        except ValueError as err:
+            setting = f"fraction {fraction}" if fraction is not None else f"{k_shot}-shot"
+            self.problems.append(RecordProblem(dataset.name, "*", "probe", f"{task}, {setting}, seed {seed}: {err}",
+                                               model.name))
+            return None
+
+    def _analyse(self, umap_jobs, shap_inputs, probe_results) -> list[dict]:
+        exp = self.exp
+        reps = {}
+        for (model, dname), sources, n, ref in umap_jobs:
+            reps[(model, dname)] = {"model": model, "dataset": dname, "sources": sources, "n_records": n}
+        shap_jobs = []
+        if exp.analyses["shap"]["enabled"]:
+            full = max(exp.scarcity["train_fractions"]) if exp.scarcity["train_fractions"] else None
+            for (model, dname), (emb_ref, tr, te, task, classes) in shap_inputs.items():
+                key = (model, dname, task, full, None if full else max(exp.scarcity["k_shots"]), exp.seeds[0])
+                if key not in probe_results:
+                    continue
+                emb = ray.get(emb_ref)
+                ref = _shap_remote.remote(self.analysis[0], probe_results[key][0], emb[tr], emb[te], classes,
+                                          exp.analyses["shap"]["top_k"], model)
+                shap_jobs.append(((model, dname), {"task": task, "train_fraction": key[3], "seed": key[5]}, ref))
+        for (model, dname), sources, n, ref in umap_jobs:
+            try:
+                scores, figures = ray.get(ref)
+                reps[(model, dname)]["umap"] = {k: _json_float(v) for k, v in scores.items()}
+                self._keep_figures(figures, model, "umap")
+            except Exception as err:
+                self.problems.append(RecordProblem(dname, "*", "analysis", f"UMAP failed: {err}", model))
+        for (model, dname), meta, ref in shap_jobs:
+            try:
+                summary, figures = ray.get(ref)
+                reps.setdefault((model, dname), {"model": model, "dataset": dname})["shap"] = {**meta, **summary}
+                self._keep_figures(figures, model, "shap")
+            except Exception as err:
+                self.problems.append(RecordProblem(dname, "*", "analysis", f"SHAP failed: {err}", model))
+        return [reps[k] for k in sorted(reps)]
+
+    def _keep_figures(self, figures, model: str, kind: str) -> None:
+        folder = self.out_dir / "figures"
+        folder.mkdir(exist_ok=True)
+        for name, png, caption in figures:
+            (folder / (name.replace("/", "__") + ".png")).write_bytes(png)
+            self.figures.append({"name": name, "model": model, "kind": kind, "png": png, "caption": caption})
+
+    def _dataset_entry(self, dataset, metas, tasks, train, test) -> dict:
+        sources: dict[str, int] = {}
+        for m in metas:
+            sources[m.source] = sources.get(m.source, 0) + 1
+        classes = {}
+        for task in tasks:
+            counts = label_matrix(dataset, task).sum(axis=0)
+            classes[task] = {c: int(n) for c, n in zip(dataset.tasks[task], counts)}
+        patients = {m.patient_id for m in metas}
+        return {"name": dataset.name, "kind": dataset.spec.kind, "params": dataset.spec.params,
+                "n_records": len(metas), "n_patients": len(patients), "sources": dict(sorted(sources.items())),
+                "classes": classes,
+                "split": {"n_train": len(train), "n_test": len(test),
+                          "train_patients": len({metas[i].patient_id for i in train}),
+                          "test_patients": len({metas[i].patient_id for i in test})}}
+
+
+def _summaries(probes: list[dict]) -> list[dict]:
+    from services.probing.core import summarise
+
+    groups: dict[tuple, list[dict]] = {}
+    for p in probes:
+        groups.setdefault((p["model"], p["dataset"], p["task"], p["train_fraction"], p["k_shot"]), []).append(p)
+    out = []
+    for (model, dname, task, fraction, k_shot), items in groups.items():
+        metrics = {}
+        for name in sorted({k for p in items for k in p["metrics"]}):
+            values = [p["metrics"][name] for p in items if p["metrics"].get(name) is not None]
+            if values:
+                metrics[name] = {k: _json_float(float(v)) for k, v in summarise(values).items()}
+        out.append({"model": model, "dataset": dname, "task": task, "train_fraction": fraction, "k_shot": k_shot,
+                    "n_seeds": len(items), "metrics": metrics})
+    return out
+
+
+def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None = None,
+                   hooks: Hooks | None = None, show_progress: bool = True, ray_temp_dir: str | None = None) -> dict:
+    """Run everything and write results.json, report.html, figures/ and run.json into out_dir."""
+    from orchestrator.report import write_report
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(exp, out_dir, hooks or Hooks(), show_progress)
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if _init_ray(ray_address or exp.runtime["ray_address"], exp.runtime["ray_num_cpus"], ray_temp_dir):
+            stack.callback(ray.shutdown)
+        stack.callback(run.services.stop_all)
+        run.launch()
+        run.embed()
+        probes, representations, dataset_entries, prep_entries = run.evaluate()
+    counts = []
+    for dataset in run.datasets:
+        for model in exp.models:
+            skipped = sum(1 for p in run.problems if p.dataset == dataset.name and p.record != "*"
+                          and p.model in ("", model.name))
+            counts.append({"dataset": dataset.name, "model": model.name, "records": len(dataset),
+                           "embedded": len(run.caches[(model.name, dataset.name)].done_ids()), "skipped": skipped})
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "ecglens_version": ECGLENS_VERSION,
+        "experiment": exp.raw,
+        "models": [_model_entry(m, run.cards[m.name], run.endpoints[m.name]) for m in exp.models],
+        "datasets": dataset_entries,
+        "preprocessing": prep_entries,
+        "probes": probes,
+        "summary": _summaries(probes),
+        "representations": representations,
+        "errors": sorted((p.to_dict() for p in run.problems),
+                         key=lambda e: (e["dataset"], e["record"], e["stage"], e["model"], e["reason"])),
+        "counts": counts,
+    }
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    report = write_report(results, run.figures, out_dir)
+    run.timings["total_s"] = time.perf_counter() - started
+    (out_dir / "run.json").write_text(json.dumps({
+        "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
+        "python": platform.python_version(), "cpus": os.cpu_count(),
+        "endpoints": run.endpoints, "probing": run.probing, "analysis": run.analysis,
+        "report": str(report)}, indent=2) + "\n")
+    return results

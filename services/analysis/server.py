@@ -1,0 +1,164 @@
+"""ecglens.v1.AnalysisService: UMAP and linear SHAP over gRPC (python -m services.analysis)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from typing import Callable, TypeVar
+
+import grpc
+import numpy as np
+
+from protos.ecglens.v1 import analysis_pb2, analysis_pb2_grpc, tensor_pb2
+from services.analysis import core
+from services.common.process import write_port_file
+from services.common.runtime import serve_blocking
+from services.common.tensors import TensorError, from_tensor, to_tensor
+
+SERVICE_NAME = "ecglens.v1.AnalysisService"
+log = logging.getLogger("services.analysis")
+
+Reply = TypeVar("Reply")
+
+
+class InvalidRequest(ValueError):
+    """A request that fails validation; the message names the offending field."""
+
+
+def _decode(tensor: tensor_pb2.Tensor, name: str, ndim: int) -> np.ndarray:
+    """Decode a Tensor to float64 with the expected rank and only finite values."""
+    try:
+        arr = from_tensor(tensor, name)
+    except TensorError as err:
+        raise InvalidRequest(str(err)) from None
+    if arr.ndim != ndim:
+        raise InvalidRequest(f"{name}: expected {ndim}-D tensor, got shape {list(arr.shape)}")
+    if not np.all(np.isfinite(arr)):
+        raise InvalidRequest(f"{name}: contains {int(np.count_nonzero(~np.isfinite(arr)))} non-finite value(s) "
+                             "(NaN or Inf)")
+    return arr.astype(np.float64)
+
+
+def _figures(items: list[tuple[str, bytes, str]]) -> list[tensor_pb2.Figure]:
+    """(name, png, caption) tuples as Figure messages."""
+    return [tensor_pb2.Figure(name=n, media_type="image/png", data=png, caption=c) for n, png, c in items]
+
+
+def _nan_if_none(value: float | None) -> float:
+    """Undefined scores travel as NaN (proto3 doubles have no null)."""
+    return math.nan if value is None else float(value)
+
+
+def _validate_umap(request: analysis_pb2.UmapRequest) -> np.ndarray:
+    """Decode and check a UmapRequest; return the [N, D] embeddings."""
+    x = _decode(request.embeddings, "embeddings", 2)
+    n = x.shape[0]
+    if n < core.MIN_UMAP_ROWS:
+        raise InvalidRequest(f"embeddings: UMAP needs at least {core.MIN_UMAP_ROWS} rows, got {n}")
+    if x.shape[1] < 1:
+        raise InvalidRequest("embeddings: has 0 columns (D must be >= 1)")
+    for name, labels in (("class_labels", request.class_labels), ("sources", request.sources)):
+        if len(labels) != n:
+            raise InvalidRequest(f"{name}: has {len(labels)} entries but embeddings has {n} rows")
+    core.resolve_umap_params(n, request.n_neighbors, request.min_dist, request.metric)
+    return x
+
+
+def _validate_shap(request: analysis_pb2.ShapRequest) -> dict[str, np.ndarray]:
+    """Decode a ShapRequest's tensors with their expected ranks (shapes are checked by core)."""
+    if not request.HasField("model"):
+        raise InvalidRequest("model: not set")
+    if request.top_k < 0:
+        raise InvalidRequest(f"top_k: must be >= 0 (0 = default {core.DEFAULT_TOP_K}), got {request.top_k}")
+    model = request.model
+    return {
+        "coef": _decode(model.coef, "model.coef", 2),
+        "intercept": _decode(model.intercept, "model.intercept", 1),
+        "mean": _decode(model.mean, "model.mean", 1),
+        "scale": _decode(model.scale, "model.scale", 1),
+        "background": _decode(request.background, "background", 2),
+        "samples": _decode(request.samples, "samples", 2),
+    }
+
+
+class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
+    """Umap and Shap RPCs on top of services.analysis.core."""
+
+    def _run(self, method: str, request_id: str, context: grpc.ServicerContext, work: Callable[[], Reply]) -> Reply:
+        """Run work(); map validation errors to INVALID_ARGUMENT and anything else to INTERNAL."""
+        started = time.perf_counter()
+        try:
+            reply = work()
+        except ValueError as err:  # InvalidRequest and core's own checks
+            log.info("%s %s rejected: %s", method, request_id or "-", err)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except Exception:
+            log.exception("%s %s failed", method, request_id or "-")
+            context.abort(grpc.StatusCode.INTERNAL, f"{method} failed; see the analysis server log")
+        log.info("%s %s done in %.2fs", method, request_id or "-", time.perf_counter() - started)
+        return reply
+
+    def Umap(self, request: analysis_pb2.UmapRequest, context: grpc.ServicerContext) -> analysis_pb2.UmapResponse:
+        """2-D UMAP with silhouettes, trustworthiness and two scatter figures."""
+        return self._run("Umap", request.request_id, context, lambda: self._umap(request))
+
+    def Shap(self, request: analysis_pb2.ShapRequest, context: grpc.ServicerContext) -> analysis_pb2.ShapResponse:
+        """Exact linear SHAP of a probe with concentration summaries and a heatmap."""
+        return self._run("Shap", request.request_id, context, lambda: self._shap(request))
+
+    @staticmethod
+    def _umap(request: analysis_pb2.UmapRequest) -> analysis_pb2.UmapResponse:
+        """Validated UMAP request to response."""
+        x = _validate_umap(request)
+        labels, sources = list(request.class_labels), list(request.sources)
+        result = core.umap_projection(x, labels, sources, n_neighbors=request.n_neighbors,
+                                      min_dist=request.min_dist, metric=request.metric, seed=request.seed)
+        figures = core.umap_figures(result, labels, sources, request.title or "embeddings")
+        return analysis_pb2.UmapResponse(
+            request_id=request.request_id, projection=to_tensor(result.projection),
+            silhouette_class=_nan_if_none(result.silhouette_class),
+            silhouette_source=_nan_if_none(result.silhouette_source),
+            trustworthiness=result.trustworthiness, figures=_figures(figures),
+            n_neighbors=result.n_neighbors, min_dist=result.min_dist, metric=result.metric)
+
+    @staticmethod
+    def _shap(request: analysis_pb2.ShapRequest) -> analysis_pb2.ShapResponse:
+        """Validated SHAP request to response."""
+        arrays = _validate_shap(request)
+        names = list(request.class_names)
+        result = core.linear_shap(class_names=names, top_k=request.top_k, **arrays)
+        figure = core.shap_figure(result, names, request.title or "probe")
+        top = [analysis_pb2.ClassTopDims(class_name=name, dims=[d for d, _ in dims], importance=[v for _, v in dims])
+               for name, dims in result.top_dims.items()]
+        return analysis_pb2.ShapResponse(
+            request_id=request.request_id, shap_values=to_tensor(result.shap_values),
+            base_values=to_tensor(result.base_values), dims_for_90pct=result.dims_for_90pct,
+            top_dims=top, max_additivity_error=result.max_additivity_error, figures=_figures([figure]))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options of the analysis server."""
+    parser = argparse.ArgumentParser(prog="python -m services.analysis", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8700, help="TCP port; 0 picks a free one (default 8700)")
+    parser.add_argument("--port-file", default=None, help="write the bound port here once SERVING")
+    parser.add_argument("--workers", type=int, default=4, help="concurrent RPCs (default 4)")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve AnalysisService until SIGTERM/SIGINT."""
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def register(server: grpc.Server) -> None:
+        analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(AnalysisServicer(), server)
+
+    serve_blocking(register, [SERVICE_NAME], port=args.port, host=args.host, max_workers=args.workers,
+                   on_ready=lambda port: write_port_file(args.port_file, port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""A Python client of ecglens.v1.ProbingService returning the core's ProbeResult."""
+from __future__ import annotations
+
+import uuid
+from typing import Sequence
+
+import grpc
+import numpy as np
+
+from protos.ecglens.v1 import probing_pb2, probing_pb2_grpc
+from services.common.grpc_options import channel_options
+from services.common.tensors import from_tensor, to_tensor
+from services.probing.core import ProbeResult
+
+SERVICE = "ecglens.v1.ProbingService"
+
+
+class ProbeError(RuntimeError):
+    """A request the server answered with a non-OK status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, request_id: str = "") -> None:
+        super().__init__(f"{code.name}: {message}" + (f" (request {request_id})" if request_id else ""))
+        self.code, self.details, self.request_id = code, message, request_id
+
+
+def build_request(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                  class_names: Sequence[str], multi_label: bool, seed: int, cs: Sequence[float] | None = None,
+                  cv_folds: int = 5, request_id: str | None = None) -> probing_pb2.EvaluateRequest:
+    """An EvaluateRequest with FLOAT32 tensors and a linear-probe config."""
+    config = probing_pb2.ProbeConfig(probe="linear", seed=int(seed), cs=list(cs or []), cv_folds=int(cv_folds))
+    return probing_pb2.EvaluateRequest(
+        request_id=request_id or uuid.uuid4().hex, train_embeddings=to_tensor(train_x),
+        train_labels=to_tensor(train_y), test_embeddings=to_tensor(test_x), test_labels=to_tensor(test_y),
+        class_names=list(class_names), multi_label=bool(multi_label), config=config)
+
+
+def _array(tensor, name: str) -> np.ndarray:
+    """A writable float64 copy of a response tensor (the float32 wire values, widened exactly)."""
+    return np.array(from_tensor(tensor, name), dtype=np.float64)
+
+
+def result_from_response(reply: probing_pb2.EvaluateResponse) -> ProbeResult:
+    """The core's ProbeResult rebuilt from an EvaluateResponse."""
+    model = reply.model
+    return ProbeResult(
+        metrics=dict(reply.metrics), per_class_auroc=dict(reply.per_class_auroc),
+        coef=_array(model.coef, "model.coef"), intercept=_array(model.intercept, "model.intercept"),
+        mean=_array(model.mean, "model.mean"), scale=_array(model.scale, "model.scale"), c=float(model.c),
+        test_logits=_array(reply.test_logits, "test_logits"), warnings=list(reply.warnings))
+
+
+class ProbingClient:
+    """Talks to one probing endpoint; thread-safe (one channel, many calls)."""
+
+    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.address = address
+        options = channel_options(SERVICE)
+        self.channel = (grpc.secure_channel(address, credentials, options) if credentials
+                        else grpc.insecure_channel(address, options))
+        self.stub = probing_pb2_grpc.ProbingServiceStub(self.channel)
+
+    def evaluate(self, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                 class_names: Sequence[str], multi_label: bool, seed: int, cs: Sequence[float] | None = None,
+                 cv_folds: int = 5, timeout: float = 300, request_id: str | None = None) -> ProbeResult:
+        """Fit and score one probe remotely; raise ProbeError on a non-OK status."""
+        request = build_request(train_x, train_y, test_x, test_y, class_names, multi_label, seed, cs, cv_folds,
+                                request_id)
+        try:
+            reply = self.stub.Evaluate(request, timeout=timeout)
+        except grpc.RpcError as err:
+            raise ProbeError(err.code(), err.details(), request.request_id) from None
+        return result_from_response(reply)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    def __enter__(self) -> "ProbingClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,207 @@
+"""ecglens.v1.ProbingService: fit a linear probe on frozen embeddings and score it (gRPC server)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from protos.ecglens.v1 import probing_pb2, probing_pb2_grpc
+from services.common.process import write_port_file
+from services.common.runtime import serve_blocking
+from services.common.tensors import TensorError, from_tensor, to_tensor
+from services.probing.core import ProbeResult, fit_linear_probe
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "ecglens.v1.ProbingService"
+ALLOWED_PROBES = ("linear",)
+DEFAULT_CV_FOLDS = 5
+
+
+class RequestError(ValueError):
+    """A request that cannot be evaluated as sent; the text names the field and goes to the client."""
+
+
+@dataclass
+class ProbeInputs:
+    """A decoded, validated EvaluateRequest."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    class_names: list[str]
+    multi_label: bool
+    seed: int
+    cs: list[float]
+    cv_folds: int
+
+
+def _decode(tensor, name: str, ndim: int) -> np.ndarray:
+    """Decode a Tensor field to float32 with the expected rank; TensorError/RequestError otherwise."""
+    array = from_tensor(tensor, name)
+    if array.ndim != ndim:
+        raise RequestError(f"{name} must be {ndim}-D, got shape {list(array.shape)}")
+    # FLOAT16 is a wire format only: every computation sees float32, as the contract says.
+    return array.astype(np.float32, copy=False)
+
+
+def _check_finite(array: np.ndarray, name: str) -> None:
+    """RequestError locating the first NaN/Inf."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise RequestError(f"{name} contains NaN or Inf (first at row {row}, column {col})")
+
+
+def _check_binary(array: np.ndarray, name: str) -> None:
+    """RequestError locating the first label that is not exactly 0 or 1."""
+    bad = (array != 0) & (array != 1)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise RequestError(f"{name} must contain only 0 and 1 (found {array[row, col]!r} at row {row}, "
+                           f"column {col})")
+
+
+def _check_one_hot(array: np.ndarray, name: str) -> None:
+    """RequestError naming the first row of a multi-class target that is not one-hot."""
+    sums = array.sum(axis=1)
+    bad = np.flatnonzero(sums != 1)
+    if bad.size:
+        raise RequestError(f"{name} row {int(bad[0])} has {int(sums[bad[0]])} positives; multi-class labels "
+                           "must be one-hot (set multi_label=true for multi-hot targets)")
+
+
+def _check_rows(x: np.ndarray, y: np.ndarray, split: str) -> None:
+    """RequestError unless a split's embeddings and labels have the same, non-zero row count."""
+    if x.shape[0] != y.shape[0]:
+        raise RequestError(f"{split}_labels has {y.shape[0]} rows but {split}_embeddings has {x.shape[0]}")
+    if x.shape[0] == 0:
+        raise RequestError(f"{split}_embeddings has no rows")
+
+
+def _check_columns(inputs: ProbeInputs) -> None:
+    """RequestError unless D agrees across splits and C agrees with class_names."""
+    if inputs.test_x.shape[1] != inputs.train_x.shape[1]:
+        raise RequestError(f"test_embeddings has D={inputs.test_x.shape[1]} columns but train_embeddings has "
+                           f"D={inputs.train_x.shape[1]}")
+    n_names = len(inputs.class_names)
+    for name, y in (("train_labels", inputs.train_y), ("test_labels", inputs.test_y)):
+        if y.shape[1] != n_names:
+            raise RequestError(f"class_names has {n_names} names but {name} has {y.shape[1]} columns")
+    if n_names == 0:
+        raise RequestError("class_names is empty")
+    if len(set(inputs.class_names)) != n_names:
+        raise RequestError("class_names contains duplicates")
+    if not inputs.multi_label and n_names < 2:
+        raise RequestError("class_names needs at least 2 classes for a multi-class probe")
+
+
+def _check_values(inputs: ProbeInputs) -> None:
+    """RequestError for non-finite embeddings or labels that are not 0/1 (one-hot when multi-class)."""
+    _check_finite(inputs.train_x, "train_embeddings")
+    _check_finite(inputs.test_x, "test_embeddings")
+    for name, y in (("train_labels", inputs.train_y), ("test_labels", inputs.test_y)):
+        _check_binary(y, name)
+        if not inputs.multi_label:
+            _check_one_hot(y, name)
+
+
+def _decode_config(config: probing_pb2.ProbeConfig) -> tuple[int, list[float], int]:
+    """(seed, cs, cv_folds) from ProbeConfig; RequestError for an unknown probe or bad values."""
+    probe = config.probe or "linear"
+    if probe not in ALLOWED_PROBES:
+        raise RequestError(f"config.probe {config.probe!r} is not supported; allowed: {', '.join(ALLOWED_PROBES)} "
+                           "(empty = linear)")
+    cs = [float(c) for c in config.cs]
+    if any(not np.isfinite(c) or c <= 0 for c in cs):
+        raise RequestError(f"config.cs must be finite and > 0, got {cs}")
+    folds = config.cv_folds or DEFAULT_CV_FOLDS
+    if folds < 2:
+        raise RequestError(f"config.cv_folds must be at least 2 (0 = default {DEFAULT_CV_FOLDS}), got {folds}")
+    return int(config.seed), cs, int(folds)
+
+
+def decode_request(request: probing_pb2.EvaluateRequest) -> ProbeInputs:
+    """Decode and validate an EvaluateRequest; TensorError or RequestError name the offending field."""
+    seed, cs, cv_folds = _decode_config(request.config)
+    inputs = ProbeInputs(
+        train_x=_decode(request.train_embeddings, "train_embeddings", 2),
+        train_y=_decode(request.train_labels, "train_labels", 2),
+        test_x=_decode(request.test_embeddings, "test_embeddings", 2),
+        test_y=_decode(request.test_labels, "test_labels", 2),
+        class_names=list(request.class_names), multi_label=bool(request.multi_label),
+        seed=seed, cs=cs, cv_folds=cv_folds)
+    _check_rows(inputs.train_x, inputs.train_y, "train")
+    _check_rows(inputs.test_x, inputs.test_y, "test")
+    _check_columns(inputs)
+    _check_values(inputs)
+    return inputs
+
+
+def build_response(request_id: str, result: ProbeResult) -> probing_pb2.EvaluateResponse:
+    """EvaluateResponse carrying the result; every tensor as FLOAT32."""
+    model = probing_pb2.LinearModel(
+        coef=to_tensor(result.coef), intercept=to_tensor(result.intercept), mean=to_tensor(result.mean),
+        scale=to_tensor(result.scale), c=result.c)
+    return probing_pb2.EvaluateResponse(
+        request_id=request_id, metrics=result.metrics, per_class_auroc=result.per_class_auroc, model=model,
+        test_logits=to_tensor(result.test_logits), warnings=result.warnings)
+
+
+class ProbingServicer(probing_pb2_grpc.ProbingServiceServicer):
+    """Evaluate: validate, fit the probe in this process, return metrics and the fitted model."""
+
+    def Evaluate(self, request: probing_pb2.EvaluateRequest, context: grpc.ServicerContext):
+        """Fit one probe on the training split and score it on the test split."""
+        started = time.perf_counter()
+        try:
+            inputs = decode_request(request)
+        except (TensorError, RequestError) as err:
+            log.info("Evaluate %r rejected: %s", request.request_id, err)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        try:
+            result = fit_linear_probe(inputs.train_x, inputs.train_y, inputs.test_x, inputs.test_y,
+                                      inputs.class_names, inputs.multi_label, inputs.seed, inputs.cs or None,
+                                      inputs.cv_folds)
+        except ValueError as err:
+            # The data is well-formed but cannot support a probe (e.g. a class with no training samples).
+            log.info("Evaluate %r failed precondition: %s", request.request_id, err)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        log.info("Evaluate %r: n_train=%d n_test=%d D=%d C=%d multi_label=%s chose C=%g auroc=%s in %.2fs",
+                 request.request_id, inputs.train_x.shape[0], inputs.test_x.shape[0], inputs.train_x.shape[1],
+                 len(inputs.class_names), inputs.multi_label, result.c, result.metrics.get("auroc_macro"),
+                 time.perf_counter() - started)
+        return build_response(request.request_id, result)
+
+
+def _register(server: grpc.Server) -> None:
+    """Add the probing servicer to a server."""
+    probing_pb2_grpc.add_ProbingServiceServicer_to_server(ProbingServicer(), server)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options of the probing server."""
+    parser = argparse.ArgumentParser(prog="python -m services.probing", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
+    parser.add_argument("--port", type=int, default=8600, help="TCP port (0 = any free port)")
+    parser.add_argument("--port-file", default=None, help="write the bound port here once SERVING")
+    parser.add_argument("--workers", type=int, default=4, help="concurrent Evaluate calls")
+    parser.add_argument("--log-level", default="INFO", help="logging level")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve ecglens.v1.ProbingService until SIGTERM/SIGINT."""
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve_blocking(_register, [SERVICE_NAME], port=args.port, host=args.host, max_workers=args.workers,
+                   on_ready=lambda port: write_port_file(args.port_file, port))
+
+
+if __name__ == "__main__":
+    main()
