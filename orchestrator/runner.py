@@ -217,10 +217,13 @@ class _Run:
                                in_flight=self.rt["in_flight"], timeout_s=self.rt["timeout_s"])
                 with tqdm(total=len(keep), desc=f"embed {model.name} on {dataset.name}", unit="ecg",
                           disable=not self.show_progress, leave=True) as bar:
-                    def progress(n: int, bar=bar, name=model.name) -> None:
+                    done = [0]  # counted here: a disabled tqdm bar does not count
+
+                    def progress(n: int, bar=bar, name=model.name, done=done) -> None:
                         bar.update(n)
+                        done[0] += n
                         if self.hooks.on_embedded:
-                            self.hooks.on_embedded(name, bar.n)
+                            self.hooks.on_embedded(name, done[0])
                     self.problems += run_embed_job(job, keep, [ids[i] for i in keep], progress)
         self.timings["embed_s"] = time.perf_counter() - started
 

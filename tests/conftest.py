@@ -56,3 +56,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+# Ray's token auth would write ~/.ray/auth_token; test clusters are loopback-only and short-lived.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")

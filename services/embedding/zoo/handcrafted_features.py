@@ -51,6 +51,7 @@ _TINY = 1e-12
 # Spatial-velocity fraction of the peak that bounds the QRS, and the longest dip bridged inside it.
 _QRS_VELOCITY_FRACTION = 0.08
 _QRS_MAX_GAP_MS = 20.0
+_QRS_RUN_FRACTION = 0.2
 _QRS_NOISE_FACTOR = 2.0
 _QRS_NOISE_PCT = 25.0
 # Absurd inputs (|x| ~ 1e38 mV) give float64 features beyond float32; clip so the cast stays finite.
@@ -394,10 +395,16 @@ def _qrs_bounds(tmpl: np.ndarray, fs: float, centre: int) -> tuple[int, int]:
     floor = _QRS_NOISE_FACTOR * float(np.percentile(velocity, _QRS_NOISE_PCT))
     thr = min(max(_QRS_VELOCITY_FRACTION * seg[peak], floor), 0.5 * seg[peak])
     above = np.flatnonzero(seg >= thr)
-    # Short dips (Q, R and S apexes) are bridged; the quiet PR and ST segments are not.
-    runs = np.split(above, np.flatnonzero(np.diff(above) > _n(_QRS_MAX_GAP_MS, fs)) + 1)
-    run = next(r for r in runs if r[0] <= peak <= r[-1])
-    return lo + int(run[0]), lo + int(run[-1])
+    runs = np.split(above, np.flatnonzero(np.diff(above) > 1) + 1)
+    i = j = next(k for k, r in enumerate(runs) if r[0] <= peak <= r[-1])
+    # Short dips (Q, R and S apexes) are bridged, but only towards steep runs: at fast rates
+    # the T upslope follows the QRS closely and is much flatter than any QRS component.
+    max_gap, steep = _n(_QRS_MAX_GAP_MS, fs), _QRS_RUN_FRACTION * seg[peak]
+    while i > 0 and runs[i][0] - runs[i - 1][-1] <= max_gap and seg[runs[i - 1]].max() >= steep:
+        i -= 1
+    while j < len(runs) - 1 and runs[j + 1][0] - runs[j][-1] <= max_gap and seg[runs[j + 1]].max() >= steep:
+        j += 1
+    return lo + int(runs[i][0]), lo + int(runs[j][-1])
 
 
 def _signed_extreme(seg: np.ndarray) -> np.ndarray:

@@ -1,0 +1,180 @@
+"""The whole pipeline end to end with real processes, real Ray and real gRPC, on tiny experiments."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from orchestrator.experiment import parse_experiment
+from orchestrator.runner import Hooks, run_experiment
+
+BASE = {
+    "name": "tiny",
+    # The Asia-like site records at 257 Hz, so the pipeline's resampling to 500 Hz is exercised.
+    "datasets": [{"kind": "synthetic", "sites": ["eu", "as"], "records_per_site": 60, "seed": 1}],
+    "models": [{"name": "random-resnet", "replicas": 2}, "handcrafted"],
+    "scarcity": {"train_fractions": [0.5, 1.0]},
+    "seeds": [0, 1],
+    "probe": {"cv_folds": 3},
+    "runtime": {"batch_size": 8},
+}
+
+
+def experiment(**changes):
+    data = json.loads(json.dumps(BASE))
+    data.update(changes)
+    return parse_experiment(data, "test")
+
+
+def open_fds_under(folder: Path) -> list[str]:
+    """Processes that still hold a file under folder open (a leaked server keeps its log open)."""
+    holders = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if str(folder) in os.readlink(fd):
+                    holders.append(proc.name)
+        except OSError:
+            continue
+    return holders
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray for the module (short temp path: Ray's sockets have a length limit)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+    yield
+    ray.shutdown()
+    subprocess.run(["rm", "-rf", temp], check=False)
+
+
+@pytest.fixture(scope="module")
+def baseline(ray_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("baseline")
+    results = run_experiment(experiment(), out, show_progress=False)
+    return out, results
+
+
+def probe_table(results: dict) -> list:
+    return [(p["model"], p["train_fraction"], p["seed"], p["n_train"], p["metrics"]) for p in results["probes"]]
+
+
+def test_results_json_has_the_documented_fields(baseline):
+    out, results = baseline
+    assert json.loads((out / "results.json").read_text()) == results
+    assert results["schema_version"] == "1.0"
+    assert {m["name"] for m in results["models"]} == {"random-resnet", "handcrafted"}
+    assert results["datasets"][0]["sources"] == {"as": 60, "eu": 60}
+    assert len(results["probes"]) == 2 * 2 * 2  # models x fractions x seeds
+    for probe in results["probes"]:
+        assert {"model", "dataset", "task", "train_fraction", "seed", "n_train", "n_test", "metrics"} <= set(probe)
+        assert {"auroc_macro", "auprc_macro", "f1_macro", "balanced_accuracy"} <= set(probe["metrics"])
+    reps = {r["model"]: r for r in results["representations"]}
+    assert set(reps) == {"random-resnet", "handcrafted"}
+    for rep in reps.values():
+        assert rep["sources"] == ["as", "eu"]
+        assert {"silhouette_class", "silhouette_source", "trustworthiness"} <= set(rep["umap"])
+        assert rep["shap"]["dims_for_90pct"] >= 1 and rep["shap"]["top_dims"]
+        # Exact linear SHAP: values plus base value reproduce the probe's logits.
+        assert rep["shap"]["max_additivity_error"] < 1e-6
+    assert results["errors"] == []
+    assert all(c["embedded"] == 120 and c["skipped"] == 0 for c in results["counts"])
+    html = (out / "report.html").read_text()
+    assert "random-resnet" in html and "data:image/png;base64" in html
+    assert len(list((out / "figures").glob("*.png"))) >= 6
+
+
+def test_handcrafted_probe_separates_classes_built_to_be_separable(baseline):
+    _, results = baseline
+    full = [p for p in results["probes"] if p["model"] == "handcrafted" and p["train_fraction"] == 1.0]
+    assert all(p["metrics"]["auroc_macro"] > 0.9 for p in full), [p["metrics"] for p in full]
+
+
+def test_shuffled_labels_fall_to_chance(ray_session, tmp_path):
+    exp = experiment(models=["handcrafted"], seeds=[0],
+                     datasets=[{"kind": "synthetic", "sites": ["eu", "as"], "records_per_site": 60, "seed": 1,
+                                "shuffle_labels": True}],
+                     analyses={"umap": {"enabled": False}, "shap": {"enabled": False}})
+    results = run_experiment(exp, tmp_path, show_progress=False)
+    aurocs = [p["metrics"]["auroc_macro"] for p in results["probes"]]
+    assert all(0.3 < a < 0.7 for a in aurocs), aurocs
+
+
+def test_killing_a_replica_mid_run_gives_the_identical_result(ray_session, baseline, tmp_path):
+    killed = []
+
+    def launched(servers):
+        launched.replicas = servers["random-resnet"]
+
+    def embedded(model, done):
+        if model == "random-resnet" and done >= 16 and not killed:
+            launched.replicas[0].kill()
+            killed.append(done)
+
+    results = run_experiment(experiment(), tmp_path, show_progress=False,
+                             hooks=Hooks(on_embedded=embedded, on_launched=launched))
+    assert killed and killed[0] < 120, "the replica was not killed while work remained"
+    _, expected = baseline
+    assert results["errors"] == []
+    # Same seeds, same records, same embeddings: byte-identical results (also proves determinism).
+    assert (tmp_path / "results.json").read_text() == json.dumps(expected, indent=2) + "\n"
+
+
+def test_a_crashed_run_resumes_from_the_cache_without_recomputing(ray_session, baseline, tmp_path):
+    cache = tmp_path / "cache"
+    exp = experiment(runtime={"batch_size": 8, "cache_dir": str(cache)},
+                     analyses={"umap": {"enabled": False}, "shap": {"enabled": False}})
+
+    def crash(model, done):
+        if model == "handcrafted" and done >= 24:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_experiment(exp, tmp_path / "first", show_progress=False, hooks=Hooks(on_embedded=crash))
+    assert open_fds_under(tmp_path / "first") == [], "a server outlived the crashed run"
+    shards = {p: p.stat().st_mtime_ns for p in cache.rglob("shard-*.npz")}
+    assert shards, "the crashed run cached nothing"
+    results = run_experiment(exp, tmp_path / "second", show_progress=False)
+    assert all(p.stat().st_mtime_ns == t for p, t in shards.items()), "finished batches were recomputed"
+    counts = {}
+    for shard in cache.rglob("shard-*.npz"):
+        import numpy as np
+
+        with np.load(shard) as data:
+            for rid in data["ids"].tolist():
+                counts[(shard.parent, rid)] = counts.get((shard.parent, rid), 0) + 1
+    assert set(counts.values()) == {1}, "an embedding was stored twice"
+    assert len(counts) == 2 * 120
+    assert probe_table(results) == probe_table(baseline[1])
+
+
+def test_ctrl_c_stops_every_process(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ecglens_cli.main", "run", "--dataset", "synthetic:eu@400",
+                             "--model", "random-resnet", "--model", "handcrafted", "--quiet", "--out", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while len(list((out / "logs").glob("*.log"))) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130, output[-2000:]
+    assert "interrupted" in output
+    time.sleep(0.5)
+    assert open_fds_under(out) == [], "processes still hold the run's logs open"
+    subprocess.run(["rm", "-rf", env["RAY_TMPDIR"]], check=False)
