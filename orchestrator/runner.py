@@ -71,7 +71,7 @@ def _init_ray(address: str | None, num_cpus: int | None, temp_dir: str | None) -
     return True
 
 
-@ray.remote(num_cpus=0.1, max_retries=1)
+@ray.remote(num_cpus=0.5, max_retries=1)
 def _probe_remote(address: str, emb: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
                   class_names: list[str], multi_label: bool, seed: int, cs: list[float], cv_folds: int) -> dict:
     """One probe fit on the probing service (a Ray task, so a sweep fans out over service replicas)."""
@@ -85,7 +85,7 @@ def _probe_remote(address: str, emb: np.ndarray, y: np.ndarray, train: np.ndarra
             "mean": result.mean, "scale": result.scale}
 
 
-@ray.remote(num_cpus=0.1, max_retries=1)
+@ray.remote(num_cpus=0.5, max_retries=1)
 def _umap_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], params: dict,
                  title: str) -> tuple[dict, list]:
     """UMAP of one model's embeddings on the analysis service."""
@@ -101,7 +101,7 @@ def _umap_remote(address: str, emb: np.ndarray, classes: list[str], sources: lis
     return scores, figures
 
 
-@ray.remote(num_cpus=0.1, max_retries=1)
+@ray.remote(num_cpus=0.5, max_retries=1)
 def _shap_remote(address: str, probe: dict, background: np.ndarray, samples: np.ndarray, class_names: list[str],
                  top_k: int, title: str) -> tuple[dict, list]:
     """Exact linear SHAP of one probe on the analysis service."""

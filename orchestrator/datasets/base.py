@@ -77,13 +77,32 @@ def label_matrix(dataset: Dataset, task: str, indices: list[int] | None = None) 
     return y
 
 
+# kind -> "module:Class"; each adapter takes a DatasetSpec. Path-based kinds get params {"path": ...}.
+ADAPTERS = {
+    "synthetic": "orchestrator.datasets.synthetic_adapter:SyntheticAdapter",
+    "ptbxl": "orchestrator.datasets.ptbxl:PtbxlDataset",
+    "challenge": "orchestrator.datasets.challenge:ChallengeDataset",
+    "code15": "orchestrator.datasets.code15:Code15Dataset",
+    "wfdb": "orchestrator.datasets.wfdb_folder:WfdbFolderDataset",
+}
+
+# The coarse rhythm/conduction/morphology label space every adapter maps onto (task "coarse"), so a
+# probe trained on one dataset can be tested on another. CODE-15%'s six labels all have a place here.
+COARSE_CLASSES: tuple[str, ...] = ("NSR", "AF", "SB", "STach", "1dAVb", "RBBB", "LBBB", "STE")
+
+
 def open_dataset(spec: DatasetSpec) -> Dataset:
     """Instantiate the adapter a spec names."""
-    if spec.kind == "synthetic":
-        from orchestrator.datasets.synthetic_adapter import SyntheticAdapter
+    import importlib
 
-        return SyntheticAdapter(spec)
-    raise ValueError(f"unknown dataset kind {spec.kind!r}; known: synthetic")
+    if spec.kind not in ADAPTERS:
+        raise ValueError(f"unknown dataset kind {spec.kind!r}; known: {', '.join(sorted(ADAPTERS))}")
+    module, _, cls = ADAPTERS[spec.kind].partition(":")
+    try:
+        adapter = getattr(importlib.import_module(module), cls)
+    except ImportError as err:
+        raise ValueError(f"dataset kind {spec.kind!r} is not available: {err}") from None
+    return adapter(spec)
 
 
 def parse_dataset_arg(text: str) -> DatasetSpec:
@@ -95,4 +114,9 @@ def parse_dataset_arg(text: str) -> DatasetSpec:
         if count:
             params["records_per_site"] = int(count)
         return DatasetSpec("synthetic", params)
-    raise ValueError(f"--dataset {text!r}: unknown kind {kind!r}; known: synthetic (e.g. synthetic:eu,sa@120)")
+    if kind in ADAPTERS:
+        if not rest:
+            raise ValueError(f"--dataset {text!r}: give the folder, e.g. {kind}:/data/{kind}")
+        return DatasetSpec(kind, {"path": rest})
+    raise ValueError(f"--dataset {text!r}: unknown kind {kind!r}; known: {', '.join(sorted(ADAPTERS))} "
+                     f"(e.g. synthetic:eu,sa@120 or ptbxl:/data/ptb-xl)")

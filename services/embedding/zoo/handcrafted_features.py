@@ -10,17 +10,18 @@ Layout of one feature row for L leads, D = 11 + 19 * L (239 for the standard 12 
   spectrum (relative Welch power in 0.5-4, 4-15 and 15-40 Hz, mains fraction within 1 Hz of
   50 and 60 Hz, log10 of the 0.5 Hz-Nyquist power in mV^2),
   median-beat morphology relative to the PR-segment baseline (r_amp, s_amp, p_amp, st_level
-  at J+60..80 ms, t_amp, in mV).
+  at J+60..80 ms at 60 bpm shortened with QT at faster rates, signed t_amp, in mV).
 
 Beats come from a Pan-Tompkins-like detector (adaptive signal/noise levels, 200 ms refractory,
-T-wave rejection, search-back) on the summed squared slope of the 5-15 Hz band-passed leads.
+T-wave rejection, search-back) on the summed squared slope of the 5-15 Hz band-passed leads;
+the beat fiducial is the centroid of that energy around each QRS.
 Morphology is measured on the median beat after a cubic-spline PR-knot baseline removal and a
 40 Hz low-pass with 50/60 Hz notches; QRS bounds come from its spatial velocity.
 
 Fallbacks: with fewer than 2 beats the RR features and hr_bpm are 0; with fewer than 3 (or a
 rate outside 20-300 bpm) hr_valid is 0; with no beat wholly inside the record (350 ms before,
-550 ms after R) the morphology features, qrs_width_ms and beat_consistency are 0; flat leads
-get 0 moments and band powers. Every output is finite float32, and each row depends only on
+550 ms after the fiducial) morphology, qrs_width_ms and beat_consistency are 0; flat leads get
+0 moments and band powers and log10_power = -12. Every output is finite float32, and each row depends only on
 its own record. P waves at fast rates (> ~120 bpm) merge with the previous T wave in p_amp.
 """
 from __future__ import annotations
@@ -48,10 +49,12 @@ _BANDS_HZ = ((0.5, 4.0), (4.0, 15.0), (15.0, 40.0))
 _MAINS_HZ = (50.0, 60.0)
 _MAINS_HALF_WIDTH_HZ = 1.0
 _TINY = 1e-12
-# Spatial-velocity fraction of the peak that bounds the QRS, and the longest dip bridged inside it.
+# QRS bounds on the median beat's spatial velocity, calibrated on Gaussian-wave beats of known
+# width: the fraction of the peak that counts as QRS, the longest dip bridged inside it, the
+# peak fraction a run after the peak needs to join, and the noise floor (factor x percentile).
 _QRS_VELOCITY_FRACTION = 0.08
 _QRS_MAX_GAP_MS = 20.0
-_QRS_RUN_FRACTION = 0.2
+_QRS_TAIL_FRACTION = 0.2
 _QRS_NOISE_FACTOR = 2.0
 _QRS_NOISE_PCT = 25.0
 # Absurd inputs (|x| ~ 1e38 mV) give float64 features beyond float32; clip so the cast stays finite.
@@ -397,10 +400,11 @@ def _qrs_bounds(tmpl: np.ndarray, fs: float, centre: int) -> tuple[int, int]:
     above = np.flatnonzero(seg >= thr)
     runs = np.split(above, np.flatnonzero(np.diff(above) > 1) + 1)
     i = j = next(k for k, r in enumerate(runs) if r[0] <= peak <= r[-1])
-    # Short dips (Q, R and S apexes) are bridged, but only towards steep runs: at fast rates
-    # the T upslope follows the QRS closely and is much flatter than any QRS component.
-    max_gap, steep = _n(_QRS_MAX_GAP_MS, fs), _QRS_RUN_FRACTION * seg[peak]
-    while i > 0 and runs[i][0] - runs[i - 1][-1] <= max_gap and seg[runs[i - 1]].max() >= steep:
+    # Short dips (Q, R and S apexes) are bridged. After the peak a run must also be steep: at
+    # fast rates the T upslope abuts the QRS at ~10% of its slope, while S waves reach 30%+.
+    # Before the peak a septal q can be that flat, and the P wave lies beyond the PR gap anyway.
+    max_gap, steep = _n(_QRS_MAX_GAP_MS, fs), _QRS_TAIL_FRACTION * seg[peak]
+    while i > 0 and runs[i][0] - runs[i - 1][-1] <= max_gap:
         i -= 1
     while j < len(runs) - 1 and runs[j + 1][0] - runs[j][-1] <= max_gap and seg[runs[j + 1]].max() >= steep:
         j += 1

@@ -1,6 +1,8 @@
 """random-resnet: a randomly initialised 1-D ResNet, the "random encoder" control of representation studies."""
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,6 +60,14 @@ def build_module(seed: int = SEED) -> ResNet1d:
 def export_onnx(module: nn.Module, path: Path, num_samples: int = NUM_SAMPLES) -> None:
     """Export with a dynamic batch axis, weights inside the single .onnx file."""
     example = torch.zeros(2, len(LEADS), num_samples)
+    # The exporter logs warnings about optional torchvision ops that a ResNet never uses.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        _export(module, example, path)
+
+
+def _export(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     torch.onnx.export(module, (example,), str(path), input_names=["ecg"], output_names=["embedding"],
                       dynamo=True, external_data=False, optimize=True, verbose=False,
                       dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})
