@@ -19,7 +19,7 @@ import ray
 
 from orchestrator.cache import EmbeddingCache
 from orchestrator.datasets.base import DatasetSpec, RecordError, open_dataset
-from orchestrator.preprocess import PreprocessSpec, preprocess
+from orchestrator.preprocess import PreprocessSpec, preprocess_windows
 
 log = logging.getLogger(__name__)
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
@@ -43,20 +43,37 @@ class RecordProblem:
 
 @ray.remote(num_returns=2)
 def read_batch(spec: DatasetSpec, indices: list[int], prep: PreprocessSpec) -> tuple[dict, np.ndarray]:
-    """Read and preprocess records; returns ({ids, problems}, [n_ok, L, T] float32) as two objects."""
+    """Read and preprocess records; returns ({ids, counts, problems}, [windows, L, T] float32) as two objects.
+
+    counts[k] is how many consecutive windows belong to ids[k] (1 unless prep.window == "average").
+    """
     dataset = open_dataset(spec)
-    ids, rows, problems = [], [], []
+    ids, counts, rows, problems = [], [], [], []
     for i in indices:
         rid = dataset.meta(i).record_id
         try:
-            rows.append(preprocess(dataset.load(i), prep))
-            ids.append(rid)
+            wins, filled = preprocess_windows(dataset.load(i), prep)
         except RecordError as err:
             problems.append((rid, "read", str(err)))
+            continue
         except Exception as err:  # a corrupt file must cost one record, not the run
             problems.append((rid, "read", f"{type(err).__name__}: {err}"))
-    x = np.stack(rows) if rows else np.zeros((0, len(prep.leads), prep.num_samples), np.float32)
-    return {"ids": ids, "problems": problems}, x
+            continue
+        if filled:
+            problems.append((rid, "warning", f"lead(s) {', '.join(filled)} missing: zero-filled"))
+        ids.append(rid)
+        counts.append(len(wins))
+        rows.append(wins)
+    x = np.concatenate(rows) if rows else np.zeros((0, len(prep.leads), prep.num_samples), np.float32)
+    return {"ids": ids, "counts": counts, "problems": problems}, x
+
+
+def average_windows(emb: np.ndarray, counts: list[int]) -> np.ndarray:
+    """Mean embedding per record over its consecutive windows."""
+    if all(c == 1 for c in counts):
+        return emb
+    bounds = np.cumsum([0, *counts])
+    return np.stack([emb[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)
@@ -89,7 +106,8 @@ class EndpointWorker:
 @dataclass
 class _Batch:
     ids: list[str]
-    x: object  # ObjectRef or ndarray
+    counts: list[int]  # windows per record
+    x: object  # ObjectRef or ndarray, [sum(counts), L, T]
     attempts: int = 0
 
 
@@ -160,15 +178,18 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                 x_ref = reads.pop(ref)
                 meta = ray.get(ref)
                 for rid, stage, reason in meta["problems"]:
-                    fail([rid], stage, reason)
+                    if stage == "warning":
+                        problems.append(RecordProblem(job.dataset_name, rid, stage, reason, job.model))
+                    else:
+                        fail([rid], stage, reason)
                 if meta["ids"]:
-                    ready.append(_Batch(meta["ids"], x_ref))
+                    ready.append(_Batch(meta["ids"], meta["counts"], x_ref))
                 continue
             batch, target = calls.pop(ref)
             load[target] -= 1
             status, value = ray.get(ref)
             if status == "ok":
-                job.cache.write(batch.ids, value)
+                job.cache.write(batch.ids, average_windows(value, batch.counts))
                 if progress:
                     progress(len(batch.ids))
             elif status in RETRYABLE and status != "RESOURCE_EXHAUSTED":
@@ -184,8 +205,9 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                 # Bisect so the record the server rejects is found and only it is lost.
                 x = ray.get(batch.x) if not isinstance(batch.x, np.ndarray) else batch.x
                 half = len(batch.ids) // 2
-                ready.appendleft(_Batch(batch.ids[half:], x[half:]))
-                ready.appendleft(_Batch(batch.ids[:half], x[:half]))
+                split = sum(batch.counts[:half])
+                ready.appendleft(_Batch(batch.ids[half:], batch.counts[half:], x[split:]))
+                ready.appendleft(_Batch(batch.ids[:half], batch.counts[:half], x[:split]))
             else:
                 fail(batch.ids, "embed", f"{status}: {value}")
     finally:

@@ -27,8 +27,12 @@ DEFAULTS: dict[str, Any] = {
     "tasks": None,  # None = every task of each dataset
     "scarcity": {"train_fractions": [0.1, 0.3, 1.0], "k_shots": []},
     "seeds": [0, 1, 2],
-    "split": {"test_fraction": 0.3, "seed": 0},
     "probe": {"kind": "linear", "cv_folds": 3, "cs": []},
+    # Applied for every model on top of what its card asks for (rate, leads, window length).
+    "preprocessing": {"window": "start", "max_windows": 6, "missing_leads": "refuse", "highpass_hz": None,
+                      "lowpass_hz": None, "notch_hz": []},
+    # "official": a dataset's own split where it defines one (PTB-XL strat_fold 1-8/9/10), else patient-level.
+    "split": {"test_fraction": 0.3, "seed": 0, "strategy": "patient"},
     "analyses": {
         "umap": {"enabled": True, "n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "seed": 0},
         "shap": {"enabled": True, "top_k": 10},
@@ -103,7 +107,7 @@ def _model(entry: Any, k: int) -> ModelEntry:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_MODEL_KEYS))}")
     endpoints = entry.get("endpoint") or ()
-    endpoints = tuple([endpoints] if isinstance(endpoints, str) else endpoints)
+    endpoints = tuple(_strip_scheme(e) for e in ([endpoints] if isinstance(endpoints, str) else endpoints))
     package = entry.get("package")
     name = entry.get("name") or package or (endpoints[0] if endpoints else None)
     if not name:
@@ -117,7 +121,7 @@ def _model(entry: Any, k: int) -> ModelEntry:
         raise ConfigError(f"{where}.replicas: remote models have one replica per listed endpoint")
     if not endpoints and package is None:
         package = name
-    return ModelEntry(str(name), package, tuple(_strip_scheme(e) for e in endpoints), len(endpoints) or replicas)
+    return ModelEntry(str(name), package, endpoints, len(endpoints) or replicas)
 
 
 def _looks_like_address(text: str) -> bool:
@@ -131,24 +135,21 @@ def _strip_scheme(address: str) -> str:
 
 def _dataset(entry: Any, k: int) -> DatasetSpec:
     where = f"datasets[{k}]"
-    if isinstance(entry, str):
-        from orchestrator.datasets.base import parse_dataset_arg
-
-        try:
-            return parse_dataset_arg(entry)
-        except ValueError as err:
-            raise ConfigError(f"{where}: {err}") from None
-    if not isinstance(entry, dict) or "kind" not in entry:
-        raise ConfigError(f"{where}: expected a mapping with `kind` (e.g. kind: synthetic) or a KIND:PATH string")
-    params = {k2: v for k2, v in entry.items() if k2 != "kind"}
-    spec = DatasetSpec(str(entry["kind"]), params)
-    from orchestrator.datasets.base import open_dataset
+    from orchestrator.datasets.base import open_dataset, parse_dataset_arg
 
     try:
-        open_dataset(spec)
-    except (ValueError, FileNotFoundError) as err:
+        if isinstance(entry, str):
+            spec = parse_dataset_arg(entry)
+        elif isinstance(entry, dict) and "kind" in entry:
+            spec = DatasetSpec(str(entry["kind"]), {k2: v for k2, v in entry.items() if k2 != "kind"})
+        else:
+            raise ConfigError(f"{where}: expected a mapping with `kind` (e.g. kind: synthetic) or a KIND:PATH string")
+        # Opening validates parameters and paths now, before any server is launched.
+        return open_dataset(spec).spec
+    except (ValueError, FileNotFoundError, OSError) as err:
+        if isinstance(err, ConfigError):
+            raise
         raise ConfigError(f"{where}: {err}") from None
-    return spec
 
 
 def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
@@ -172,6 +173,22 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
     tf = raw["split"]["test_fraction"]
     if not isinstance(tf, (int, float)) or not 0.05 <= tf <= 0.9:
         raise ConfigError(f"{source}.split.test_fraction: expected a number in 0.05..0.9, got {tf!r}")
+    pp = raw["preprocessing"]
+    from orchestrator.preprocess import MISSING_LEADS, WINDOWS
+
+    if pp["window"] not in WINDOWS:
+        raise ConfigError(f"{source}.preprocessing.window: {pp['window']!r} is not one of {', '.join(WINDOWS)}")
+    if pp["missing_leads"] not in MISSING_LEADS:
+        raise ConfigError(f"{source}.preprocessing.missing_leads: {pp['missing_leads']!r} is not one of "
+                          f"{', '.join(MISSING_LEADS)}")
+    for key in ("highpass_hz", "lowpass_hz"):
+        if pp[key] is not None and (not isinstance(pp[key], (int, float)) or pp[key] <= 0):
+            raise ConfigError(f"{source}.preprocessing.{key}: expected a positive number or null, got {pp[key]!r}")
+    if not isinstance(pp["max_windows"], int) or pp["max_windows"] < 1:
+        raise ConfigError(f"{source}.preprocessing.max_windows: expected a positive integer, got {pp['max_windows']!r}")
+    pp["notch_hz"] = _number_list(pp["notch_hz"], f"{source}.preprocessing.notch_hz", float, 1, 1000)
+    if raw["split"]["strategy"] not in ("patient", "official"):
+        raise ConfigError(f"{source}.split.strategy: {raw['split']['strategy']!r} is not one of patient, official")
     if raw["probe"]["kind"] != "linear":
         raise ConfigError(f"{source}.probe.kind: {raw['probe']['kind']!r} is not one of linear")
     metric = raw["analyses"]["umap"]["metric"]
@@ -185,6 +202,14 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}.models: duplicate model names {names}; give each a distinct `name`")
     datasets = [_dataset(d, k) for k, d in enumerate(raw["datasets"])]
+    if raw["tasks"]:
+        from orchestrator.datasets.base import open_dataset
+
+        for k, spec in enumerate(datasets):
+            offered = list(open_dataset(spec).tasks)
+            if not set(raw["tasks"]) & set(offered):
+                raise ConfigError(f"{source}.tasks: datasets[{k}] ({spec.kind}) offers none of {raw['tasks']}; "
+                                  f"its tasks: {', '.join(offered)}")
     raw["models"] = [{"name": m.name, "package": m.package, "endpoint": list(m.endpoints), "replicas": m.replicas}
                      for m in models]
     raw["datasets"] = [{"kind": d.kind, **d.params} for d in datasets]

@@ -21,23 +21,38 @@ _BY_LOWER = {name.lower(): name for name in CANONICAL_LEADS}
 _UNIT_SCALE_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
 
 
+WINDOWS = ("start", "center", "average")
+MISSING_LEADS = ("refuse", "zero")
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """Everything that turns a stored record into a wire ECG for one model."""
+    """Everything that turns a stored record into wire ECG windows for one model."""
 
     sampling_rate_hz: float
     leads: tuple[str, ...]
     num_samples: int
     units: str = "mV"
-    window: str = "start"  # which part of a longer record: the first num_samples samples
-    pad: str = "zeros"  # how a shorter record is completed
+    window: str = "start"  # start | center | average (mean embedding over consecutive windows)
+    max_windows: int = 6  # with window=average: at most this many windows per record
+    missing_leads: str = "refuse"  # refuse | zero (zero-filled leads are reported per record)
+    highpass_hz: float | None = None  # baseline-wander removal (zero-phase Butterworth)
+    lowpass_hz: float | None = None
+    notch_hz: tuple[float, ...] = ()  # powerline, e.g. (50.0,) or (60.0,)
+    pad: str = "zeros"  # a shorter record is completed with zeros at the end
 
     def describe(self) -> dict:
         """The declared pipeline, as recorded in results.json."""
-        return {**asdict(self), "leads": list(self.leads),
-                "steps": ["units->" + self.units, "leads by name (I/II-derived limb leads allowed)",
-                          "polyphase resampling", f"window={self.window}", f"pad={self.pad}",
-                          "normalisation: by the model server (card)"]}
+        steps = ["units->" + self.units, "leads by name (I/II-derived limb leads allowed; missing: "
+                 + self.missing_leads + ")"]
+        if self.notch_hz:
+            steps.append("notch " + ",".join(f"{f:g}" for f in self.notch_hz) + " Hz")
+        if self.highpass_hz or self.lowpass_hz:
+            steps.append(f"band-pass {self.highpass_hz or 0:g}-{self.lowpass_hz or 'Nyquist'} Hz (zero-phase)")
+        steps += ["polyphase resampling", f"window={self.window}" + (
+            f" (up to {self.max_windows})" if self.window == "average" else ""), f"pad={self.pad}",
+            "normalisation: by the model server (card)"]
+        return {**asdict(self), "leads": list(self.leads), "notch_hz": list(self.notch_hz), "steps": steps}
 
     @property
     def hash(self) -> str:
@@ -51,23 +66,48 @@ def canonical_lead(name: str) -> str:
     return _ALIASES.get(key) or _BY_LOWER.get(key) or name.strip()
 
 
-def select_leads(signal: np.ndarray, leads: tuple[str, ...], wanted: tuple[str, ...], record_id: str) -> np.ndarray:
-    """Rows of `signal` in the wanted order, deriving III/aVR/aVL/aVF from I and II when absent."""
+def select_leads(signal: np.ndarray, leads: tuple[str, ...], wanted: tuple[str, ...], record_id: str,
+                 missing: str = "refuse") -> tuple[np.ndarray, list[str]]:
+    """Rows in the wanted order (III/aVR/aVL/aVF derived from I and II when absent) and the zero-filled leads."""
     have = {canonical_lead(n): k for k, n in enumerate(leads)}
     derived = {}
     if "I" in have and "II" in have:
         lead_i, lead_ii = signal[have["I"]], signal[have["II"]]
         derived = {"III": lead_ii - lead_i, "aVR": -(lead_i + lead_ii) / 2,
                    "aVL": lead_i - lead_ii / 2, "aVF": lead_ii - lead_i / 2}
-    rows = []
+    rows, filled = [], []
     for name in (canonical_lead(w) for w in wanted):
         if name in have:
             rows.append(signal[have[name]])
         elif name in derived:
             rows.append(derived[name])
+        elif missing == "zero":
+            rows.append(np.zeros(signal.shape[1]))
+            filled.append(name)
         else:
             raise RecordError(f"{record_id}: lead {name} is missing (record has {', '.join(leads)})")
-    return np.stack(rows)
+    if len(filled) == len(wanted):
+        raise RecordError(f"{record_id}: none of the model's leads is present (record has {', '.join(leads)})")
+    return np.stack(rows), filled
+
+
+def filter_signal(signal: np.ndarray, fs: float, spec: "PreprocessSpec") -> np.ndarray:
+    """Optional notch and band-pass filters, zero-phase so waves do not shift in time."""
+    from scipy.signal import butter, iirnotch, sosfiltfilt, tf2sos
+
+    nyquist = fs / 2
+    for f0 in spec.notch_hz:
+        if f0 < nyquist:
+            signal = sosfiltfilt(tf2sos(*iirnotch(f0, 30.0, fs)), signal, axis=-1)
+    low = spec.highpass_hz if spec.highpass_hz and spec.highpass_hz < nyquist else None
+    high = spec.lowpass_hz if spec.lowpass_hz and spec.lowpass_hz < nyquist else None
+    if low and high:
+        signal = sosfiltfilt(butter(2, [low, high], "bandpass", fs=fs, output="sos"), signal, axis=-1)
+    elif low:
+        signal = sosfiltfilt(butter(2, low, "highpass", fs=fs, output="sos"), signal, axis=-1)
+    elif high:
+        signal = sosfiltfilt(butter(2, high, "lowpass", fs=fs, output="sos"), signal, axis=-1)
+    return signal
 
 
 def resample(signal: np.ndarray, source_hz: float, target_hz: float) -> np.ndarray:
@@ -85,8 +125,20 @@ def fit_window(signal: np.ndarray, num_samples: int) -> np.ndarray:
     return np.pad(signal, ((0, 0), (0, num_samples - signal.shape[-1])))
 
 
-def preprocess(record: Record, spec: PreprocessSpec) -> np.ndarray:
-    """A stored record to a [leads, samples] float32 wire ECG in spec; raise RecordError when unusable."""
+def windows(signal: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """[n_windows, L, num_samples]: one window (start/center) or consecutive ones to average."""
+    n, total = spec.num_samples, signal.shape[-1]
+    if spec.window == "center" and total > n:
+        start = (total - n) // 2
+        return signal[None, :, start:start + n]
+    if spec.window == "average" and total >= 2 * n:
+        count = min(total // n, spec.max_windows)
+        return np.stack([signal[:, k * n:(k + 1) * n] for k in range(count)])
+    return fit_window(signal, n)[None]
+
+
+def preprocess_windows(record: Record, spec: PreprocessSpec) -> tuple[np.ndarray, list[str]]:
+    """A stored record to [n_windows, leads, samples] float32 wire ECGs and the zero-filled leads."""
     signal = np.asarray(record.signal, dtype=np.float64)
     if signal.ndim != 2 or signal.shape[0] != len(record.leads):
         raise RecordError(f"{record.record_id}: signal shape {list(signal.shape)} does not match "
@@ -99,13 +151,22 @@ def preprocess(record: Record, spec: PreprocessSpec) -> np.ndarray:
     scale = _UNIT_SCALE_TO_MV.get(record.units.lower())
     if scale is None:
         raise RecordError(f"{record.record_id}: unknown units {record.units!r}")
-    signal = select_leads(signal * scale / _UNIT_SCALE_TO_MV[spec.units.lower()], record.leads, spec.leads,
-                          record.record_id)
-    signal = fit_window(resample(signal, record.sampling_rate_hz, spec.sampling_rate_hz), spec.num_samples)
-    return np.ascontiguousarray(signal, dtype=np.float32)
+    signal, filled = select_leads(signal * scale / _UNIT_SCALE_TO_MV[spec.units.lower()], record.leads, spec.leads,
+                                  record.record_id, spec.missing_leads)
+    signal = filter_signal(signal, record.sampling_rate_hz, spec)
+    signal = resample(signal, record.sampling_rate_hz, spec.sampling_rate_hz)
+    return np.ascontiguousarray(windows(signal, spec), dtype=np.float32), filled
 
 
-def spec_from_card(card) -> PreprocessSpec:
-    """The preprocessing a served model's card (ecglens.v1.ModelCard) asks for."""
+def preprocess(record: Record, spec: PreprocessSpec) -> np.ndarray:
+    """A stored record to one [leads, samples] float32 wire ECG (the first window)."""
+    return preprocess_windows(record, spec)[0][0]
+
+
+def spec_from_card(card, options: dict | None = None) -> PreprocessSpec:
+    """The preprocessing a served model's card (ecglens.v1.ModelCard) asks for, plus experiment options."""
+    options = dict(options or {})
+    if "notch_hz" in options:
+        options["notch_hz"] = tuple(float(f) for f in options["notch_hz"] or ())
     return PreprocessSpec(float(card.sampling_rate_hz), tuple(card.leads), int(card.num_samples),
-                          card.input_units or "mV")
+                          card.input_units or "mV", **options)

@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import platform
+import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,16 +61,19 @@ class _Services:
             handle.stop()
 
 
-def _init_ray(address: str | None, num_cpus: int | None, temp_dir: str | None) -> bool:
-    """Join a cluster or start a local one; True when this call started it (so we shut it down)."""
+def _init_ray(address: str | None, num_cpus: int | None, temp_dir: str | None) -> str | None:
+    """Join a cluster or start a local one; returns the private temp dir of a local one we started, else None."""
     if ray.is_initialized():
-        return False
+        return None
     common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         ray.init(address=address, **common)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), _temp_dir=temp_dir, **common)
-    return True
+        return None
+    # A private session dir per run, so two runs on one machine never share Ray's files. Short path
+    # under /tmp because Ray's Unix sockets have a length limit.
+    temp_dir = temp_dir or tempfile.mkdtemp(prefix="ecglens-ray-", dir="/tmp")
+    ray.init(num_cpus=num_cpus or os.cpu_count(), _temp_dir=temp_dir, **common)
+    return temp_dir
 
 
 @ray.remote(num_cpus=0.5, max_retries=1)
@@ -205,7 +210,7 @@ class _Run:
                 self.problems.append(RecordProblem(dataset.name, rid, "read", "duplicate record id; all copies skipped"))
             for model in self.exp.models:
                 card = self.cards[model.name]
-                prep = spec_from_card(card)
+                prep = spec_from_card(card, self.exp.preprocessing)
                 self.prep[(model.name, dataset.name)] = prep
                 key = f"{card.name}-{card.version}-{card.fingerprint[:12]}-{prep.hash[:12]}"
                 cache = EmbeddingCache(self.cache_root, key, dataset.spec.key,
@@ -242,8 +247,7 @@ class _Run:
             tasks = [t for t in (exp.tasks or list(dataset.tasks)) if t in dataset.tasks]
             split_task = tasks[0]
             y_all = label_matrix(dataset, split_task)
-            train_all, test_all = patient_split([m.patient_id for m in metas], y_all, exp.split["test_fraction"],
-                                                exp.split["seed"])
+            train_all, test_all = self._split(dataset, metas, y_all)
             usable_set = set(usable)
             train = [i for i in train_all if i in usable_set]
             test = [i for i in test_all if i in usable_set]
@@ -300,6 +304,14 @@ class _Run:
         representations = self._analyse(umap_jobs, shap_inputs, probe_results)
         self.timings["evaluate_s"] = time.perf_counter() - started
         return probes, representations, dataset_entries, prep_entries
+
+    def _split(self, dataset, metas, y_all) -> tuple[list[int], list[int]]:
+        """The dataset's official split when asked for and defined (validation joins train), else patient-level."""
+        if self.exp.split["strategy"] == "official" and hasattr(dataset, "official_split"):
+            folds = dataset.official_split()
+            return sorted(folds["train"] + folds.get("validation", [])), sorted(folds["test"])
+        return patient_split([m.patient_id for m in metas], y_all, self.exp.split["test_fraction"],
+                             self.exp.split["seed"])
 
     def _subset(self, y_train, fraction, k_shot, seed, classes, dataset, model, task):
         from services.probing.core import scarcity_subset
@@ -396,7 +408,10 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
     run = _Run(exp, out_dir, hooks or Hooks(), show_progress)
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        if _init_ray(ray_address or exp.runtime["ray_address"], exp.runtime["ray_num_cpus"], ray_temp_dir):
+        ray_dir = _init_ray(ray_address or exp.runtime["ray_address"], exp.runtime["ray_num_cpus"], ray_temp_dir)
+        if ray_dir:
+            if not ray_temp_dir:
+                stack.callback(shutil.rmtree, ray_dir, True)
             stack.callback(ray.shutdown)
         stack.callback(run.services.stop_all)
         run.launch()
@@ -406,7 +421,7 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
     for dataset in run.datasets:
         for model in exp.models:
             skipped = sum(1 for p in run.problems if p.dataset == dataset.name and p.record != "*"
-                          and p.model in ("", model.name))
+                          and p.stage != "warning" and p.model in ("", model.name))
             counts.append({"dataset": dataset.name, "model": model.name, "records": len(dataset),
                            "embedded": len(run.caches[(model.name, dataset.name)].done_ids()), "skipped": skipped})
     results = {

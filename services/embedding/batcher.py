@@ -33,6 +33,7 @@ class BatchStats:
     requests: int
     queue_seconds: list[float]
     infer_seconds: float
+    queued_ecgs: int = 0
 
 
 class DynamicBatcher:
@@ -143,7 +144,7 @@ class DynamicBatcher:
                 offset += n
             if self._on_batch:
                 self._on_batch(BatchStats(len(batch), len(live), [started - i.enqueued for i in live],
-                                          finished - started))
+                                          finished - started, self._queued_ecgs))
 
     async def drain(self) -> None:
         """Refuse new work and wait until everything queued has been answered."""

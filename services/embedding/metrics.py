@@ -29,6 +29,7 @@ class ServerMetrics:
         self.batch_size.labels(self.model).observe(stats.size)
         self.infer_seconds.labels(self.model).observe(stats.infer_seconds)
         self.ecgs.labels(self.model).inc(stats.size)
+        self.queue_depth.labels(self.model).set(stats.queued_ecgs)
         for waited in stats.queue_seconds:
             self.queue_seconds.labels(self.model).observe(waited)
 

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -223,9 +224,17 @@ def run(args: argparse.Namespace) -> int:
     """Resolve the model, then serve until signalled."""
     from services.embedding.zoo.registry import resolve_package
 
+    from services.embedding.card import CardError
+
     setup_logging(args.log_level)
-    package = resolve_package(args.model)
-    asyncio.run(serve(package, args.host, args.port, args.metrics_port, args.port_file, args.grace))
+    try:
+        package = resolve_package(args.model)
+        asyncio.run(serve(package, args.host, args.port, args.metrics_port, args.port_file, args.grace))
+    except (CardError, BackendError) as err:
+        # A bad package is the user's to fix: one clear line, no traceback, non-zero exit.
+        log.error("cannot serve %s: %s", args.model, err)
+        print(f"ecglens serve: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
