@@ -105,6 +105,17 @@ def _usage(message: str) -> _UsageError:
     return _UsageError(message)
 
 
+def _cmd_datasets_describe(args: argparse.Namespace) -> int:
+    from orchestrator.datasets.describe import describe, render, spec_from_arg
+
+    try:
+        summary = describe(spec_from_arg(args.dataset))
+    except (ValueError, FileNotFoundError) as err:
+        raise _usage(str(err)) from None
+    print(json.dumps(summary, indent=2, default=str) if args.json else render(summary))
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from services.embedding.conformance import check_endpoint
 
@@ -167,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="reports/run", help="output directory (default: reports/run)")
     _runtime_flags(run)
     run.set_defaults(func=_cmd_run)
+
+    datasets = sub.add_parser("datasets", help="inspect datasets (records, rates, leads, labels, problems)",
+                              description="Dataset tools. Kinds: synthetic, ptbxl, challenge, code15, wfdb.")
+    ds_sub = datasets.add_subparsers(dest="datasets_command", metavar="DATASETS_COMMAND", required=True)
+    describe = ds_sub.add_parser("describe", help="summarise a dataset: records, patients, rates, lengths, leads, "
+                                                  "label counts, sources, problems found")
+    describe.add_argument("dataset", help="KIND:PATH (e.g. ptbxl:/data/ptb-xl, synthetic:eu,sa@100) or a bare PATH "
+                                          "whose kind is detected from its layout")
+    describe.add_argument("--json", action="store_true", help="print JSON")
+    describe.set_defaults(func=_cmd_datasets_describe)
 
     check = sub.add_parser("check", help="check that an endpoint honours the EmbeddingService contract",
                            description="Learns the contract only through server reflection and grpc.health.v1 "

@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
                       "lowpass_hz": None, "notch_hz": []},
     # "official": a dataset's own split where it defines one (PTB-XL strat_fold 1-8/9/10), else patient-level.
     "split": {"test_fraction": 0.3, "seed": 0, "strategy": "patient"},
+    # Cross-dataset generalisation: train on one source, test on every source, on a harmonised task.
+    "transfer": {"enabled": True, "task": "coarse"},
     "analyses": {
         "umap": {"enabled": True, "n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "seed": 0},
         "shap": {"enabled": True, "top_k": 10},
@@ -234,6 +236,7 @@ DEMO: dict[str, Any] = {
                     "mains and South-America-like 400 Hz / 60 Hz mains), six conditions, the zoo's models."),
     "datasets": [{"kind": "synthetic", "sites": ["eu", "sa"], "records_per_site": 150, "seed": 0}],
     "models": ["random-resnet", "handcrafted"],
+    "tasks": ["condition"],
     "scarcity": {"train_fractions": [0.1, 0.3, 1.0]},
     "seeds": [0, 1, 2],
 }

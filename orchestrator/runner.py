@@ -232,67 +232,74 @@ class _Run:
                     self.problems += run_embed_job(job, keep, [ids[i] for i in keep], progress)
         self.timings["embed_s"] = time.perf_counter() - started
 
-    def evaluate(self) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
-        """Probes for every model x dataset x task x scarcity setting x seed, then UMAP and SHAP."""
-        started = time.perf_counter()
-        exp = self.exp
-        probes, representations, dataset_entries, prep_entries = [], [], [], []
-        probe_jobs, umap_jobs, shap_inputs = [], [], {}
-        address = iter(range(10**9))
+    def prepare(self) -> list["_View"]:
+        """Per dataset: the records every model embedded, the split, labels per task, embeddings per model."""
+        views = []
         for dataset in self.datasets:
             metas = [dataset.meta(i) for i in range(len(dataset))]
             ids = [m.record_id for m in metas]
-            done = set.intersection(*(self.caches[(m.name, dataset.name)].done_ids() for m in exp.models))
+            done = set.intersection(*(self.caches[(m.name, dataset.name)].done_ids() for m in self.exp.models))
             usable = [i for i, rid in enumerate(ids) if rid in done]
-            tasks = [t for t in (exp.tasks or list(dataset.tasks)) if t in dataset.tasks]
-            split_task = tasks[0]
-            y_all = label_matrix(dataset, split_task)
-            train_all, test_all = self._split(dataset, metas, y_all)
-            usable_set = set(usable)
-            train = [i for i in train_all if i in usable_set]
-            test = [i for i in test_all if i in usable_set]
-            dataset_entries.append(self._dataset_entry(dataset, metas, tasks, train, test))
+            tasks = [t for t in (self.exp.tasks or list(dataset.tasks)) if t in dataset.tasks]
+            train_all, test_all = self._split(dataset, metas, label_matrix(dataset, tasks[0]))
+            position = {i: k for k, i in enumerate(usable)}
+            view = _View(dataset, metas, usable, tasks,
+                         np.array([position[i] for i in train_all if i in position], dtype=int),
+                         np.array([position[i] for i in test_all if i in position], dtype=int))
+            for task in self._all_tasks(dataset, tasks):
+                y = label_matrix(dataset, task, usable)
+                keep = y.sum(axis=0) > 0  # classes nobody has (e.g. LBBB in a synthetic set) cannot be probed
+                view.labels[task] = ([c for c, k in zip(dataset.tasks[task], keep) if k], y[:, keep])
+                view.dropped[task] = [c for c, k in zip(dataset.tasks[task], keep) if not k]
+            for model in self.exp.models:
+                view.emb[model.name] = ray.put(self.caches[(model.name, dataset.name)].get([ids[i] for i in usable]))
+            views.append(view)
+        return views
+
+    def _all_tasks(self, dataset, tasks: list[str]) -> list[str]:
+        transfer = self.exp.transfer["task"]
+        return tasks + ([transfer] if transfer in dataset.tasks and transfer not in tasks else [])
+
+    def evaluate(self) -> tuple[list[dict], list[dict], list[dict], list[dict], list[dict]]:
+        """Probes for every model x dataset x task x scarcity setting x seed, transfer, then UMAP and SHAP."""
+        started = time.perf_counter()
+        exp = self.exp
+        views = self.prepare()
+        dataset_entries, prep_entries, probe_jobs, umap_jobs, shap_inputs = [], [], [], [], {}
+        address = iter(range(10**9))
+        for view in views:
+            dataset = view.dataset
+            dataset_entries.append(self._dataset_entry(view))
             for model in exp.models:
                 prep = self.prep[(model.name, dataset.name)]
                 prep_entries.append({"model": model.name, "dataset": dataset.name, "hash": prep.hash,
                                      "pipeline": prep.describe()})
-                emb = self.caches[(model.name, dataset.name)].get([ids[i] for i in usable])
-                position = {i: k for k, i in enumerate(usable)}
-                emb_ref = ray.put(emb)
-                tr, te = np.array([position[i] for i in train]), np.array([position[i] for i in test])
-                for task in tasks:
-                    classes = list(dataset.tasks[task])
-                    y = label_matrix(dataset, task, usable)
+                for task in view.tasks:
+                    classes, y = view.labels[task]
                     y_ref = ray.put(y)
                     for fraction, k_shot in _settings(exp):
                         for seed in exp.seeds:
-                            subset = self._subset(y[tr], fraction, k_shot, seed, classes, dataset, model, task)
+                            subset = self._subset(y[view.train], fraction, k_shot, seed, classes, dataset, model, task)
                             if subset is None:
                                 continue
                             key = (model.name, dataset.name, task, fraction, k_shot, seed)
-                            ref = _probe_remote.remote(self.probing[next(address) % len(self.probing)], emb_ref, y_ref,
-                                                       tr[subset], te, classes, dataset.multi_label[task], seed,
+                            ref = _probe_remote.remote(self.probing[next(address) % len(self.probing)],
+                                                       view.emb[model.name], y_ref, view.train[subset], view.test,
+                                                       classes, dataset.multi_label[task], seed,
                                                        exp.probe["cs"], exp.probe["cv_folds"])
-                            probe_jobs.append((key, len(subset), len(te), ref))
+                            probe_jobs.append((key, len(subset), len(view.test), ref))
+                task = view.tasks[0]
+                classes, y = view.labels[task]
                 if exp.analyses["umap"]["enabled"]:
-                    primary = label_matrix(dataset, tasks[0], usable).argmax(axis=1)
-                    names = [dataset.tasks[tasks[0]][k] for k in primary]
-                    sources = [metas[i].source for i in usable]
-                    ref = _umap_remote.remote(self.analysis[next(address) % len(self.analysis)], emb_ref, names,
-                                              sources, exp.analyses["umap"], model.name)
-                    umap_jobs.append(((model.name, dataset.name), sorted(set(sources)), len(usable), ref))
-                shap_inputs[(model.name, dataset.name)] = (emb_ref, tr, te, tasks[0], list(dataset.tasks[tasks[0]]))
-        probe_results = {}
-        with tqdm(total=len(probe_jobs), desc="probes", unit="fit", disable=not self.show_progress) as bar:
-            pending = {ref: (key, n_train, n_test) for key, n_train, n_test, ref in probe_jobs}
-            while pending:
-                finished, _ = ray.wait(list(pending), num_returns=1)
-                key, n_train, n_test = pending.pop(finished[0])
-                try:
-                    probe_results[key] = (ray.get(finished[0]), n_train, n_test)
-                except Exception as err:  # one failed fit is reported, the sweep goes on
-                    self.problems.append(RecordProblem(key[1], "*", "probe", f"{key}: {err}", key[0]))
-                bar.update(1)
+                    names = [classes[k] for k in y.argmax(axis=1)]
+                    sources = [view.metas[i].source for i in view.usable]
+                    ref = _umap_remote.remote(self.analysis[next(address) % len(self.analysis)],
+                                              view.emb[model.name], names, sources, exp.analyses["umap"], model.name)
+                    umap_jobs.append(((model.name, dataset.name), sorted(set(sources)), len(view.usable), ref))
+                shap_inputs[(model.name, dataset.name)] = (view.emb[model.name], view.train, view.test, task, classes)
+        transfer_jobs = self._transfer_jobs(views, address)
+        probe_results = self._gather("probes", probe_jobs)
+        probes = []
         for key in sorted(probe_results, key=lambda k: (k[0], k[1], k[2], k[3] or 0, k[4] or 0, k[5])):
             result, n_train, n_test = probe_results[key]
             model, dname, task, fraction, k_shot, seed = key
@@ -301,9 +308,83 @@ class _Run:
                            "n_test": n_test, "metrics": {k: _json_float(v) for k, v in sorted(result["metrics"].items())},
                            "per_class_auroc": {k: _json_float(v) for k, v in sorted(result["per_class_auroc"].items())},
                            "c": result["c"], "warnings": result["warnings"]})
+        transfer = self._transfer_entries(self._gather("transfer", transfer_jobs))
         representations = self._analyse(umap_jobs, shap_inputs, probe_results)
         self.timings["evaluate_s"] = time.perf_counter() - started
-        return probes, representations, dataset_entries, prep_entries
+        return probes, representations, dataset_entries, prep_entries, transfer
+
+    def _gather(self, label: str, jobs: list) -> dict:
+        """Wait for (key, n_train, n_test, ref) jobs with a progress bar; failed fits become errors."""
+        results = {}
+        with tqdm(total=len(jobs), desc=label, unit="fit", disable=not self.show_progress or not jobs) as bar:
+            pending = {ref: (key, n_train, n_test) for key, n_train, n_test, ref in jobs}
+            while pending:
+                finished, _ = ray.wait(list(pending), num_returns=1)
+                key, n_train, n_test = pending.pop(finished[0])
+                try:
+                    results[key] = (ray.get(finished[0]), n_train, n_test)
+                except Exception as err:  # one failed fit is reported, the sweep goes on
+                    self.problems.append(RecordProblem(str(key[1]), "*", label, f"{key}: {err}", key[0]))
+                bar.update(1)
+        return results
+
+    def _transfer_jobs(self, views: list["_View"], address) -> list:
+        """Train on one source's training records, test on every source's test records (harmonised labels)."""
+        cfg, exp = self.exp.transfer, self.exp
+        task = cfg["task"]
+        pools = [v for v in views if task in v.labels]
+        if not cfg["enabled"] or not pools:
+            return []
+        jobs = []
+        for model in exp.models:
+            # Pool every dataset's records that carry the transfer task, in one label space.
+            space = list(pools[0].dataset.tasks[task])
+            parts, ys, train_mask, test_mask, sources = [], [], [], [], []
+            for view in pools:
+                classes, y = view.labels[task]
+                full = np.zeros((len(view.usable), len(space)), np.float32)
+                for k, c in enumerate(classes):
+                    full[:, space.index(c)] = y[:, k]
+                parts.append(ray.get(view.emb[model.name]))
+                ys.append(full)
+                tm = np.zeros(len(view.usable), bool)
+                tm[view.train] = True
+                train_mask.append(tm)
+                qm = np.zeros(len(view.usable), bool)
+                qm[view.test] = True
+                test_mask.append(qm)
+                sources += [f"{view.metas[i].source}" for i in view.usable]
+            emb, y = np.concatenate(parts), np.concatenate(ys)
+            train_mask, test_mask, sources = np.concatenate(train_mask), np.concatenate(test_mask), np.array(sources)
+            emb_ref = ray.put(emb)
+            names = sorted(set(sources))
+            if len(names) < 2:
+                continue
+            for a in names:
+                tr = np.flatnonzero(train_mask & (sources == a))
+                for b in names:
+                    te = np.flatnonzero(test_mask & (sources == b))
+                    # Only classes learnable from A and scorable on B take part in the pair.
+                    keep = (y[tr].sum(0) >= 2) & (y[te].sum(0) >= 1) & (y[te].sum(0) < len(te))
+                    if keep.sum() < 2 or len(te) == 0:
+                        self.problems.append(RecordProblem(task, "*", "transfer", f"{a} -> {b}: fewer than two classes "
+                                                           "present in both", model.name))
+                        continue
+                    y_ref = ray.put(y[:, keep])
+                    ref = _probe_remote.remote(self.probing[next(address) % len(self.probing)], emb_ref, y_ref, tr, te,
+                                               [space[k] for k in np.flatnonzero(keep)], True, exp.seeds[0],
+                                               exp.probe["cs"], exp.probe["cv_folds"])
+                    jobs.append(((model.name, task, a, b), len(tr), len(te), ref))
+        return jobs
+
+    def _transfer_entries(self, results: dict) -> list[dict]:
+        entries = []
+        for (model, task, a, b), (result, n_train, n_test) in sorted(results.items()):
+            entries.append({"model": model, "task": task, "train_source": a, "test_source": b,
+                            "n_train": n_train, "n_test": n_test,
+                            "auroc_macro": _json_float(result["metrics"].get("auroc_macro")),
+                            "classes": sorted(result["per_class_auroc"])})
+        return entries
 
     def _split(self, dataset, metas, y_all) -> tuple[list[int], list[int]]:
         """The dataset's official split when asked for and defined (validation joins train), else patient-level."""
@@ -363,21 +444,39 @@ class _Run:
             (folder / (name.replace("/", "__") + ".png")).write_bytes(png)
             self.figures.append({"name": name, "model": model, "kind": kind, "png": png, "caption": caption})
 
-    def _dataset_entry(self, dataset, metas, tasks, train, test) -> dict:
+    def _dataset_entry(self, view: "_View") -> dict:
+        dataset, metas = view.dataset, view.metas
         sources: dict[str, int] = {}
         for m in metas:
             sources[m.source] = sources.get(m.source, 0) + 1
         classes = {}
-        for task in tasks:
+        for task in view.labels:
             counts = label_matrix(dataset, task).sum(axis=0)
             classes[task] = {c: int(n) for c, n in zip(dataset.tasks[task], counts)}
-        patients = {m.patient_id for m in metas}
+        train = [view.usable[k] for k in view.train]
+        test = [view.usable[k] for k in view.test]
         return {"name": dataset.name, "kind": dataset.spec.kind, "params": dataset.spec.params,
-                "n_records": len(metas), "n_patients": len(patients), "sources": dict(sorted(sources.items())),
-                "classes": classes,
-                "split": {"n_train": len(train), "n_test": len(test),
+                "n_records": len(metas), "n_patients": len({m.patient_id for m in metas}),
+                "sources": dict(sorted(sources.items())), "classes": classes,
+                "dropped_classes": {t: c for t, c in view.dropped.items() if c},
+                "split": {"strategy": self.exp.split["strategy"], "n_train": len(train), "n_test": len(test),
                           "train_patients": len({metas[i].patient_id for i in train}),
                           "test_patients": len({metas[i].patient_id for i in test})}}
+
+
+@dataclass
+class _View:
+    """One dataset after embedding: what evaluation stages share."""
+
+    dataset: Dataset
+    metas: list
+    usable: list[int]  # dataset indices embedded by every model
+    tasks: list[str]
+    train: np.ndarray  # positions into usable
+    test: np.ndarray
+    labels: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)  # task -> (classes, Y)
+    dropped: dict[str, list[str]] = field(default_factory=dict)
+    emb: dict[str, object] = field(default_factory=dict)  # model -> ObjectRef of [len(usable), D]
 
 
 def _summaries(probes: list[dict]) -> list[dict]:
@@ -395,6 +494,20 @@ def _summaries(probes: list[dict]) -> list[dict]:
                 metrics[name] = {k: _json_float(float(v)) for k, v in summarise(values).items()}
         out.append({"model": model, "dataset": dname, "task": task, "train_fraction": fraction, "k_shot": k_shot,
                     "n_seeds": len(items), "metrics": metrics})
+    return out
+
+
+def _transfer_gaps(transfer: list[dict]) -> list[dict]:
+    """Per model and task: mean in-domain AUROC (A -> A) minus mean out-of-domain AUROC (A -> B)."""
+    out = []
+    for model, task in sorted({(t["model"], t["task"]) for t in transfer}):
+        rows = [t for t in transfer if (t["model"], t["task"]) == (model, task) and t["auroc_macro"] is not None]
+        inside = [t["auroc_macro"] for t in rows if t["train_source"] == t["test_source"]]
+        outside = [t["auroc_macro"] for t in rows if t["train_source"] != t["test_source"]]
+        if inside and outside:
+            out.append({"model": model, "task": task, "in_domain": float(np.mean(inside)),
+                        "out_of_domain": float(np.mean(outside)),
+                        "gap": float(np.mean(inside) - np.mean(outside))})
     return out
 
 
@@ -416,7 +529,7 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         stack.callback(run.services.stop_all)
         run.launch()
         run.embed()
-        probes, representations, dataset_entries, prep_entries = run.evaluate()
+        probes, representations, dataset_entries, prep_entries, transfer = run.evaluate()
     counts = []
     for dataset in run.datasets:
         for model in exp.models:
@@ -434,6 +547,8 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         "probes": probes,
         "summary": _summaries(probes),
         "representations": representations,
+        "transfer": transfer,
+        "transfer_gap": _transfer_gaps(transfer),
         "errors": sorted((p.to_dict() for p in run.problems),
                          key=lambda e: (e["dataset"], e["record"], e["stage"], e["model"], e["reason"])),
         "counts": counts,

@@ -21,6 +21,7 @@ BASE = {
     # The Asia-like site records at 257 Hz, so the pipeline's resampling to 500 Hz is exercised.
     "datasets": [{"kind": "synthetic", "sites": ["eu", "as"], "records_per_site": 60, "seed": 1}],
     "models": [{"name": "random-resnet", "replicas": 2}, "handcrafted"],
+    "tasks": ["condition"],
     "scarcity": {"train_fractions": [0.5, 1.0]},
     "seeds": [0, 1],
     "probe": {"cv_folds": 3},
@@ -90,6 +91,10 @@ def test_results_json_has_the_documented_fields(baseline):
         # Exact linear SHAP: values plus base value reproduce the probe's logits.
         assert rep["shap"]["max_additivity_error"] < 1e-6
     assert results["errors"] == []
+    # Cross-site transfer on the harmonised (coarse) labels: every ordered pair of sites, per model.
+    pairs = {(t["model"], t["train_source"], t["test_source"]) for t in results["transfer"]}
+    assert pairs == {(m, a, b) for m in ("random-resnet", "handcrafted") for a in ("as", "eu") for b in ("as", "eu")}
+    assert {g["model"] for g in results["transfer_gap"]} == {"random-resnet", "handcrafted"}
     assert all(c["embedded"] == 120 and c["skipped"] == 0 for c in results["counts"])
     html = (out / "report.html").read_text()
     assert "random-resnet" in html and "data:image/png;base64" in html

@@ -5,7 +5,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from orchestrator.datasets.base import DatasetSpec, Record, RecordMeta
+from orchestrator.datasets.base import COARSE_CLASSES, DatasetSpec, Record, RecordMeta
 from orchestrator.datasets.synthetic import CONDITIONS, SITES, SyntheticDataset
 
 # shuffle_labels: a negative control; labels are permuted across records (signals keep their true condition),
@@ -16,8 +16,10 @@ DEFAULTS = {"sites": ["eu", "sa"], "records_per_site": 200, "seed": 0, "duration
 class SyntheticAdapter:
     """Adapter over SyntheticDataset."""
 
-    tasks = {"condition": CONDITIONS}
-    multi_label = {"condition": False}
+    # The generator's bundle-branch block is RBBB-like (rSR' in V1), hence BBB -> RBBB in the coarse space.
+    COARSE = {"NSR": "NSR", "AF": "AF", "SB": "SB", "STach": "STach", "BBB": "RBBB", "STE": "STE"}
+    tasks = {"condition": CONDITIONS, "coarse": COARSE_CLASSES}
+    multi_label = {"condition": False, "coarse": True}
 
     def __init__(self, spec: DatasetSpec) -> None:
         unknown = set(spec.params) - set(DEFAULTS)
@@ -42,7 +44,8 @@ class SyntheticAdapter:
         m = self._data.metadata(i)
         site = SITES[m["site"]]
         condition = self._data.metadata(int(self._label_of[i]))["condition"]
-        return RecordMeta(m["record_id"], m["patient_id"], m["site"], {"condition": (condition,)},
+        return RecordMeta(m["record_id"], m["patient_id"], m["site"],
+                          {"condition": (condition,), "coarse": (self.COARSE[condition],)},
                           {"age": m["age"], "sex": m["sex"], "region": site.region})
 
     def load(self, i: int) -> Record:

@@ -56,6 +56,9 @@ class ShapResult:
     top_dims: dict[str, list[tuple[int, float]]]
     max_additivity_error: float
     mean_abs: np.ndarray = field(repr=False)  # [C, D] mean |SHAP| over samples
+    # Added with the concentration summaries (metrics.shap_concentration); defaults keep old callers valid.
+    dims_for_50pct: int = 0
+    gini: float = 0.0  # Gini of each class's mean |SHAP| over dims, averaged over classes
 
 
 # --------------------------------------------------------------------------- UMAP
@@ -275,13 +278,16 @@ def linear_shap(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scale
     logits = probe_logits(coef, intercept, mean, scale, samples)  # [N, C]
     additivity = float(np.max(np.abs(phi.sum(axis=2) + base[:, None] - logits.T)))
     mean_abs = np.abs(phi).mean(axis=1)  # [C, D]
-    # Average over classes, rounded up, so a single class with diffuse attributions is not hidden.
-    dims90 = int(math.ceil(np.mean([dims_for_mass(row) for row in mean_abs]) - 1e-9))
+    from services.analysis.metrics import shap_concentration  # metrics imports this module
+
+    # Averaged over classes and rounded up, so a single class with diffuse attributions is not hidden.
+    concentration = shap_concentration(mean_abs)
     return ShapResult(
         shap_values=phi.astype(np.float32), base_values=base.astype(np.float32),
-        dims_for_90pct=dims90,
+        dims_for_90pct=concentration.dims_for_90pct,
         top_dims=_top_dims(mean_abs, list(class_names), min(top_k or DEFAULT_TOP_K, coef.shape[1])),
-        max_additivity_error=additivity, mean_abs=mean_abs.astype(np.float32))
+        max_additivity_error=additivity, mean_abs=mean_abs.astype(np.float32),
+        dims_for_50pct=concentration.dims_for_50pct, gini=concentration.gini)
 
 
 # --------------------------------------------------------------------------- figures

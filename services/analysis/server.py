@@ -1,4 +1,4 @@
-"""ecglens.v1.AnalysisService: UMAP and linear SHAP over gRPC (python -m services.analysis)."""
+"""ecglens.v1.AnalysisService: UMAP, linear SHAP, structure metrics and CKA over gRPC (python -m services.analysis)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,8 @@ import grpc
 import numpy as np
 
 from protos.ecglens.v1 import analysis_pb2, analysis_pb2_grpc, tensor_pb2
-from services.analysis import core
+from services.analysis import core, metrics
+from services.analysis.figures import similarity_figure
 from services.common.process import write_port_file
 from services.common.runtime import serve_blocking
 from services.common.tensors import TensorError, from_tensor, to_tensor
@@ -82,8 +83,83 @@ def _validate_shap(request: analysis_pb2.ShapRequest) -> dict[str, np.ndarray]:
     }
 
 
+def _labels(values, n: int, name: str) -> list[str]:
+    """A repeated string field with exactly n entries, or InvalidRequest."""
+    if len(values) != n:
+        raise InvalidRequest(f"{name}: has {len(values)} entries but embeddings has {n} rows")
+    return list(values)
+
+
+def _validate_structure(request: analysis_pb2.StructureRequest) -> dict:
+    """Decode and check a StructureRequest; return keyword arguments of metrics.structure_metrics."""
+    x = _decode(request.embeddings, "embeddings", 2)
+    n = x.shape[0]
+    if n < 4 or x.shape[1] < 1:
+        raise InvalidRequest(f"embeddings: needs at least 4 rows and 1 column, got shape {list(x.shape)}")
+    projection = None
+    if request.HasField("projection"):
+        projection = _decode(request.projection, "projection", 2)
+        if projection.shape[0] != n:
+            raise InvalidRequest(f"projection: has {projection.shape[0]} rows but embeddings has {n}")
+    for name, value in (("k", request.k), ("cv_folds", request.cv_folds)):
+        if value < 0:
+            raise InvalidRequest(f"{name}: must be >= 0 (0 = default), got {value}")
+    if request.cv_folds == 1:
+        raise InvalidRequest("cv_folds: must be >= 2 (0 = default 5), got 1")
+    return {
+        "x": x, "class_labels": _labels(request.class_labels, n, "class_labels"),
+        "sources": _labels(request.sources, n, "sources"),
+        "groups": _labels(request.groups, n, "groups") if len(request.groups) else None,
+        "projection": projection, "k": request.k or metrics.DEFAULT_K,
+        "metric": request.metric or metrics.DEFAULT_KNN_METRIC,
+        "projection_metric": request.projection_metric or "euclidean", "seed": request.seed,
+        "cv": request.cv_folds or metrics.DEFAULT_CV_FOLDS,
+    }
+
+
+def _validate_similarity(request: analysis_pb2.SimilarityRequest) -> dict[str, np.ndarray]:
+    """Decode a SimilarityRequest: unique names, row-aligned finite [N, D] matrices."""
+    if not request.models:
+        raise InvalidRequest("models: at least one model is required")
+    arrays: dict[str, np.ndarray] = {}
+    for i, model in enumerate(request.models):
+        if not model.name:
+            raise InvalidRequest(f"models[{i}].name: must not be empty")
+        if model.name in arrays:
+            raise InvalidRequest(f"models[{i}].name: {model.name!r} appears twice")
+        arrays[model.name] = _decode(model.embeddings, f"models[{model.name!r}].embeddings", 2)
+    rows = {name: x.shape[0] for name, x in arrays.items()}
+    if len(set(rows.values())) != 1:
+        raise InvalidRequest(f"models: embeddings must have the same rows (aligned records); got row counts {rows}")
+    if next(iter(rows.values())) < 2:
+        raise InvalidRequest("models: embeddings need at least 2 rows")
+    return arrays
+
+
+def _scores(values: dict[str, float]) -> list[analysis_pb2.LabelScore]:
+    """{label: value} as LabelScore messages."""
+    return [analysis_pb2.LabelScore(label=k, value=v) for k, v in values.items()]
+
+
+def _structure_response(request_id: str, result: metrics.StructureResult) -> analysis_pb2.StructureResponse:
+    """A StructureResult as its response message (undefined scores as NaN)."""
+    au, site, pres = result.alignment_uniformity, result.site, result.preservation
+    return analysis_pb2.StructureResponse(
+        request_id=request_id, n_rows=result.n_rows, knn_agreement=result.knn.agreement,
+        knn_chance=result.knn.chance, k=result.knn.k, metric=result.knn.metric,
+        knn_per_class=_scores(result.knn.per_class),
+        site_separability=math.nan if site is None else site.auroc,
+        site_per_source=_scores({} if site is None else site.per_source),
+        site_cv_folds=0 if site is None else site.n_folds,
+        effective_rank=result.effective_rank, participation_ratio=result.participation_ratio,
+        alignment=_nan_if_none(au.alignment), uniformity=au.uniformity,
+        trustworthiness=math.nan if pres is None else pres.trustworthiness,
+        continuity=math.nan if pres is None else pres.continuity,
+        projection_k=0 if pres is None else pres.k, projection_metric="" if pres is None else pres.metric)
+
+
 class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
-    """Umap and Shap RPCs on top of services.analysis.core."""
+    """Umap, Shap, Structure and Similarity RPCs on top of services.analysis.core and .metrics."""
 
     def _run(self, method: str, request_id: str, context: grpc.ServicerContext, work: Callable[[], Reply]) -> Reply:
         """Run work(); map validation errors to INVALID_ARGUMENT and anything else to INTERNAL."""
@@ -106,6 +182,34 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
     def Shap(self, request: analysis_pb2.ShapRequest, context: grpc.ServicerContext) -> analysis_pb2.ShapResponse:
         """Exact linear SHAP of a probe with concentration summaries and a heatmap."""
         return self._run("Shap", request.request_id, context, lambda: self._shap(request))
+
+    def Structure(self, request: analysis_pb2.StructureRequest,
+                  context: grpc.ServicerContext) -> analysis_pb2.StructureResponse:
+        """Structure metrics of one model's embeddings."""
+        return self._run("Structure", request.request_id, context, lambda: self._structure(request))
+
+    def Similarity(self, request: analysis_pb2.SimilarityRequest,
+                   context: grpc.ServicerContext) -> analysis_pb2.SimilarityResponse:
+        """Linear CKA between every pair of models with a heatmap."""
+        return self._run("Similarity", request.request_id, context, lambda: self._similarity(request))
+
+    @staticmethod
+    def _structure(request: analysis_pb2.StructureRequest) -> analysis_pb2.StructureResponse:
+        """Validated Structure request to response."""
+        result = metrics.structure_metrics(**_validate_structure(request))
+        return _structure_response(request.request_id, result)
+
+    @staticmethod
+    def _similarity(request: analysis_pb2.SimilarityRequest) -> analysis_pb2.SimilarityResponse:
+        """Validated Similarity request to response."""
+        arrays = _validate_similarity(request)
+        cka = metrics.cka_matrix(arrays)
+        names = list(arrays)
+        pairs = [analysis_pb2.CkaPair(model_a=a, model_b=b, cka=_nan_if_none(cka[(a, b)]))
+                 for i, a in enumerate(names) for b in names[i:]]
+        figure = similarity_figure(names, cka, request.title)
+        return analysis_pb2.SimilarityResponse(request_id=request.request_id, pairs=pairs,
+                                               figures=_figures([figure]))
 
     @staticmethod
     def _umap(request: analysis_pb2.UmapRequest) -> analysis_pb2.UmapResponse:
@@ -134,7 +238,8 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
         return analysis_pb2.ShapResponse(
             request_id=request.request_id, shap_values=to_tensor(result.shap_values),
             base_values=to_tensor(result.base_values), dims_for_90pct=result.dims_for_90pct,
-            top_dims=top, max_additivity_error=result.max_additivity_error, figures=_figures([figure]))
+            top_dims=top, max_additivity_error=result.max_additivity_error, figures=_figures([figure]),
+            dims_for_50pct=result.dims_for_50pct, gini=result.gini, mean_abs=to_tensor(result.mean_abs))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -81,7 +81,7 @@ class ClassTopDims(_message.Message):
     def __init__(self, class_name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ..., importance: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ShapResponse(_message.Message):
-    __slots__ = ("request_id", "shap_values", "base_values", "dims_for_90pct", "top_dims", "max_additivity_error", "figures")
+    __slots__ = ("request_id", "shap_values", "base_values", "dims_for_90pct", "top_dims", "max_additivity_error", "figures", "dims_for_50pct", "gini", "mean_abs")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SHAP_VALUES_FIELD_NUMBER: _ClassVar[int]
     BASE_VALUES_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,9 @@ class ShapResponse(_message.Message):
     TOP_DIMS_FIELD_NUMBER: _ClassVar[int]
     MAX_ADDITIVITY_ERROR_FIELD_NUMBER: _ClassVar[int]
     FIGURES_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FOR_50PCT_FIELD_NUMBER: _ClassVar[int]
+    GINI_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ABS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     shap_values: _tensor_pb2.Tensor
     base_values: _tensor_pb2.Tensor
@@ -96,4 +99,119 @@ class ShapResponse(_message.Message):
     top_dims: _containers.RepeatedCompositeFieldContainer[ClassTopDims]
     max_additivity_error: float
     figures: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Figure]
-    def __init__(self, request_id: _Optional[str] = ..., shap_values: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., base_values: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., dims_for_90pct: _Optional[int] = ..., top_dims: _Optional[_Iterable[_Union[ClassTopDims, _Mapping]]] = ..., max_additivity_error: _Optional[float] = ..., figures: _Optional[_Iterable[_Union[_tensor_pb2.Figure, _Mapping]]] = ...) -> None: ...
+    dims_for_50pct: int
+    gini: float
+    mean_abs: _tensor_pb2.Tensor
+    def __init__(self, request_id: _Optional[str] = ..., shap_values: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., base_values: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., dims_for_90pct: _Optional[int] = ..., top_dims: _Optional[_Iterable[_Union[ClassTopDims, _Mapping]]] = ..., max_additivity_error: _Optional[float] = ..., figures: _Optional[_Iterable[_Union[_tensor_pb2.Figure, _Mapping]]] = ..., dims_for_50pct: _Optional[int] = ..., gini: _Optional[float] = ..., mean_abs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+
+class StructureRequest(_message.Message):
+    __slots__ = ("request_id", "embeddings", "class_labels", "sources", "groups", "projection", "k", "metric", "projection_metric", "seed", "cv_folds")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_LABELS_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    PROJECTION_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    PROJECTION_METRIC_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CV_FOLDS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    embeddings: _tensor_pb2.Tensor
+    class_labels: _containers.RepeatedScalarFieldContainer[str]
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    projection: _tensor_pb2.Tensor
+    k: int
+    metric: str
+    projection_metric: str
+    seed: int
+    cv_folds: int
+    def __init__(self, request_id: _Optional[str] = ..., embeddings: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., class_labels: _Optional[_Iterable[str]] = ..., sources: _Optional[_Iterable[str]] = ..., groups: _Optional[_Iterable[str]] = ..., projection: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., k: _Optional[int] = ..., metric: _Optional[str] = ..., projection_metric: _Optional[str] = ..., seed: _Optional[int] = ..., cv_folds: _Optional[int] = ...) -> None: ...
+
+class LabelScore(_message.Message):
+    __slots__ = ("label", "value")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    value: float
+    def __init__(self, label: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+
+class StructureResponse(_message.Message):
+    __slots__ = ("request_id", "n_rows", "knn_agreement", "knn_chance", "k", "metric", "knn_per_class", "site_separability", "site_per_source", "site_cv_folds", "effective_rank", "participation_ratio", "alignment", "uniformity", "trustworthiness", "continuity", "projection_k", "projection_metric")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    KNN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    KNN_CHANCE_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    KNN_PER_CLASS_FIELD_NUMBER: _ClassVar[int]
+    SITE_SEPARABILITY_FIELD_NUMBER: _ClassVar[int]
+    SITE_PER_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SITE_CV_FOLDS_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_RANK_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPATION_RATIO_FIELD_NUMBER: _ClassVar[int]
+    ALIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    UNIFORMITY_FIELD_NUMBER: _ClassVar[int]
+    TRUSTWORTHINESS_FIELD_NUMBER: _ClassVar[int]
+    CONTINUITY_FIELD_NUMBER: _ClassVar[int]
+    PROJECTION_K_FIELD_NUMBER: _ClassVar[int]
+    PROJECTION_METRIC_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    n_rows: int
+    knn_agreement: float
+    knn_chance: float
+    k: int
+    metric: str
+    knn_per_class: _containers.RepeatedCompositeFieldContainer[LabelScore]
+    site_separability: float
+    site_per_source: _containers.RepeatedCompositeFieldContainer[LabelScore]
+    site_cv_folds: int
+    effective_rank: float
+    participation_ratio: float
+    alignment: float
+    uniformity: float
+    trustworthiness: float
+    continuity: float
+    projection_k: int
+    projection_metric: str
+    def __init__(self, request_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., knn_agreement: _Optional[float] = ..., knn_chance: _Optional[float] = ..., k: _Optional[int] = ..., metric: _Optional[str] = ..., knn_per_class: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., site_separability: _Optional[float] = ..., site_per_source: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., site_cv_folds: _Optional[int] = ..., effective_rank: _Optional[float] = ..., participation_ratio: _Optional[float] = ..., alignment: _Optional[float] = ..., uniformity: _Optional[float] = ..., trustworthiness: _Optional[float] = ..., continuity: _Optional[float] = ..., projection_k: _Optional[int] = ..., projection_metric: _Optional[str] = ...) -> None: ...
+
+class NamedEmbeddings(_message.Message):
+    __slots__ = ("name", "embeddings")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    embeddings: _tensor_pb2.Tensor
+    def __init__(self, name: _Optional[str] = ..., embeddings: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+
+class SimilarityRequest(_message.Message):
+    __slots__ = ("request_id", "models", "title")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    models: _containers.RepeatedCompositeFieldContainer[NamedEmbeddings]
+    title: str
+    def __init__(self, request_id: _Optional[str] = ..., models: _Optional[_Iterable[_Union[NamedEmbeddings, _Mapping]]] = ..., title: _Optional[str] = ...) -> None: ...
+
+class CkaPair(_message.Message):
+    __slots__ = ("model_a", "model_b", "cka")
+    MODEL_A_FIELD_NUMBER: _ClassVar[int]
+    MODEL_B_FIELD_NUMBER: _ClassVar[int]
+    CKA_FIELD_NUMBER: _ClassVar[int]
+    model_a: str
+    model_b: str
+    cka: float
+    def __init__(self, model_a: _Optional[str] = ..., model_b: _Optional[str] = ..., cka: _Optional[float] = ...) -> None: ...
+
+class SimilarityResponse(_message.Message):
+    __slots__ = ("request_id", "pairs", "figures")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    FIGURES_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    pairs: _containers.RepeatedCompositeFieldContainer[CkaPair]
+    figures: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Figure]
+    def __init__(self, request_id: _Optional[str] = ..., pairs: _Optional[_Iterable[_Union[CkaPair, _Mapping]]] = ..., figures: _Optional[_Iterable[_Union[_tensor_pb2.Figure, _Mapping]]] = ...) -> None: ...

@@ -44,6 +44,16 @@ class AnalysisServiceStub:
                 request_serializer=ecglens_dot_v1_dot_analysis__pb2.ShapRequest.SerializeToString,
                 response_deserializer=ecglens_dot_v1_dot_analysis__pb2.ShapResponse.FromString,
                 _registered_method=True)
+        self.Structure = channel.unary_unary(
+                '/ecglens.v1.AnalysisService/Structure',
+                request_serializer=ecglens_dot_v1_dot_analysis__pb2.StructureRequest.SerializeToString,
+                response_deserializer=ecglens_dot_v1_dot_analysis__pb2.StructureResponse.FromString,
+                _registered_method=True)
+        self.Similarity = channel.unary_unary(
+                '/ecglens.v1.AnalysisService/Similarity',
+                request_serializer=ecglens_dot_v1_dot_analysis__pb2.SimilarityRequest.SerializeToString,
+                response_deserializer=ecglens_dot_v1_dot_analysis__pb2.SimilarityResponse.FromString,
+                _registered_method=True)
 
 
 class AnalysisServiceServicer:
@@ -63,6 +73,22 @@ class AnalysisServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Structure(self, request, context):
+        """Structure metrics of one model's embeddings: k-NN label agreement, site separability,
+        effective rank, participation ratio, alignment/uniformity, and (with a projection)
+        trustworthiness and continuity.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Similarity(self, request, context):
+        """Linear CKA between every pair of models on the same records, with a heatmap.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalysisServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +101,16 @@ def add_AnalysisServiceServicer_to_server(servicer, server):
                     servicer.Shap,
                     request_deserializer=ecglens_dot_v1_dot_analysis__pb2.ShapRequest.FromString,
                     response_serializer=ecglens_dot_v1_dot_analysis__pb2.ShapResponse.SerializeToString,
+            ),
+            'Structure': grpc.unary_unary_rpc_method_handler(
+                    servicer.Structure,
+                    request_deserializer=ecglens_dot_v1_dot_analysis__pb2.StructureRequest.FromString,
+                    response_serializer=ecglens_dot_v1_dot_analysis__pb2.StructureResponse.SerializeToString,
+            ),
+            'Similarity': grpc.unary_unary_rpc_method_handler(
+                    servicer.Similarity,
+                    request_deserializer=ecglens_dot_v1_dot_analysis__pb2.SimilarityRequest.FromString,
+                    response_serializer=ecglens_dot_v1_dot_analysis__pb2.SimilarityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +167,60 @@ class AnalysisService:
             '/ecglens.v1.AnalysisService/Shap',
             ecglens_dot_v1_dot_analysis__pb2.ShapRequest.SerializeToString,
             ecglens_dot_v1_dot_analysis__pb2.ShapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Structure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecglens.v1.AnalysisService/Structure',
+            ecglens_dot_v1_dot_analysis__pb2.StructureRequest.SerializeToString,
+            ecglens_dot_v1_dot_analysis__pb2.StructureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Similarity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecglens.v1.AnalysisService/Similarity',
+            ecglens_dot_v1_dot_analysis__pb2.SimilarityRequest.SerializeToString,
+            ecglens_dot_v1_dot_analysis__pb2.SimilarityResponse.FromString,
             options,
             channel_credentials,
             insecure,

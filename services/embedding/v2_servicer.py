@@ -1,0 +1,218 @@
+"""The hosted ECGLens model over the KServe / Triton Open Inference Protocol (V2), beside ecglens.v1.
+
+The V2 face is an adapter: each ModelInfer becomes an ecglens.v1 EmbedRequest handed to the
+EmbeddingServicer's own path, so both protocols share validation, the dynamic batcher, error
+mapping, logs and metrics. Wire input "ecg" is [batch, leads, samples] in mV whatever the model's
+internal layout (the server adapts, as for ecglens.v1).
+"""
+from __future__ import annotations
+
+import logging
+from importlib import metadata as _dist
+from typing import TYPE_CHECKING
+
+import grpc
+import numpy as np
+
+from protos.ecglens.v1 import embedding_pb2, tensor_pb2
+from protos.inference import open_inference_grpc_pb2 as pb
+from protos.inference import open_inference_grpc_pb2_grpc as pb_grpc
+# A module import, not names: server.py imports this module to register the V2 face, and a module
+# reference survives that cycle whichever of the two is imported first.
+from services.embedding import server as embedding_server
+
+if TYPE_CHECKING:
+    from services.embedding.model import EmbeddingModel
+    from services.embedding.server import EmbeddingServicer
+
+log = logging.getLogger("ecglens.embedding.v2")
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+SERVER_NAME = "ecglens"
+PLATFORM = "ecglens"
+INPUT_NAME = "ecg"
+OUTPUT_NAME = "embedding"
+# V2 datatype -> little-endian numpy dtype and the ecglens.v1 wire dtype it travels as internally.
+_INPUT_DTYPES = {"FP32": (np.dtype("<f4"), tensor_pb2.FLOAT32), "FP16": (np.dtype("<f2"), tensor_pb2.FLOAT16)}
+# Triton and KServe answer an unknown model with NOT_FOUND; clients key retries on it.
+UNKNOWN_MODEL = grpc.StatusCode.NOT_FOUND
+
+
+def server_version() -> str:
+    """The installed ecglens distribution's version."""
+    try:
+        return _dist.version("ecglens")
+    except _dist.PackageNotFoundError:
+        return "unknown"
+
+
+def _invalid(message: str) -> embedding_server.RequestFailed:
+    return embedding_server.RequestFailed(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _check_model(model: EmbeddingModel, name: str, version: str | None) -> None:
+    """Raise NOT_FOUND unless name (and version, when given) are the hosted model's."""
+    card = model.card
+    if name != card.name:
+        raise embedding_server.RequestFailed(UNKNOWN_MODEL, f"unknown model {name!r}; this server hosts "
+                                                            f"{card.name!r}")
+    if version and version != card.version:
+        raise embedding_server.RequestFailed(UNKNOWN_MODEL, f"model {name!r} has no version {version!r}; "
+                                                            f"this server hosts version {card.version!r}")
+
+
+def _properties(model: EmbeddingModel) -> dict[str, str]:
+    """The card's ECG meaning as ModelMetadata properties (strings, as the protocol's map requires)."""
+    card, spec = model.card, model.card.input
+    return {
+        "sampling_rate_hz": f"{spec.sampling_rate_hz:g}", "leads": ",".join(spec.leads),
+        "num_samples": str(spec.num_samples), "embedding_dim": str(card.output.embedding_dim),
+        # The V2 input is always [batch, leads, samples]; the server lays it out for the model itself.
+        "layout": "BLT", "input_units": spec.units,
+        # Informational: this server normalises per lead itself, so clients must send plain mV.
+        "normalization": spec.normalization, "normalized_by_server": "true",
+        "max_batch_size": str(card.serving.max_batch_size), "kind": card.kind, "objective": card.objective,
+        "backend": card.backend, "params": str(model.params), "fingerprint": model.fingerprint,
+        "license": card.license, "description": card.description,
+    }
+
+
+def model_metadata(model: EmbeddingModel) -> pb.ModelMetadataResponse:
+    """The hosted model's V2 ModelMetadata."""
+    card, spec = model.card, model.card.input
+    tensor = pb.ModelMetadataResponse.TensorMetadata
+    return pb.ModelMetadataResponse(
+        name=card.name, versions=[card.version], platform=PLATFORM,
+        inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=[-1, len(spec.leads), spec.num_samples])],
+        outputs=[tensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, card.output.embedding_dim])],
+        properties=_properties(model))
+
+
+def _single_input(request: pb.ModelInferRequest) -> pb.ModelInferRequest.InferInputTensor:
+    """The one input "ecg", or INVALID_ARGUMENT naming what was sent instead."""
+    names = [t.name for t in request.inputs]
+    if len(names) != 1:
+        raise _invalid(f"expected exactly 1 input {INPUT_NAME!r}, got {len(names)}: {names}")
+    if names[0] != INPUT_NAME:
+        raise _invalid(f"unknown input {names[0]!r}; the model's only input is {INPUT_NAME!r}")
+    for wanted in request.outputs:
+        if wanted.name != OUTPUT_NAME:
+            raise _invalid(f"unknown output {wanted.name!r}; the model's only output is {OUTPUT_NAME!r}")
+    return request.inputs[0]
+
+
+def _shape(tensor: pb.ModelInferRequest.InferInputTensor) -> list[int]:
+    shape = [int(s) for s in tensor.shape]
+    if len(shape) != 3:
+        raise _invalid(f"input {INPUT_NAME!r} must have rank 3 [batch, leads, samples], got shape {shape}")
+    if any(s < 0 for s in shape):
+        raise _invalid(f"input {INPUT_NAME!r} has a negative dimension in shape {shape}")
+    return shape
+
+
+def _payload(request: pb.ModelInferRequest, tensor: pb.ModelInferRequest.InferInputTensor,
+             shape: list[int]) -> tuple[bytes, int]:
+    """The input's little-endian bytes and ecglens.v1 dtype, from raw or typed contents."""
+    if tensor.datatype not in _INPUT_DTYPES:
+        raise _invalid(f"input {INPUT_NAME!r} has datatype {tensor.datatype or '(empty)'}; "
+                       f"expected FP32 (raw or fp32_contents) or FP16 (raw)")
+    np_dtype, wire_dtype = _INPUT_DTYPES[tensor.datatype]
+    count = int(np.prod(shape, dtype=np.int64))
+    if request.raw_input_contents:
+        if tensor.HasField("contents"):
+            raise _invalid(f"input {INPUT_NAME!r} sets both raw_input_contents and typed contents; send one")
+        if len(request.raw_input_contents) != 1:
+            raise _invalid(f"raw_input_contents has {len(request.raw_input_contents)} entries for 1 input")
+        raw = request.raw_input_contents[0]
+        if len(raw) != count * np_dtype.itemsize:
+            raise _invalid(f"input {INPUT_NAME!r} raw_input_contents has {len(raw)} bytes but shape {shape} x "
+                           f"{tensor.datatype} needs {count * np_dtype.itemsize}")
+        return raw, wire_dtype
+    if tensor.datatype != "FP32":
+        raise _invalid(f"input {INPUT_NAME!r} is {tensor.datatype}: send it as raw_input_contents "
+                       "(the protocol has no typed field for 16-bit floats)")
+    values = tensor.contents.fp32_contents
+    if len(values) != count:
+        raise _invalid(f"input {INPUT_NAME!r} fp32_contents has {len(values)} values but shape {shape} needs {count}")
+    return np.asarray(values, dtype=np_dtype).tobytes(), wire_dtype
+
+
+def to_embed_request(request: pb.ModelInferRequest) -> embedding_pb2.EmbedRequest:
+    """Translate a V2 ModelInferRequest into the equivalent ecglens.v1 EmbedRequest; raise RequestFailed."""
+    tensor = _single_input(request)
+    shape = _shape(tensor)
+    data, wire_dtype = _payload(request, tensor, shape)
+    return embedding_pb2.EmbedRequest(request_id=request.id,
+                                      ecg=tensor_pb2.Tensor(dtype=wire_dtype, shape=shape, data=data))
+
+
+def infer_response(model: EmbeddingModel, request_id: str, emb: np.ndarray) -> pb.ModelInferResponse:
+    """The embedding as a V2 response with raw little-endian FP32 output contents."""
+    out = np.ascontiguousarray(emb, dtype="<f4")
+    tensor = pb.ModelInferResponse.InferOutputTensor(name=OUTPUT_NAME, datatype="FP32", shape=list(out.shape))
+    return pb.ModelInferResponse(model_name=model.card.name, model_version=model.card.version, id=request_id,
+                                 outputs=[tensor], raw_output_contents=[out.tobytes()])
+
+
+def _optional(message, field: str) -> str | None:
+    return getattr(message, field) if message.HasField(field) else None
+
+
+class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
+    """GRPCInferenceService over the model hosted by an EmbeddingServicer (shares its batcher and metrics)."""
+
+    def __init__(self, embedding: EmbeddingServicer) -> None:
+        self.embedding = embedding
+        self.version = server_version()
+
+    def _loaded(self) -> EmbeddingModel | None:
+        return self.embedding.model if self.embedding.batcher is not None else None
+
+    async def ServerLive(self, request, context):  # noqa: N802 (gRPC method name)
+        """Live as soon as the process answers (the model may still be loading)."""
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):  # noqa: N802
+        """Ready once the model is loaded and warmed up."""
+        return pb.ServerReadyResponse(ready=self._loaded() is not None)
+
+    async def ModelReady(self, request, context):  # noqa: N802
+        """Ready for the hosted model's name (and version) once loaded; false for any other model."""
+        model = self._loaded()
+        if model is None:
+            return pb.ModelReadyResponse(ready=False)
+        version = _optional(request, "version")
+        return pb.ModelReadyResponse(ready=request.name == model.card.name
+                                     and version in (None, "", model.card.version))
+
+    async def ServerMetadata(self, request, context):  # noqa: N802
+        """Server name and version; no protocol extensions."""
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.version, extensions=[])
+
+    async def ModelMetadata(self, request, context):  # noqa: N802
+        """Inputs, outputs and the card's ECG meaning as properties."""
+        try:
+            model, _ = self.embedding._ready()
+            _check_model(model, request.name, _optional(request, "version"))
+        except embedding_server.RequestFailed as failed:
+            await context.abort(failed.code, failed.message)
+        return model_metadata(model)
+
+    async def ModelInfer(self, request, context):  # noqa: N802
+        """Embed input "ecg" through the shared validation and batcher; errors become the RPC status."""
+        try:
+            model, _ = self.embedding._ready()
+            _check_model(model, request.model_name, _optional(request, "model_version"))
+            emb = await self.embedding._embed(to_embed_request(request))
+        except embedding_server.RequestFailed as failed:
+            self.embedding.metrics.count("ModelInfer", failed.code.name)
+            log.warning("rejected", extra={"request_id": request.id, "code": failed.code.name,
+                                           "reason": failed.message, "method": "ModelInfer"})
+            await context.abort(failed.code, failed.message)
+        self.embedding.metrics.count("ModelInfer", "OK")
+        return infer_response(model, request.id, emb)
+
+
+def add_v2_to_server(server: grpc.aio.Server, embedding_servicer: EmbeddingServicer) -> list[str]:
+    """Register the V2 face of embedding_servicer on server; return its service names (for reflection)."""
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(V2Servicer(embedding_servicer), server)
+    return [SERVICE]
