@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     # "official": a dataset's own split where it defines one (PTB-XL strat_fold 1-8/9/10), else patient-level.
     "split": {"test_fraction": 0.3, "seed": 0, "strategy": "patient"},
     # Cross-dataset generalisation: train on one source, test on every source, on a harmonised task.
-    "transfer": {"enabled": True, "task": "coarse"},
+    "transfer": {"enabled": True, "task": "coarse", "min_records": 10},
     "analyses": {
         "umap": {"enabled": True, "n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "seed": 0},
         "shap": {"enabled": True, "top_k": 10},

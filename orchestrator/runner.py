@@ -357,7 +357,13 @@ class _Run:
             emb, y = np.concatenate(parts), np.concatenate(ys)
             train_mask, test_mask, sources = np.concatenate(train_mask), np.concatenate(test_mask), np.array(sources)
             emb_ref = ray.put(emb)
-            names = sorted(set(sources))
+            small = sorted({s for s in set(sources) if min((train_mask & (sources == s)).sum(),
+                                                           (test_mask & (sources == s)).sum()) < cfg["min_records"]})
+            if small and model is exp.models[0]:
+                self.problems.append(RecordProblem("all datasets", "*", "transfer", f"{task}: sources {', '.join(small)} "
+                                                   f"have fewer than {cfg['min_records']} train or test records; "
+                                                   "left out of the transfer matrix"))
+            names = sorted(set(sources) - set(small))
             if len(names) < 2:
                 continue
             for a in names:
@@ -367,8 +373,9 @@ class _Run:
                     # Only classes learnable from A and scorable on B take part in the pair.
                     keep = (y[tr].sum(0) >= 2) & (y[te].sum(0) >= 1) & (y[te].sum(0) < len(te))
                     if keep.sum() < 2 or len(te) == 0:
-                        self.problems.append(RecordProblem(task, "*", "transfer", f"{a} -> {b}: fewer than two classes "
-                                                           "present in both", model.name))
+                        self.problems.append(RecordProblem("all datasets", "*", "transfer",
+                                                           f"{task}: {a} -> {b}: fewer than two classes present in "
+                                                           "both", model.name))
                         continue
                     y_ref = ray.put(y[:, keep])
                     ref = _probe_remote.remote(self.probing[next(address) % len(self.probing)], emb_ref, y_ref, tr, te,

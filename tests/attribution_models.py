@@ -40,7 +40,7 @@ def make_task(n: int, lead: str, seconds: tuple[float, float], seed: int) -> tup
     """ECGs [n, 12, T] of noise (level varying per record); label 1 adds a 5-Hz 1-mV wave on `lead` in `seconds`."""
     rng = np.random.default_rng(seed)
     t = np.arange(NUM_SAMPLES) / SAMPLING_RATE_HZ
-    sigma = rng.uniform(0.05, 0.3, size=(n, len(LEADS), 1))
+    sigma = rng.uniform(0.02, 0.1, size=(n, len(LEADS), 1))
     x = rng.normal(size=(n, len(LEADS), NUM_SAMPLES)) * sigma
     y = np.arange(n) % 2
     window = (t >= seconds[0]) & (t < seconds[1])

@@ -214,7 +214,8 @@ def write_ptbxl(root: Path, n_records: int = 40, seed: int = 0, corrupt: dict | 
         raise ValueError(f"unknown corruption(s) {sorted(set(corrupt) - set(CORRUPTIONS))}; known: {CORRUPTIONS}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "scp_statements.csv").write_text(SCP_STATEMENTS_V103, encoding="utf-8")
+    # CRLF: the vendored copy is 9,792 characters for these 72 lines, i.e. the file was published with CRLF endings.
+    (root / "scp_statements.csv").write_bytes(SCP_STATEMENTS_V103.replace("\n", "\r\n").encode("utf-8"))
     rows = plan(n_records, seed)
     with open(root / "ptbxl_database.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=DATABASE_COLUMNS, extrasaction="ignore", lineterminator="\n")

@@ -143,7 +143,7 @@ def test_describe_counts(dataset):
     assert info["records"] == N + 7 and info["kind"] == "wfdb" and info["signals_scanned"] is True
     assert info["patients"] == len({dataset.meta(i).patient_id for i in range(len(dataset))})
     readable = N - 1 + 1  # clean minus the duplicated record, plus the flat one
-    assert info["sampling_rates_hz"] == {500.0: readable}
+    assert info["sampling_rates_hz"] == {"500": readable}
     assert info["durations_s"]["counts"] == {"10.0": readable}
     assert info["leads"] == {",".join(wf_leads()): readable}
     assert info["unlabelled"] == [UNLABELLED]

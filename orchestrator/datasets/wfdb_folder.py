@@ -142,7 +142,7 @@ class WfdbFolderDataset:
             except RecordError as err:
                 problems.append({"record": row.record, "problem": str(err), "level": "error"})
                 continue
-            rates[float(header.fs)] += 1
+            rates[f"{float(header.fs):g}"] += 1
             leads[",".join(header.sig_name or [])] += 1
             if header.sig_len:
                 durations.append(header.sig_len / header.fs)
@@ -151,6 +151,8 @@ class WfdbFolderDataset:
         return {
             "name": self.name,
             "kind": "wfdb",
+            "path": str(self.folder),
+            "labels_csv": str(self.labels_path),
             "records": len(self),
             "patients": len({m.patient_id for m in metas}),
             "sampling_rates_hz": dict(rates),
@@ -274,8 +276,8 @@ def _flat_lead_warnings(record: Record) -> list[dict[str, str]]:
     flat = [lead for lead, p in zip(record.leads, ptp) if p < FLAT_PTP_MV]
     if not flat:
         return []
-    return [{"record": record.record_id, "level": "warning",
-             "problem": f"flat lead(s) {', '.join(flat)} (peak-to-peak < {FLAT_PTP_MV} mV)"}]
+    return [{"record": record.record_id, "problem": f"flat lead(s) {', '.join(flat)} (peak-to-peak < {FLAT_PTP_MV} mV)",
+             "level": "warning"}]
 
 
 def _duration_summary(durations: list[float]) -> dict[str, Any] | None:

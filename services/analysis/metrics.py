@@ -235,6 +235,10 @@ def _out_of_fold_proba(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: 
     proba = np.zeros((len(y), len(sources)))
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=int(seed) % 2**32)
     for train, test in splitter.split(x, y, groups):
+        seen = np.unique(y[train])
+        if len(seen) == 1:  # few patients: a training fold may hold one source, which is all it can predict
+            proba[test, np.searchsorted(sources, seen[0])] = 1.0
+            continue
         model = _site_probe(seed).fit(x[train], y[train])
         columns = np.searchsorted(sources, model.classes_)
         proba[np.ix_(test, columns)] = model.predict_proba(x[test])

@@ -9,6 +9,13 @@ Logit convention: logits = ((x - mean) / scale) @ coef.T + intercept, with coef 
 Multi-class probabilities are softmax(logits); multi-label probabilities are sigmoid(logits).
 sklearn fits a two-class problem as one sigmoid model (coef_ [1, D]); it is stored as the two rows
 [0, w] with intercepts [0, b], because softmax([0, z]) == sigmoid(z) == predict_proba[:, 1].
+
+Sweep options (keyword-only, off by default so a plain call keeps the protocol above exactly):
+`standardiser=(mean, scale)` uses given standardisation statistics instead of fitting them on the
+training subset (inner-CV folds then share them too), and `warm_start=True` walks the C grid from
+strong to weak regularisation inside each fold, each fit starting from the previous C's solution,
+and starts the final fit from the fold-average solution at the chosen C. The optimum is the same
+convex problem's, so warm starts change results only within the solver tolerance.
 """
 from __future__ import annotations
 
@@ -37,7 +44,13 @@ _EPS = 1e-15
 
 @dataclass
 class ProbeResult:
-    """A fitted linear probe, its test-split scores and logits, and what a reader should know."""
+    """A fitted probe, its test-split scores, logits/probabilities, CIs and what a reader should know.
+
+    coef/intercept/mean/scale/c describe the linear model of a linear probe (logistic or ridge; c is
+    1/alpha for ridge); other probes leave them as empty arrays and c = 0. test_logits are decision
+    scores: linear logits, log-probabilities (clipped at 1e-15) for knn/mlp, predicted values for a
+    regression probe. test_probabilities is None for regression.
+    """
 
     metrics: dict[str, float]
     per_class_auroc: dict[str, float]
@@ -48,6 +61,13 @@ class ProbeResult:
     c: float
     test_logits: np.ndarray
     warnings: list[str] = field(default_factory=list)
+    probe: str = "linear"
+    target_type: str = "classification"
+    test_probabilities: np.ndarray | None = None
+    hyperparameters: dict[str, float] = field(default_factory=dict)
+    metrics_ci_low: dict[str, float] = field(default_factory=dict)
+    metrics_ci_high: dict[str, float] = field(default_factory=dict)
+    bootstrap: int = 0
 
 
 _BLAS_LOCK = threading.Lock()
@@ -158,9 +178,19 @@ def _check_cs(cs: Sequence[float] | None) -> list[float]:
 # Fitting
 # ---------------------------------------------------------------------------------------------
 
-def _fit_binary_or_multinomial(xs: np.ndarray, y_idx: np.ndarray, c: float, seed: int) -> LogisticRegression:
+# sklearn-shaped (coef_, intercept_) of each fitted model: one multinomial/binary model, or one
+# binary model per label (multi-label). Kept raw so a fit can warm-start the next one.
+RawFit = list[tuple[np.ndarray, np.ndarray]]
+
+
+def _fit_binary_or_multinomial(xs: np.ndarray, y_idx: np.ndarray, c: float, seed: int,
+                               init: tuple[np.ndarray, np.ndarray] | None = None) -> LogisticRegression:
     """One L2 logistic regression (lbfgs); multinomial when there are more than two classes."""
-    model = LogisticRegression(C=c, solver="lbfgs", max_iter=MAX_ITER, random_state=_sk_seed(seed))
+    model = LogisticRegression(C=c, solver="lbfgs", max_iter=MAX_ITER, random_state=_sk_seed(seed),
+                               warm_start=init is not None)
+    if init is not None:
+        # sklearn's warm start reads coef_/intercept_ from the estimator, so presetting them is the init.
+        model.coef_, model.intercept_ = init[0].copy(), init[1].copy()
     return model.fit(xs, y_idx)
 
 
@@ -172,30 +202,58 @@ class LinearFit(NamedTuple):
     mean: np.ndarray
     scale: np.ndarray
     n_iter: int
+    raw: RawFit | None = None
+
+
+def _targets(y: np.ndarray, multi_label: bool) -> list[np.ndarray]:
+    """The integer target of each model: one per label (multi-label) or the class index."""
+    if multi_label:
+        return [y[:, k].astype(np.int64) for k in range(y.shape[1])]
+    return [np.argmax(y, axis=1)]
+
+
+def _fit_raw(xs: np.ndarray, y: np.ndarray, c: float, seed: int, multi_label: bool,
+             init: RawFit | None = None) -> tuple[RawFit, int]:
+    """Fit every model on standardised features: (raw coefficients, most lbfgs iterations used)."""
+    targets = _targets(y, multi_label)
+    if init is not None and len(init) != len(targets):
+        init = None
+    models = [_fit_binary_or_multinomial(xs, t, c, seed, None if init is None else init[i])
+              for i, t in enumerate(targets)]
+    raw = [(m.coef_.copy(), m.intercept_.copy()) for m in models]
+    return raw, max(int(m.n_iter_.max()) for m in models)
+
+
+def _convention(raw: RawFit, multi_label: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(coef [C, D], intercept [C]) in the documented logit convention."""
+    if multi_label:
+        return np.stack([coef[0] for coef, _ in raw]), np.array([icpt[0] for _, icpt in raw])
+    coef, intercept = raw[0]
+    if coef.shape[0] == 1:
+        # Binary sklearn model: class 0 gets the zero logit so softmax reproduces the sigmoid.
+        return np.stack([np.zeros_like(coef[0]), coef[0]]), np.array([0.0, intercept[0]])
+    return coef.copy(), intercept.copy()
 
 
 def _fit_arrays(xs: np.ndarray, y: np.ndarray, c: float, seed: int,
                 multi_label: bool) -> tuple[np.ndarray, np.ndarray, int]:
     """Fit on standardised features: (coef [C, D], intercept [C], most lbfgs iterations used)."""
-    if multi_label:
-        rows = [_fit_binary_or_multinomial(xs, y[:, k].astype(np.int64), c, seed) for k in range(y.shape[1])]
-        n_iter = max(int(m.n_iter_.max()) for m in rows)
-        return np.stack([m.coef_[0] for m in rows]), np.array([m.intercept_[0] for m in rows]), n_iter
-    model = _fit_binary_or_multinomial(xs, np.argmax(y, axis=1), c, seed)
-    n_iter = int(model.n_iter_.max())
-    if model.coef_.shape[0] == 1:
-        # Binary sklearn model: class 0 gets the zero logit so softmax reproduces the sigmoid.
-        zeros = np.zeros_like(model.coef_[0])
-        return np.stack([zeros, model.coef_[0]]), np.array([0.0, model.intercept_[0]]), n_iter
-    return model.coef_.copy(), model.intercept_.copy(), n_iter
+    raw, n_iter = _fit_raw(xs, y, c, seed, multi_label)
+    coef, intercept = _convention(raw, multi_label)
+    return coef, intercept, n_iter
 
 
-def _fit_standardised(x: np.ndarray, y: np.ndarray, c: float, seed: int, multi_label: bool) -> LinearFit:
-    """Standardise on x (its mean and scale are part of the model), then fit."""
-    scaler = StandardScaler().fit(x)
-    coef, intercept, n_iter = _fit_arrays(scaler.transform(x), y, c, seed, multi_label)
-    return LinearFit(coef, intercept, scaler.mean_.copy(), scaler.scale_.copy(), n_iter)
-
+def _fit_standardised(x: np.ndarray, y: np.ndarray, c: float, seed: int, multi_label: bool,
+                      prescaled: bool = False, init: RawFit | None = None) -> LinearFit:
+    """Standardise on x (its mean and scale are part of the model), then fit; prescaled x is used as is."""
+    if prescaled:
+        xs, mean, scale = x, np.zeros(x.shape[1]), np.ones(x.shape[1])
+    else:
+        scaler = StandardScaler().fit(x)
+        xs, mean, scale = scaler.transform(x), scaler.mean_.copy(), scaler.scale_.copy()
+    raw, n_iter = _fit_raw(xs, y, c, seed, multi_label, init)
+    coef, intercept = _convention(raw, multi_label)
+    return LinearFit(coef, intercept, mean, scale, n_iter, raw)
 
 # ---------------------------------------------------------------------------------------------
 # Scoring
@@ -251,14 +309,14 @@ def _fold_splits(x: np.ndarray, train_y: np.ndarray, folds: int, seed: int) -> l
         return list(splitter.split(x, key))
 
 
-def _fold_score(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, c: float, seed: int,
-                multi_label: bool) -> tuple[float, float]:
-    """(macro AUROC, log-loss) of one fold; labels that cannot be fitted or scored are left out."""
-    keep = _evaluable(y[train]) if multi_label else np.ones(y.shape[1], dtype=bool)
-    if not keep.any():
-        return np.nan, np.nan
-    y_fit = y[:, keep] if multi_label else y
-    fit = _fit_standardised(x[train], y_fit[train], c, seed, multi_label)
+def _fold_keep(y: np.ndarray, train: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Label columns a fold can fit: all (multi-class), those with both sides in the fold (multi-label)."""
+    return _evaluable(y[train]) if multi_label else np.ones(y.shape[1], dtype=bool)
+
+
+def _fold_eval(x: np.ndarray, y_fit: np.ndarray, val: np.ndarray, fit: LinearFit,
+               multi_label: bool) -> tuple[float, float]:
+    """(macro AUROC, log-loss) of a fold's fit on its validation rows."""
     probs = probabilities(linear_logits(x[val], fit.coef, fit.intercept, fit.mean, fit.scale), multi_label)
     y_val = y_fit[val]
     aurocs = _per_class_auroc(y_val, probs, _evaluable(y_val))
@@ -266,18 +324,44 @@ def _fold_score(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray
     return auroc, _log_loss(y_val, probs, multi_label)
 
 
-def _score_c(x: np.ndarray, y: np.ndarray, splits, c: float, seed: int, multi_label: bool) -> tuple[float, float]:
-    """Mean (macro AUROC, -log-loss) over folds: the key C is chosen by (higher is better)."""
-    with pywarnings.catch_warnings():
-        pywarnings.simplefilter("ignore", ConvergenceWarning)
-        scores = np.array([_fold_score(x, y, tr, va, c, seed, multi_label) for tr, va in splits])
+def _fold_score(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, c: float, seed: int,
+                multi_label: bool, prescaled: bool = False) -> tuple[float, float]:
+    """(macro AUROC, log-loss) of one fold; labels that cannot be fitted or scored are left out."""
+    keep = _fold_keep(y, train, multi_label)
+    if not keep.any():
+        return np.nan, np.nan
+    y_fit = y[:, keep] if multi_label else y
+    fit = _fit_standardised(x[train], y_fit[train], c, seed, multi_label, prescaled)
+    return _fold_eval(x, y_fit, val, fit, multi_label)
+
+
+def _cv_key(scores: np.ndarray) -> tuple[float, float]:
+    """(mean macro AUROC, -mean log-loss) over folds [folds, 2]: higher is better."""
     auroc = float(np.nanmean(scores[:, 0])) if np.any(np.isfinite(scores[:, 0])) else -np.inf
     loss = float(np.nanmean(scores[:, 1])) if np.any(np.isfinite(scores[:, 1])) else np.inf
     return auroc, -loss
 
 
+def _score_c(x: np.ndarray, y: np.ndarray, splits, c: float, seed: int, multi_label: bool,
+             prescaled: bool = False) -> tuple[float, float]:
+    """Mean (macro AUROC, -log-loss) over folds: the key C is chosen by (higher is better)."""
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("ignore", ConvergenceWarning)
+        scores = np.array([_fold_score(x, y, tr, va, c, seed, multi_label, prescaled) for tr, va in splits])
+    return _cv_key(scores)
+
+
+def _best(cs: Sequence[float], keys: Sequence[tuple[float, float]]) -> int:
+    """Index of the best key; ties go to the earlier (smaller) C."""
+    best = 0
+    for i in range(1, len(cs)):
+        if keys[i] > keys[best]:
+            best = i
+    return best
+
+
 def select_c(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], multi_label: bool, seed: int,
-             cs: Sequence[float], cv_folds: int, notes: list[str]) -> float:
+             cs: Sequence[float], cv_folds: int, notes: list[str], prescaled: bool = False) -> float:
     """C maximising inner-CV macro AUROC (ties: lower log-loss, then the smaller C)."""
     if len(cs) == 1:
         return cs[0]
@@ -285,12 +369,56 @@ def select_c(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], multi_lab
     if folds == 0:
         return DEFAULT_C
     splits = _fold_splits(x, y, folds, seed)
-    best_c, best_key = cs[0], None
+    keys = [_score_c(x, y, splits, c, seed, multi_label, prescaled) for c in cs]
+    return cs[_best(cs, keys)]
+
+
+def _warm_fold_path(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, cs: Sequence[float],
+                    seed: int, multi_label: bool, prescaled: bool) -> tuple[np.ndarray, list[RawFit | None]]:
+    """Scores [len(cs), 2] and raw fits of one fold along the C grid, each fit warm-started from the last."""
+    keep = _fold_keep(y, train, multi_label)
+    if not keep.any():
+        return np.full((len(cs), 2), np.nan), [None] * len(cs)
+    y_fit = y[:, keep] if multi_label else y
+    xs_train, mean, scale = x[train], np.zeros(x.shape[1]), np.ones(x.shape[1])
+    if not prescaled:
+        # Standardise the fold once for the whole path (a cold fit would refit the same scaler per C).
+        scaler = StandardScaler().fit(xs_train)
+        xs_train, mean, scale = scaler.transform(xs_train), scaler.mean_.copy(), scaler.scale_.copy()
+    scores, raws, init = [], [], None
     for c in cs:
-        key = _score_c(x, y, splits, c, seed, multi_label)
-        if best_key is None or key > best_key:
-            best_c, best_key = c, key
-    return best_c
+        init, n_iter = _fit_raw(xs_train, y_fit[train], c, seed, multi_label, init)
+        coef, intercept = _convention(init, multi_label)
+        scores.append(_fold_eval(x, y_fit, val, LinearFit(coef, intercept, mean, scale, n_iter), multi_label))
+        # Fold-average warm starts need every fold to fit the same labels.
+        raws.append(init if keep.all() else None)
+    return np.array(scores), raws
+
+
+def _average_raw(fits: list[RawFit | None]) -> RawFit | None:
+    """Element-wise mean of several raw fits with the same structure (None if any is missing)."""
+    if not fits or any(f is None for f in fits):
+        return None
+    return [(np.mean([f[i][0] for f in fits], axis=0), np.mean([f[i][1] for f in fits], axis=0))
+            for i in range(len(fits[0]))]
+
+
+def select_c_warm(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], multi_label: bool, seed: int,
+                  cs: Sequence[float], cv_folds: int, notes: list[str],
+                  prescaled: bool = False) -> tuple[float, RawFit | None]:
+    """select_c along a warm-started C path per fold; also the fold-average fit at the chosen C."""
+    if len(cs) == 1:
+        return cs[0], None
+    folds = _cv_folds(y, class_names, multi_label, cv_folds, notes)
+    if folds == 0:
+        return DEFAULT_C, None
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("ignore", ConvergenceWarning)
+        paths = [_warm_fold_path(x, y, tr, va, cs, seed, multi_label, prescaled)
+                 for tr, va in _fold_splits(x, y, folds, seed)]
+    keys = [_cv_key(np.array([scores[i] for scores, _ in paths])) for i in range(len(cs))]
+    best = _best(cs, keys)
+    return cs[best], _average_raw([raws[best] for _, raws in paths])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,20 +483,32 @@ def score_test_split(y: np.ndarray, probs: np.ndarray, class_names: Sequence[str
 # ---------------------------------------------------------------------------------------------
 
 def _final_fit(x: np.ndarray, y: np.ndarray, c: float, seed: int, multi_label: bool,
-               notes: list[str]) -> LinearFit:
+               notes: list[str], prescaled: bool = False, init: RawFit | None = None) -> LinearFit:
     """Fit on the whole training split at the chosen C, noting a solver that did not converge."""
     # Iteration count, not caught warnings: warning filters are process-global and the server is threaded.
     with pywarnings.catch_warnings():
         pywarnings.simplefilter("ignore", ConvergenceWarning)
-        fit = _fit_standardised(x, y, c, seed, multi_label)
+        fit = _fit_standardised(x, y, c, seed, multi_label, prescaled, init)
     if fit.n_iter >= MAX_ITER:
         notes.append(f"lbfgs did not converge in {MAX_ITER} iterations at C={c:g}")
     return fit
 
 
+def check_standardiser(standardiser: tuple[np.ndarray, np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [D], scale [D]) as float64; ValueError unless shapes match and every scale is finite and > 0."""
+    mean, scale = (np.asarray(a, dtype=np.float64).reshape(-1) for a in standardiser)
+    if mean.shape != (dim,) or scale.shape != (dim,):
+        raise ValueError(f"standardiser mean/scale must have D={dim} entries, got {mean.size} and {scale.size}")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise ValueError("standardiser mean must be finite and scale finite and > 0")
+    return mean, scale
+
+
 def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                      class_names: Sequence[str], multi_label: bool, seed: int,
-                     cs: Sequence[float] | None = None, cv_folds: int = 5) -> ProbeResult:
+                     cs: Sequence[float] | None = None, cv_folds: int = 5, *,
+                     standardiser: tuple[np.ndarray, np.ndarray] | None = None,
+                     warm_start: bool = False) -> ProbeResult:
     """Fit a standardised logistic-regression probe (C by inner CV on train) and score it on test."""
     train_x, train_y = _as_matrix("train_x", train_x), _as_matrix("train_y", train_y)
     test_x, test_y = _as_matrix("test_x", test_x), _as_matrix("test_y", test_y)
@@ -377,16 +517,28 @@ def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
     _check_trainable(train_y, class_names, multi_label)
     if cv_folds < 2:
         raise ValueError(f"cv_folds must be at least 2, got {cv_folds}")
+    prescaled = standardiser is not None
+    if prescaled:
+        mean, scale = check_standardiser(standardiser, train_x.shape[1])
+        train_x = (train_x - mean) / scale
     notes: list[str] = []
     with single_threaded_blas():
-        c = select_c(train_x, train_y, class_names, multi_label, seed, _check_cs(cs), cv_folds, notes)
-        fit = _final_fit(train_x, train_y, c, seed, multi_label, notes)
+        if warm_start:
+            c, init = select_c_warm(train_x, train_y, class_names, multi_label, seed, _check_cs(cs), cv_folds,
+                                    notes, prescaled)
+        else:
+            c, init = select_c(train_x, train_y, class_names, multi_label, seed, _check_cs(cs), cv_folds, notes,
+                               prescaled), None
+        fit = _final_fit(train_x, train_y, c, seed, multi_label, notes, prescaled, init)
+        if prescaled:
+            fit = fit._replace(mean=mean, scale=scale)
         logits = linear_logits(test_x, fit.coef, fit.intercept, fit.mean, fit.scale)
-    metrics, per_class, metric_notes = score_test_split(test_y, probabilities(logits, multi_label), class_names,
-                                                    multi_label)
+    probs = probabilities(logits, multi_label)
+    metrics, per_class, metric_notes = score_test_split(test_y, probs, class_names, multi_label)
     return ProbeResult(metrics=metrics, per_class_auroc=per_class, coef=fit.coef, intercept=fit.intercept,
                        mean=fit.mean, scale=fit.scale, c=float(c), test_logits=logits,
-                       warnings=notes + metric_notes)
+                       warnings=notes + metric_notes, test_probabilities=probs,
+                       hyperparameters={"c": float(c)})
 
 
 # ---------------------------------------------------------------------------------------------
