@@ -205,6 +205,7 @@ def _raise_interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse and dispatch; user errors print one clear line and exit 2."""
     args = build_parser().parse_args(argv)
+    from orchestrator.endpoints import EndpointError
     from orchestrator.experiment import ConfigError
     from services.common.process import ServerStartError
     from services.embedding.card import CardError
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)  # stop launched servers on SIGTERM as on Ctrl-C
     try:
         return int(args.func(args) or 0)
-    except (CardError, ConfigError, _UsageError, ServerStartError) as err:
+    except (CardError, ConfigError, _UsageError, ServerStartError, EndpointError) as err:
         print(f"ecglens: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -25,15 +25,24 @@ only 10 features); link identity (logit units).
 Cost. KernelExplainer evaluates nsamples coalitions (every coalition, i.e. exact Shapley values, when nsamples >=
 2**G - 2), plus the background and the unmasked ECG: the endpoint embeds nsamples + 2 masked ECGs per explained
 ECG. The default nsamples = 256 gives 258 embeddings per ECG; shap's "auto" (2G + 2048 = 2144 for 48 groups) is
-about 8x that and gives lower-variance values.
+about 8x that and gives lower-variance values. Below 2G + 2 samples (98 for 48 groups) the weighted regression is
+near-singular and the values are noise, so that is refused. Measured on a busy 2-core host: 6 ECGs x 258 = 1548
+embeddings through the handcrafted package in about 27 s (~17 ms per embedding, its feature extractor dominates).
+With the zero baseline a fully masked ECG is far from anything a model saw, so base values and |phi| can be large
+(tens of logit units for handcrafted): compare groups within a class (lead_heatmap normalises per class).
 
 Execution: record, evaluate, replay. Which coalitions KernelExplainer samples depends only on G, nsamples and the
 seed, never on the model's outputs. So (1) a dry run of the explainer records the coalitions; (2) every ECG x
 coalition is embedded in parallel - a thread pool keeping ``in_flight`` requests of the card's max_batch_size
 outstanding, or one Ray task per ECG when Ray is initialised; (3) each ECG's explainer is replayed with the same
 seed against a lookup of the computed logits. shap draws from the global np.random; its state is saved and
-restored around every use, so callers' random streams are untouched and results are bit-identical for a seed
-whatever the parallelism.
+restored around every use, so callers' random streams are untouched, and for a seed the values are identical
+whatever the batch size, in_flight or thread/Ray choice (as long as the model embeds each ECG independently of its
+batch mates; a backend whose float results depend on batch composition differs in the last bits).
+
+Logits, not probabilities, are explained: they are additive in the probe and comparable across classes only up to
+the softmax's shared offset for a multi-class probe (class 0 of a binary probe is the constant 0 and gets no
+attribution).
 """
 from __future__ import annotations
 
@@ -155,6 +164,11 @@ def effective_nsamples(n_groups: int, nsamples: int) -> int:
     return min(int(nsamples), 2 ** n_groups - 2) if n_groups <= 30 else int(nsamples)
 
 
+def is_exact(n_groups: int, nsamples: int) -> bool:
+    """True when nsamples covers every coalition, so KernelExplainer returns exact Shapley values."""
+    return n_groups <= 30 and nsamples >= 2 ** n_groups - 2
+
+
 def _check_settings(n_groups: int, segments: int, n_samples: int, baseline: str, nsamples: int,
                     in_flight: int, batch_size: int | None) -> None:
     """ValueError naming the first bad setting."""
@@ -162,8 +176,9 @@ def _check_settings(n_groups: int, segments: int, n_samples: int, baseline: str,
         raise ValueError(f"segments must be an integer in 1..{n_samples} (samples per lead), got {segments!r}")
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
-    exhaustive = n_groups <= 30 and nsamples >= 2 ** n_groups - 2
-    if not exhaustive and nsamples < 2 * n_groups + 2:
+    if isinstance(nsamples, bool) or not isinstance(nsamples, (int, np.integer)):
+        raise ValueError(f"nsamples must be an integer, got {nsamples!r}")
+    if not is_exact(n_groups, nsamples) and nsamples < 2 * n_groups + 2:
         # Near G coalitions KernelExplainer's weighted regression is (almost) singular: at 64 samples for 48
         # groups the values were pure noise, from about 2G on the known answers came out.
         raise ValueError(f"nsamples must be at least 2G + 2 = {2 * n_groups + 2} for {n_groups} groups "
@@ -413,11 +428,24 @@ def attribute(client: Any, probe: Any, ecgs: np.ndarray, class_names: Sequence[s
     shap_values = phi.transpose(0, 2, 1).reshape(len(x), len(class_names), len(leads), int(segments))
     labels = segment_labels(edges, card.sampling_rate_hz)
     by_lead, by_segment = _importance(shap_values, class_names, leads, labels)
+    notes = _notes(n_groups, nsamples, extra)
     return AttributionResult(
         shap_values=shap_values, base_values=base, logits=full, class_names=class_names, leads=leads,
         segments=labels, lead_importance=by_lead, segment_importance=by_segment,
         explainer=_describe(card, client, n_groups, int(segments), baseline, nsamples, seed, job, parallel),
-        n_embeddings=int(logits.shape[0] * logits.shape[1] + extra), wall_s=round(time.perf_counter() - started, 3))
+        n_embeddings=int(logits.shape[0] * logits.shape[1] + extra), wall_s=round(time.perf_counter() - started, 3),
+        notes=notes)
+
+
+def _notes(n_groups: int, nsamples: int, extra: int) -> list[str]:
+    """Caveats a reader of the values should know."""
+    notes = []
+    if not is_exact(n_groups, nsamples) and nsamples < 4 * n_groups:
+        notes.append(f"nsamples={nsamples} is under 4G = {4 * n_groups}: single-group values are noisy; "
+                     "lead and segment sums are steadier")
+    if extra:
+        notes.append(f"{extra} coalition(s) outside the recorded sample were embedded on demand")
+    return notes
 
 
 def _describe(card: Any, client: Any, n_groups: int, segments: int, baseline: str, nsamples: int, seed: int,
@@ -433,7 +461,7 @@ def _describe(card: Any, client: Any, n_groups: int, segments: int, baseline: st
         "baseline": baseline, "baseline_value": BASELINES[baseline],
         "groups": n_groups, "leads": int(len(card.leads)), "segments": segments,
         "segment_s": float(card.num_samples) / float(card.sampling_rate_hz) / segments,
-        "nsamples": effective, "nsamples_requested": int(nsamples), "exact": effective == 2 ** n_groups - 2,
+        "nsamples": effective, "nsamples_requested": int(nsamples), "exact": is_exact(n_groups, nsamples),
         "embeddings_per_ecg": int(len(job.coalitions)), "seed": int(seed),
         "model": card.name, "model_version": card.version, "fingerprint": card.fingerprint,
         "endpoint": getattr(client, "address", ""), "batch_size": job.batch_size, "in_flight": job.in_flight,

@@ -23,6 +23,7 @@ from orchestrator.preprocess import PreprocessSpec, preprocess_windows
 
 log = logging.getLogger(__name__)
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+MAX_BUSY_RETRIES = 8
 
 
 @dataclass
@@ -78,19 +79,25 @@ def average_windows(emb: np.ndarray, counts: list[int]) -> np.ndarray:
 
 @ray.remote(max_restarts=0, max_task_retries=0)
 class EndpointWorker:
-    """One endpoint replica: a gRPC channel and bounded retries."""
+    """One endpoint replica: a gRPC channel (ECGLens or V2 protocol, TLS, token) and bounded retries."""
 
-    def __init__(self, address: str, timeout_s: float = 120.0, attempts: int = 3) -> None:
-        from services.embedding.client import EmbeddingClient
+    def __init__(self, address: str, connection: dict, timeout_s: float = 120.0, attempts: int = 3) -> None:
+        from orchestrator.endpoints import EndpointError, open_client
 
         self.address = address
-        self.client = EmbeddingClient(address, timeout_s=timeout_s)
         self.attempts = attempts
+        self.error = None
+        try:
+            self.client, _ = open_client(address, connection, timeout_s)
+        except EndpointError as err:
+            self.error = str(err)
 
     def embed(self, x: np.ndarray, request_id: str) -> tuple[str, object]:
         """('ok', embeddings) or (status name, message) after retries; never raises on RPC errors."""
         from services.embedding.client import EmbedError
 
+        if self.error:
+            return "UNAVAILABLE", self.error
         delay = 0.2
         for attempt in range(self.attempts):
             try:
@@ -124,7 +131,17 @@ class EmbedJob:
     batch_size: int = 32
     in_flight: int = 2
     timeout_s: float = 120.0
+    connection: dict = field(default_factory=dict)
     problems: list[RecordProblem] = field(default_factory=list)
+
+
+def _halves(batch: _Batch) -> list[_Batch]:
+    """Split a batch by records (with their windows) into two."""
+    x = ray.get(batch.x) if not isinstance(batch.x, np.ndarray) else batch.x
+    half = len(batch.ids) // 2
+    split = sum(batch.counts[:half])
+    return [_Batch(batch.ids[:half], batch.counts[:half], x[:split]),
+            _Batch(batch.ids[half:], batch.counts[half:], x[split:])]
 
 
 def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
@@ -136,7 +153,7 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
         progress(len(indices) - len(todo))
     if not todo:
         return []
-    workers = {addr: EndpointWorker.options(max_concurrency=job.in_flight).remote(addr, job.timeout_s)
+    workers = {addr: EndpointWorker.options(max_concurrency=job.in_flight).remote(addr, job.connection, job.timeout_s)
                for addr in job.replicas}
     alive = list(job.replicas)
     load = {addr: 0 for addr in alive}
@@ -198,16 +215,17 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                     alive.remove(target)
                 batch.attempts += 1
                 ready.appendleft(batch)
-            elif status == "RESOURCE_EXHAUSTED":
+            elif status == "RESOURCE_EXHAUSTED" and "larger than max" in str(value) and len(batch.ids) > 1:
+                # The endpoint's message-size limit (gRPC's default is 4 MB): send smaller requests.
+                ready.extendleft(reversed(_halves(batch)))
+            elif status == "RESOURCE_EXHAUSTED" and batch.attempts < MAX_BUSY_RETRIES:
+                # The endpoint's queue is full: back off, then try again (bounded, so a run always ends).
+                batch.attempts += 1
                 ready.append(batch)
-                time.sleep(0.2)
+                time.sleep(min(0.2 * 2 ** batch.attempts, 5.0))
             elif status == "INVALID_ARGUMENT" and len(batch.ids) > 1:
                 # Bisect so the record the server rejects is found and only it is lost.
-                x = ray.get(batch.x) if not isinstance(batch.x, np.ndarray) else batch.x
-                half = len(batch.ids) // 2
-                split = sum(batch.counts[:half])
-                ready.appendleft(_Batch(batch.ids[half:], batch.counts[half:], x[split:]))
-                ready.appendleft(_Batch(batch.ids[:half], batch.counts[:half], x[:split]))
+                ready.extendleft(reversed(_halves(batch)))
             else:
                 fail(batch.ids, "embed", f"{status}: {value}")
     finally:

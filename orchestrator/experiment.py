@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "runtime": {"batch_size": 32, "in_flight": 2, "timeout_s": 300.0, "probing_replicas": 1,
                 "analysis_replicas": 1, "ray_address": None, "ray_num_cpus": None, "cache_dir": None},
 }
-_MODEL_KEYS = {"name", "package", "endpoint", "replicas"}
+_MODEL_KEYS = {"name", "package", "endpoint", "replicas", "protocol", "v2", "tls", "auth"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class ModelEntry:
     package: str | None = None
     endpoints: tuple[str, ...] = ()
     replicas: int = 1
+    connection: dict = field(default_factory=dict)  # protocol, v2 overrides, tls, auth (paths/env names only)
 
     @property
     def remote(self) -> bool:
@@ -123,7 +124,33 @@ def _model(entry: Any, k: int) -> ModelEntry:
         raise ConfigError(f"{where}.replicas: remote models have one replica per listed endpoint")
     if not endpoints and package is None:
         package = name
-    return ModelEntry(str(name), package, endpoints, len(endpoints) or replicas)
+    connection = _connection(entry, where, bool(endpoints))
+    return ModelEntry(str(name), package, endpoints, len(endpoints) or replicas, {"name": str(name), **connection})
+
+
+def _connection(entry: dict, where: str, remote: bool) -> dict:
+    from orchestrator.endpoints import AUTH_KEYS, PROTOCOLS, TLS_KEYS
+
+    protocol = entry.get("protocol", "ecglens")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{where}.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    extra = {k: entry[k] for k in ("v2", "tls", "auth") if k in entry}
+    if (extra or protocol != "ecglens") and not remote:
+        raise ConfigError(f"{where}: protocol/v2/tls/auth apply to remote models; add `endpoint: host:port`")
+    if "v2" in extra and protocol != "v2":
+        raise ConfigError(f"{where}.v2: only with protocol: v2")
+    for key, allowed in (("tls", TLS_KEYS), ("auth", AUTH_KEYS)):
+        section = extra.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}.{key}: expected a mapping")
+        unknown = sorted(set(section) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{where}.{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    if "v2" in extra and not isinstance(extra["v2"], dict):
+        raise ConfigError(f"{where}.v2: expected a mapping (model_name, input_name, sampling_rate_hz, leads, ...)")
+    return {"protocol": protocol, **extra}
 
 
 def _looks_like_address(text: str) -> bool:
@@ -212,8 +239,8 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
             if not set(raw["tasks"]) & set(offered):
                 raise ConfigError(f"{source}.tasks: datasets[{k}] ({spec.kind}) offers none of {raw['tasks']}; "
                                   f"its tasks: {', '.join(offered)}")
-    raw["models"] = [{"name": m.name, "package": m.package, "endpoint": list(m.endpoints), "replicas": m.replicas}
-                     for m in models]
+    raw["models"] = [{"name": m.name, "package": m.package, "endpoint": list(m.endpoints), "replicas": m.replicas,
+                      **{k: v for k, v in m.connection.items() if k != "name"}} for m in models]
     raw["datasets"] = [{"kind": d.kind, **d.params} for d in datasets]
     return Experiment(raw, datasets, models)
 

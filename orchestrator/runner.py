@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -29,7 +30,7 @@ from orchestrator.experiment import Experiment
 from orchestrator.preprocess import spec_from_card
 from orchestrator.splits import patient_split
 from services.common.process import ServerProcess, start_server
-from services.embedding.client import EmbeddingClient
+from orchestrator.endpoints import open_client
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1.0"
@@ -192,8 +193,9 @@ class _Run:
             self.hooks.on_launched(by_owner)
         self.cards = {}
         for model in self.exp.models:
-            with EmbeddingClient(self.endpoints[model.name][0], timeout_s=self.rt["timeout_s"]) as client:
-                self.cards[model.name] = client.card()
+            client, self.cards[model.name] = open_client(self.endpoints[model.name][0], model.connection,
+                                                         self.rt["timeout_s"])
+            client.close()
         self.timings["launch_s"] = time.perf_counter() - started
 
     def embed(self) -> None:
@@ -212,14 +214,18 @@ class _Run:
                 card = self.cards[model.name]
                 prep = spec_from_card(card, self.exp.preprocessing)
                 self.prep[(model.name, dataset.name)] = prep
-                key = f"{card.name}-{card.version}-{card.fingerprint[:12]}-{prep.hash[:12]}"
+                # The experiment's model name is part of the key: two entries that serve the same package (e.g. a
+                # launched copy and a remote endpoint) are embedded and cached separately, never conflated.
+                safe = re.sub(r"[^A-Za-z0-9_.-]", "_", model.name)
+                key = f"{safe}-{card.version}-{card.fingerprint[:12]}-{prep.hash[:12]}"
                 cache = EmbeddingCache(self.cache_root, key, dataset.spec.key,
                                        {"model": card.name, "version": card.version, "fingerprint": card.fingerprint,
                                         "dataset": dataset.spec.key, "preprocessing": prep.describe()})
                 self.caches[(model.name, dataset.name)] = cache
                 job = EmbedJob(model.name, self.endpoints[model.name], dataset.spec, dataset.name, prep, cache,
                                batch_size=min(self.rt["batch_size"], int(card.max_batch_size) or 32),
-                               in_flight=self.rt["in_flight"], timeout_s=self.rt["timeout_s"])
+                               in_flight=self.rt["in_flight"], timeout_s=self.rt["timeout_s"],
+                               connection=model.connection)
                 with tqdm(total=len(keep), desc=f"embed {model.name} on {dataset.name}", unit="ecg",
                           disable=not self.show_progress, leave=True) as bar:
                     done = [0]  # counted here: a disabled tqdm bar does not count
@@ -250,6 +256,10 @@ class _Run:
                 y = label_matrix(dataset, task, usable)
                 keep = y.sum(axis=0) > 0  # classes nobody has (e.g. LBBB in a synthetic set) cannot be probed
                 view.labels[task] = ([c for c, k in zip(dataset.tasks[task], keep) if k], y[:, keep])
+                # As in the PTB-XL benchmarking protocol, a record without any label of a multi-label task
+                # is left out of that task (not counted as negative for every class).
+                labelled = y.sum(axis=1) > 0 if dataset.multi_label[task] else np.ones(len(y), bool)
+                view.split[task] = (view.train[labelled[view.train]], view.test[labelled[view.test]])
                 view.dropped[task] = [c for c, k in zip(dataset.tasks[task], keep) if not k]
             for model in self.exp.models:
                 view.emb[model.name] = ray.put(self.caches[(model.name, dataset.name)].get([ids[i] for i in usable]))
@@ -276,18 +286,19 @@ class _Run:
                                      "pipeline": prep.describe()})
                 for task in view.tasks:
                     classes, y = view.labels[task]
+                    train, test = view.split[task]
                     y_ref = ray.put(y)
                     for fraction, k_shot in _settings(exp):
                         for seed in exp.seeds:
-                            subset = self._subset(y[view.train], fraction, k_shot, seed, classes, dataset, model, task)
+                            subset = self._subset(y[train], fraction, k_shot, seed, classes, dataset, model, task)
                             if subset is None:
                                 continue
                             key = (model.name, dataset.name, task, fraction, k_shot, seed)
                             ref = _probe_remote.remote(self.probing[next(address) % len(self.probing)],
-                                                       view.emb[model.name], y_ref, view.train[subset], view.test,
+                                                       view.emb[model.name], y_ref, train[subset], test,
                                                        classes, dataset.multi_label[task], seed,
                                                        exp.probe["cs"], exp.probe["cv_folds"])
-                            probe_jobs.append((key, len(subset), len(view.test), ref))
+                            probe_jobs.append((key, len(subset), len(test), ref))
                 task = view.tasks[0]
                 classes, y = view.labels[task]
                 if exp.analyses["umap"]["enabled"]:
@@ -296,7 +307,7 @@ class _Run:
                     ref = _umap_remote.remote(self.analysis[next(address) % len(self.analysis)],
                                               view.emb[model.name], names, sources, exp.analyses["umap"], model.name)
                     umap_jobs.append(((model.name, dataset.name), sorted(set(sources)), len(view.usable), ref))
-                shap_inputs[(model.name, dataset.name)] = (view.emb[model.name], view.train, view.test, task, classes)
+                shap_inputs[(model.name, dataset.name)] = (view.emb[model.name], *view.split[task], task, classes)
         transfer_jobs = self._transfer_jobs(views, address)
         probe_results = self._gather("probes", probe_jobs)
         probes = []
@@ -347,11 +358,12 @@ class _Run:
                     full[:, space.index(c)] = y[:, k]
                 parts.append(ray.get(view.emb[model.name]))
                 ys.append(full)
+                train, test = view.split[task]
                 tm = np.zeros(len(view.usable), bool)
-                tm[view.train] = True
+                tm[train] = True
                 train_mask.append(tm)
                 qm = np.zeros(len(view.usable), bool)
-                qm[view.test] = True
+                qm[test] = True
                 test_mask.append(qm)
                 sources += [f"{view.metas[i].source}" for i in view.usable]
             emb, y = np.concatenate(parts), np.concatenate(ys)
@@ -483,6 +495,7 @@ class _View:
     test: np.ndarray
     labels: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)  # task -> (classes, Y)
     dropped: dict[str, list[str]] = field(default_factory=dict)
+    split: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # task -> labelled (train, test)
     emb: dict[str, object] = field(default_factory=dict)  # model -> ObjectRef of [len(usable), D]
 
 

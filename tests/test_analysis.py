@@ -9,7 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.ecglens.v1 import analysis_pb2, analysis_pb2_grpc
-from services.analysis import core
+from services.analysis import core, metrics
 from services.analysis.client import AnalysisClient, linear_model
 from services.common.process import start_server
 from services.common.tensors import to_tensor
@@ -268,8 +268,66 @@ def test_grpc_shap_equals_in_process(client):
     assert remote.dims_for_90pct == local.dims_for_90pct
     assert remote.top_dims == local.top_dims
     assert remote.max_additivity_error == local.max_additivity_error
-    np.testing.assert_allclose(remote.mean_abs, local.mean_abs, rtol=1e-6)
+    np.testing.assert_array_equal(remote.mean_abs, local.mean_abs)  # on the wire since dims_for_50pct/gini
+    assert (remote.dims_for_50pct, remote.gini) == (local.dims_for_50pct, local.gini)
+    assert 1 <= remote.dims_for_50pct <= remote.dims_for_90pct and 0 <= remote.gini < 1
     assert len(figures) == 1 and figures[0][1].startswith(PNG_MAGIC)
+
+
+def assert_same_summary(remote: dict, local: dict) -> None:
+    """Equal keys; strings, ints and None equal; floats equal up to cross-process BLAS rounding."""
+    assert remote.keys() == local.keys()
+    for key, value in local.items():
+        if isinstance(value, dict):
+            assert remote[key] == pytest.approx(value, rel=1e-9), key
+        elif isinstance(value, float):
+            assert remote[key] == pytest.approx(value, rel=1e-9), key
+        else:
+            assert remote[key] == value, key
+
+
+def site_groups(n: int) -> tuple[list[str], list[str]]:
+    """Patient ids (two records each) and a source per patient for n rows."""
+    rng = np.random.default_rng(11)
+    patient = np.arange(n) // 2
+    site = np.array(["ptbxl", "chapman"])[rng.integers(0, 2, n // 2 + 1)][patient]
+    return [f"p{i}" for i in patient], site.tolist()
+
+
+def test_grpc_structure_equals_in_process(client, clusters):
+    x, labels, _ = clusters
+    groups, sources = site_groups(len(x))
+    projection = core.umap_projection(x, labels, sources, n_neighbors=10, seed=3).projection
+    local = metrics.structure_summary(metrics.structure_metrics(
+        x, labels, sources, groups, projection, k=7, metric="cosine", projection_metric="euclidean", seed=5, cv=4))
+    remote = client.structure(x, labels, sources, groups=groups, projection=projection, k=7, seed=5, cv_folds=4)
+    assert_same_summary(remote, local)
+    assert remote["knn_agreement"] > 0.9 > remote["knn_chance"]
+    assert remote["site_separability"] < 0.7 and remote["site_cv_folds"] == 4
+    assert remote["continuity"] > 0.9 and remote["projection_k"] == 7 and remote["projection_metric"] == "euclidean"
+
+
+def test_grpc_structure_defaults_and_undefined_scores(client):
+    x, labels = blobs(n=40, d=8)
+    remote = client.structure(x, labels, ["one-site"] * 40)
+    assert_same_summary(remote, metrics.structure_summary(metrics.structure_metrics(x, labels, ["one-site"] * 40)))
+    assert (remote["k"], remote["metric"]) == (10, "cosine")
+    assert remote["site_separability"] is None and remote["site_per_source"] == {}
+    assert remote["trustworthiness"] is None and remote["continuity"] is None
+
+
+def test_grpc_similarity_equals_in_process(client):
+    rng = np.random.default_rng(12)
+    base = rng.normal(size=(120, 6)).astype(np.float32)
+    models = {"ECGFounder": base, "rotated": (base @ np.linalg.qr(rng.normal(size=(6, 6)))[0]).astype(np.float32),
+              "random-resnet": rng.normal(size=(120, 10)).astype(np.float32)}
+    remote, figures = client.similarity(models, title="PTB-XL")
+    local = metrics.cka_matrix(models)
+    assert remote.keys() == local.keys()
+    for pair, value in local.items():
+        assert remote[pair] == pytest.approx(value, rel=1e-9), pair
+    assert remote[("ECGFounder", "rotated")] == pytest.approx(1.0, abs=1e-6)
+    assert [name for name, _, _ in figures] == ["similarity/ptb-xl/cka"] and figures[0][1].startswith(PNG_MAGIC)
 
 
 def _umap_request(x: np.ndarray, labels: list[str], sources: list[str]) -> analysis_pb2.UmapRequest:
@@ -282,6 +340,14 @@ def _shap_request(p: dict[str, np.ndarray]) -> analysis_pb2.ShapRequest:
         background=to_tensor(p["background"]), samples=to_tensor(p["samples"]), class_names=["a", "b", "c"])
 
 
+def _without_last_label(request: analysis_pb2.StructureRequest) -> analysis_pb2.StructureRequest:
+    """A copy of request with one class label fewer than rows."""
+    copy = analysis_pb2.StructureRequest()
+    copy.CopyFrom(request)
+    del copy.class_labels[-1]
+    return copy
+
+
 def _bad_requests() -> list[tuple[str, str, object, list[str]]]:
     """(method, case, request, words the error must contain)."""
     x, labels = blobs(n=20, d=8)
@@ -291,7 +357,27 @@ def _bad_requests() -> list[tuple[str, str, object, list[str]]]:
     narrow = {**p, "samples": p["samples"][:, :-2]}
     no_scale = _shap_request(p)
     no_scale.model.ClearField("scale")
+    structure = analysis_pb2.StructureRequest(embeddings=to_tensor(x), class_labels=labels, sources=["s"] * 20)
+    nan_structure = analysis_pb2.StructureRequest(embeddings=to_tensor(nan_x), class_labels=labels,
+                                                  sources=["s"] * 20)
+    short_projection = analysis_pb2.StructureRequest(embeddings=to_tensor(x), class_labels=labels,
+                                                     sources=["s"] * 20, projection=to_tensor(x[:-1, :2]))
+    bad_metric = analysis_pb2.StructureRequest(embeddings=to_tensor(x), class_labels=labels, sources=["s"] * 20,
+                                               metric="hamming-ish")
+
+    def similarity(*models: tuple[str, np.ndarray]) -> analysis_pb2.SimilarityRequest:
+        return analysis_pb2.SimilarityRequest(
+            models=[analysis_pb2.NamedEmbeddings(name=n, embeddings=to_tensor(e)) for n, e in models])
+
     return [
+        ("Structure", "structure-nan", nan_structure, ["embeddings", "non-finite"]),
+        ("Structure", "structure-label-length", _without_last_label(structure), ["class_labels", "19", "20"]),
+        ("Structure", "structure-projection-rows", short_projection, ["projection", "19", "20"]),
+        ("Structure", "structure-metric", bad_metric, ["metric", "hamming-ish"]),
+        ("Similarity", "similarity-rows", similarity(("a", x), ("b", x[:-1])), ["same rows", "'a': 20", "'b': 19"]),
+        ("Similarity", "similarity-nan", similarity(("a", x), ("b", nan_x)), ["models['b'].embeddings", "non-finite"]),
+        ("Similarity", "similarity-duplicate", similarity(("a", x), ("a", x)), ["models[1].name", "twice"]),
+        ("Similarity", "similarity-empty", similarity(), ["models", "at least one"]),
         ("Umap", "label-length", _umap_request(x, labels[:-1], ["s"] * 20), ["class_labels", "19", "20"]),
         ("Umap", "source-length", _umap_request(x, labels, ["s"] * 21), ["sources", "21"]),
         ("Umap", "nan", _umap_request(nan_x, labels, ["s"] * 20), ["embeddings", "non-finite"]),

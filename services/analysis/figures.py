@@ -80,20 +80,22 @@ def umap_grid(projections: Mapping[str, tuple[np.ndarray, Sequence[str]]], colou
     groups = sorted({str(v) for _, labels in projections.values() for v in np.asarray(labels, dtype=object)[rows]})
     # One colour per label across every panel, so a class has the same colour in each model.
     colour = dict(zip(groups, _palette(len(groups))))
+    # Beyond 20 labels the palette repeats, so the marker tells them apart (as in core._scatter).
+    marker = {g: "osD^v<>"[(i // 20) % 7] for i, g in enumerate(groups)}
     cols = min(GRID_COLUMNS, len(projections))
     nrows = math.ceil(len(projections) / cols)
-    fig = Figure(figsize=(3.6 * cols + 1.8, 3.4 * nrows + 0.6))
-    size = float(np.clip(1500 / max(len(rows), 1), 2, 20))
+    fig = Figure(figsize=(3.6 * cols, 3.4 * nrows + 0.4), layout="tight")
+    size = float(np.clip(3000 / max(len(rows), 1), 3, 20))
     for panel, (name, (proj, labels)) in enumerate(projections.items()):
         ax = fig.add_subplot(nrows, cols, panel + 1)
         p, lab = np.asarray(proj)[rows], np.asarray([str(v) for v in np.asarray(labels, dtype=object)[rows]])
         for g in groups:
             mask = lab == g
-            ax.scatter(p[mask, 0], p[mask, 1], s=size, alpha=0.7, linewidths=0, color=colour[g])
+            ax.scatter(p[mask, 0], p[mask, 1], s=size, alpha=0.7, linewidths=0, color=colour[g], marker=marker[g])
         ax.set_title(str(name), fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    handles = [Line2D([], [], marker="o", linestyle="", color=colour[g], label=g) for g in groups]
+    handles = [Line2D([], [], marker=marker[g], linestyle="", color=colour[g], label=g) for g in groups]
     fig.legend(handles=handles, title=colour_by, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
                title_fontsize=8, frameon=False, ncol=1 + len(groups) // 25)
     fig.suptitle(f"{title + ': ' if title else ''}UMAP by {colour_by} ({len(rows)} shared records)", fontsize=11)

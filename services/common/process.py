@@ -67,10 +67,12 @@ class ServerProcess:
         self.stop()
 
 
-def wait_serving(address: str, timeout_s: float = 60.0, service: str = "") -> None:
+def wait_serving(address: str, timeout_s: float = 60.0, service: str = "",
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
     """Block until grpc.health.v1 reports SERVING for `service` at address; raise TimeoutError."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
@@ -86,7 +88,7 @@ def wait_serving(address: str, timeout_s: float = 60.0, service: str = "") -> No
 
 def start_server(module: str, args: list[str], name: str | None = None, host: str = "127.0.0.1",
                  timeout_s: float = 120.0, env: dict[str, str] | None = None,
-                 log_dir: Path | None = None) -> ServerProcess:
+                 log_dir: Path | None = None, credentials: grpc.ChannelCredentials | None = None) -> ServerProcess:
     """Run `python -m module --port 0 --port-file F *args`, wait until SERVING, return the handle."""
     tmp = tempfile.TemporaryDirectory(prefix="ecglens-srv-")
     port_file = Path(tmp.name) / "port"
@@ -107,7 +109,7 @@ def start_server(module: str, args: list[str], name: str | None = None, host: st
                 raise ServerStartError(f"{handle.name} did not bind within {timeout_s:.0f}s:\n{handle.log_tail()}")
             time.sleep(0.05)
         handle.address = f"{host}:{int(port_file.read_text())}"
-        wait_serving(handle.address, max(1.0, deadline - time.monotonic()))
+        wait_serving(handle.address, max(1.0, deadline - time.monotonic()), credentials=credentials)
     except (ServerStartError, TimeoutError) as err:
         handle.stop()
         raise ServerStartError(f"{err}\n{handle.log_tail()}") from None

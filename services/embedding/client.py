@@ -27,11 +27,14 @@ class EmbeddingClient:
     """Talks to one embedding endpoint; thread-safe (one channel, many calls)."""
 
     def __init__(self, address: str, timeout_s: float = 120.0, wire_dtype: str = "float32",
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
+                 credentials: grpc.ChannelCredentials | None = None,
+                 metadata: tuple[tuple[str, str], ...] = (),
+                 extra_options: list[tuple[str, object]] | None = None) -> None:
         self.address = address
+        self.metadata = tuple(metadata)  # e.g. (("authorization", "Bearer ..."),); never logged
         self.timeout_s = timeout_s
         self.wire_dtype = wire_dtype
-        options = channel_options(SERVICE)
+        options = channel_options(SERVICE) + list(extra_options or [])
         self.channel = (grpc.secure_channel(address, credentials, options) if credentials
                         else grpc.insecure_channel(address, options))
         self.stub = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
@@ -39,7 +42,7 @@ class EmbeddingClient:
     def card(self) -> embedding_pb2.ModelCard:
         """The served model's card."""
         try:
-            return self.stub.GetModelCard(embedding_pb2.GetModelCardRequest(), timeout=self.timeout_s,
+            return self.stub.GetModelCard(embedding_pb2.GetModelCardRequest(), timeout=self.timeout_s, metadata=self.metadata,
                                           wait_for_ready=True)
         except grpc.RpcError as err:
             raise EmbedError(err.code(), err.details()) from None
@@ -53,7 +56,7 @@ class EmbeddingClient:
         """Embed one batch with the unary RPC; raise EmbedError on a non-OK status."""
         req = self.request(x, request_id)
         try:
-            reply = self.stub.Embed(req, timeout=self.timeout_s)
+            reply = self.stub.Embed(req, timeout=self.timeout_s, metadata=self.metadata)
         except grpc.RpcError as err:
             raise EmbedError(err.code(), err.details(), req.request_id) from None
         return from_tensor(reply.embedding, "embedding")
@@ -74,7 +77,7 @@ class EmbeddingClient:
             if len(pending) >= in_flight:
                 collect()
             req = self.request(x[start:start + batch_size])
-            pending.append((req.request_id, self.stub.Embed.future(req, timeout=self.timeout_s)))
+            pending.append((req.request_id, self.stub.Embed.future(req, timeout=self.timeout_s, metadata=self.metadata)))
         while pending:
             collect()
         return np.concatenate(parts)
@@ -83,7 +86,7 @@ class EmbeddingClient:
         """Embed many batches over one EmbedStream; yields in order, raises EmbedError on a failed item."""
         requests = (self.request(b) for b in batches)
         try:
-            for reply in self.stub.EmbedStream(requests, timeout=self.timeout_s * 10):
+            for reply in self.stub.EmbedStream(requests, timeout=self.timeout_s * 10, metadata=self.metadata):
                 if reply.status.code:
                     code = next(c for c in grpc.StatusCode if c.value[0] == reply.status.code)
                     raise EmbedError(code, reply.status.message, reply.request_id)

@@ -24,6 +24,7 @@ from services.common.logs import setup_logging
 from services.common.process import write_port_file
 from services.common.tensors import TensorError, from_tensor, to_tensor
 from services.embedding.backends import BackendError
+from services.embedding import v2_servicer
 from services.embedding.batcher import Draining, DynamicBatcher, QueueFull
 from services.embedding.metrics import ServerMetrics
 from services.embedding.model import EmbeddingModel, InputError
@@ -156,22 +157,28 @@ async def _load(servicer: EmbeddingServicer, package: Path, metrics: ServerMetri
 
 
 async def serve(package: Path, host: str, port: int, metrics_port: int, port_file: str | None,
-                grace_s: float) -> None:
+                grace_s: float, security: "Security | None" = None) -> None:
     """Bind, load the model, flip health to SERVING, and run until SIGTERM/SIGINT, then drain."""
     from services.embedding.card import load_card
+    from services.embedding.security import Security
 
+    security = security or Security()
     card = load_card(package)
     metrics = ServerMetrics(card.name)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=security.interceptors())
     servicer = EmbeddingServicer(metrics)
     embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(servicer, server)
+    # The same model also speaks the KServe/Triton Open Inference Protocol (V2), for existing clients.
+    v2_services = v2_servicer.add_v2_to_server(server, servicer)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE):
+    served = ("", SERVICE, *v2_services)
+    for name in served:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        [SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+        [SERVICE, *v2_services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
+    bound = security.bind(server, f"{host}:{port}")
     if not bound:
         raise SystemExit(f"cannot bind {host}:{port}")
     await server.start()
@@ -190,13 +197,13 @@ async def serve(package: Path, host: str, port: int, metrics_port: int, port_fil
     done, _ = await asyncio.wait({load, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     if load in done:
         model = load.result()  # a failed load raises here and the process exits non-zero
-        for name in ("", SERVICE):
+        for name in served:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("SERVING %s %s", model.card.name, model.card.version,
                  extra={"model": model.card.name, "backend": model.backend.description})
         await stop.wait()
     log.info("draining: refusing new requests, finishing in-flight ones (grace %.0fs)", grace_s)
-    for name in ("", SERVICE):
+    for name in served:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(grace_s)
     if servicer.batcher:
@@ -217,6 +224,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--port-file", help="write the bound gRPC port here once listening (for launchers)")
     parser.add_argument("--grace", type=float, default=20.0, help="seconds to drain in-flight requests on SIGTERM")
     parser.add_argument("--log-level", default="INFO", help="DEBUG logs one line per request (never samples)")
+    parser.add_argument("--tls-cert", help="PEM server certificate: serve over TLS")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates signed by it (mutual TLS)")
+    parser.add_argument("--auth-token-file", help="file holding a bearer token every call must present "
+                                                  "(authorization: Bearer ...); health and reflection stay open")
     return parser
 
 
@@ -227,10 +239,13 @@ def run(args: argparse.Namespace) -> int:
     from services.embedding.card import CardError
 
     setup_logging(args.log_level)
+    from services.embedding.security import Security, SecurityError
+
     try:
+        security = Security.from_files(args.tls_cert, args.tls_key, args.tls_client_ca, args.auth_token_file)
         package = resolve_package(args.model)
-        asyncio.run(serve(package, args.host, args.port, args.metrics_port, args.port_file, args.grace))
-    except (CardError, BackendError) as err:
+        asyncio.run(serve(package, args.host, args.port, args.metrics_port, args.port_file, args.grace, security))
+    except (CardError, BackendError, SecurityError) as err:
         # A bad package is the user's to fix: one clear line, no traceback, non-zero exit.
         log.error("cannot serve %s: %s", args.model, err)
         print(f"ecglens serve: error: {err}", file=sys.stderr)

@@ -33,7 +33,7 @@ INPUT_NAME = "ecg"
 OUTPUT_NAME = "embedding"
 # V2 datatype -> little-endian numpy dtype and the ecglens.v1 wire dtype it travels as internally.
 _INPUT_DTYPES = {"FP32": (np.dtype("<f4"), tensor_pb2.FLOAT32), "FP16": (np.dtype("<f2"), tensor_pb2.FLOAT16)}
-# Triton and KServe answer an unknown model with NOT_FOUND; clients key retries on it.
+# Triton, KServe and MLServer answer an unknown model or version with NOT_FOUND, not INVALID_ARGUMENT.
 UNKNOWN_MODEL = grpc.StatusCode.NOT_FOUND
 
 
