@@ -38,6 +38,11 @@ DEFAULTS: dict[str, Any] = {
     "analyses": {
         "umap": {"enabled": True, "n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "seed": 0},
         "shap": {"enabled": True, "top_k": 10},
+        "structure": {"enabled": True, "k": 10},
+        "similarity": {"enabled": True},
+        # Lead x segment SHAP through each model's endpoint: nsamples + 2 embeddings per explained ECG.
+        "attribution": {"enabled": True, "ecgs_per_class": 1, "segments": 4, "nsamples": 128, "baseline": "zero",
+                        "seed": 0},
     },
     "runtime": {"batch_size": 32, "in_flight": 2, "timeout_s": 300.0, "probing_replicas": 1,
                 "analysis_replicas": 1, "ray_address": None, "ray_num_cpus": None, "cache_dir": None},

@@ -33,7 +33,7 @@ from services.common.process import ServerProcess, start_server
 from orchestrator.endpoints import open_client
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 ECGLENS_VERSION = "0.1.0"
 
 
@@ -91,36 +91,6 @@ def _probe_remote(address: str, emb: np.ndarray, y: np.ndarray, train: np.ndarra
             "mean": result.mean, "scale": result.scale}
 
 
-@ray.remote(num_cpus=0.5, max_retries=1)
-def _umap_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], params: dict,
-                 title: str) -> tuple[dict, list]:
-    """UMAP of one model's embeddings on the analysis service."""
-    from services.analysis.client import AnalysisClient
-
-    with AnalysisClient(address) as client:
-        result, figures = client.umap(emb, classes, sources, n_neighbors=params["n_neighbors"],
-                                      min_dist=params["min_dist"], metric=params["metric"], seed=params["seed"],
-                                      title=title)
-    scores = {"silhouette_class": result.silhouette_class, "silhouette_source": result.silhouette_source,
-              "trustworthiness": result.trustworthiness, "n_neighbors": result.n_neighbors,
-              "min_dist": result.min_dist, "metric": result.metric, "seed": params["seed"]}
-    return scores, figures
-
-
-@ray.remote(num_cpus=0.5, max_retries=1)
-def _shap_remote(address: str, probe: dict, background: np.ndarray, samples: np.ndarray, class_names: list[str],
-                 top_k: int, title: str) -> tuple[dict, list]:
-    """Exact linear SHAP of one probe on the analysis service."""
-    from services.analysis.client import AnalysisClient
-
-    with AnalysisClient(address) as client:
-        result, figures = client.shap(probe["coef"], probe["intercept"], probe["mean"], probe["scale"], background,
-                                      samples, class_names, top_k=top_k, title=title)
-    top = {name: [int(d) for d, _ in dims] for name, dims in result.top_dims.items()}
-    return {"dims_for_90pct": int(result.dims_for_90pct), "top_dims": top,
-            "max_additivity_error": float(result.max_additivity_error)}, figures
-
-
 def _model_entry(model, card, endpoints: list[str]) -> dict:
     return {"name": model.name, "version": card.version, "kind": card.kind, "objective": card.objective,
             "embedding_dim": int(card.embedding_dim), "params": int(card.params), "fingerprint": card.fingerprint,
@@ -166,7 +136,7 @@ class _Run:
                          for r in range(model.replicas)]
         plan += [("services.probing", [], f"probing-{r}", "probing") for r in range(self.rt["probing_replicas"])]
         analyses = self.exp.analyses
-        if analyses["umap"]["enabled"] or analyses["shap"]["enabled"]:
+        if any(analyses[k]["enabled"] for k in ("umap", "shap", "structure", "similarity")):
             plan += [("services.analysis", [], f"analysis-{r}", "analysis")
                      for r in range(self.rt["analysis_replicas"])]
         with ThreadPoolExecutor(max(1, len(plan))) as pool:
@@ -275,7 +245,7 @@ class _Run:
         started = time.perf_counter()
         exp = self.exp
         views = self.prepare()
-        dataset_entries, prep_entries, probe_jobs, umap_jobs, shap_inputs = [], [], [], [], {}
+        dataset_entries, prep_entries, probe_jobs = [], [], []
         address = iter(range(10**9))
         for view in views:
             dataset = view.dataset
@@ -299,15 +269,6 @@ class _Run:
                                                        classes, dataset.multi_label[task], seed,
                                                        exp.probe["cs"], exp.probe["cv_folds"])
                             probe_jobs.append((key, len(subset), len(test), ref))
-                task = view.tasks[0]
-                classes, y = view.labels[task]
-                if exp.analyses["umap"]["enabled"]:
-                    names = [classes[k] for k in y.argmax(axis=1)]
-                    sources = [view.metas[i].source for i in view.usable]
-                    ref = _umap_remote.remote(self.analysis[next(address) % len(self.analysis)],
-                                              view.emb[model.name], names, sources, exp.analyses["umap"], model.name)
-                    umap_jobs.append(((model.name, dataset.name), sorted(set(sources)), len(view.usable), ref))
-                shap_inputs[(model.name, dataset.name)] = (view.emb[model.name], *view.split[task], task, classes)
         transfer_jobs = self._transfer_jobs(views, address)
         probe_results = self._gather("probes", probe_jobs)
         probes = []
@@ -320,9 +281,28 @@ class _Run:
                            "per_class_auroc": {k: _json_float(v) for k, v in sorted(result["per_class_auroc"].items())},
                            "c": result["c"], "warnings": result["warnings"]})
         transfer = self._transfer_entries(self._gather("transfer", transfer_jobs))
-        representations = self._analyse(umap_jobs, shap_inputs, probe_results)
+        representations, similarity = self._represent(views, probe_results)
         self.timings["evaluate_s"] = time.perf_counter() - started
-        return probes, representations, dataset_entries, prep_entries, transfer
+        return probes, representations, dataset_entries, prep_entries, transfer, similarity
+
+    def _represent(self, views: list["_View"], probe_results: dict) -> tuple[list[dict], list[dict]]:
+        """The representation stage (UMAP, structure, SHAP + stability, CKA, lead attribution)."""
+        from orchestrator.representation import RepresentationStage
+
+        an = self.exp.analyses
+        if not self.analysis or not any(an[k]["enabled"] for k in ("umap", "shap", "structure", "similarity")):
+            return [], []
+
+        def linear(model: str, dataset: str, task: str, fraction: float, seed: int) -> dict | None:
+            found = probe_results.get((model, dataset, task, fraction, None, seed))
+            return found[0] if found else None
+
+        def problem(dataset: str, stage: str, reason: str, model: str) -> None:
+            self.problems.append(RecordProblem(dataset, "*", stage, reason, model))
+
+        stage = RepresentationStage(self.exp, self.analysis, problem, self._keep_figures)
+        stage.run(views, linear, self.endpoints, self.cards, self.prep)
+        return stage.representations(), stage.similarity
 
     def _gather(self, label: str, jobs: list) -> dict:
         """Wait for (key, n_train, n_test, ref) jobs with a progress bar; failed fits become errors."""
@@ -424,43 +404,11 @@ class _Run:
                                                model.name))
             return None
 
-    def _analyse(self, umap_jobs, shap_inputs, probe_results) -> list[dict]:
-        exp = self.exp
-        reps = {}
-        for (model, dname), sources, n, ref in umap_jobs:
-            reps[(model, dname)] = {"model": model, "dataset": dname, "sources": sources, "n_records": n}
-        shap_jobs = []
-        if exp.analyses["shap"]["enabled"]:
-            full = max(exp.scarcity["train_fractions"]) if exp.scarcity["train_fractions"] else None
-            for (model, dname), (emb_ref, tr, te, task, classes) in shap_inputs.items():
-                key = (model, dname, task, full, None if full else max(exp.scarcity["k_shots"]), exp.seeds[0])
-                if key not in probe_results:
-                    continue
-                emb = ray.get(emb_ref)
-                ref = _shap_remote.remote(self.analysis[0], probe_results[key][0], emb[tr], emb[te], classes,
-                                          exp.analyses["shap"]["top_k"], model)
-                shap_jobs.append(((model, dname), {"task": task, "train_fraction": key[3], "seed": key[5]}, ref))
-        for (model, dname), sources, n, ref in umap_jobs:
-            try:
-                scores, figures = ray.get(ref)
-                reps[(model, dname)]["umap"] = {k: _json_float(v) for k, v in scores.items()}
-                self._keep_figures(figures, model, "umap")
-            except Exception as err:
-                self.problems.append(RecordProblem(dname, "*", "analysis", f"UMAP failed: {err}", model))
-        for (model, dname), meta, ref in shap_jobs:
-            try:
-                summary, figures = ray.get(ref)
-                reps.setdefault((model, dname), {"model": model, "dataset": dname})["shap"] = {**meta, **summary}
-                self._keep_figures(figures, model, "shap")
-            except Exception as err:
-                self.problems.append(RecordProblem(dname, "*", "analysis", f"SHAP failed: {err}", model))
-        return [reps[k] for k in sorted(reps)]
-
     def _keep_figures(self, figures, model: str, kind: str) -> None:
         folder = self.out_dir / "figures"
         folder.mkdir(exist_ok=True)
         for name, png, caption in figures:
-            (folder / (name.replace("/", "__") + ".png")).write_bytes(png)
+            (folder / (re.sub(r"[^A-Za-z0-9_.-]+", "-", name.replace("/", "__")) + ".png")).write_bytes(png)
             self.figures.append({"name": name, "model": model, "kind": kind, "png": png, "caption": caption})
 
     def _dataset_entry(self, view: "_View") -> dict:
@@ -549,7 +497,7 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         stack.callback(run.services.stop_all)
         run.launch()
         run.embed()
-        probes, representations, dataset_entries, prep_entries, transfer = run.evaluate()
+        probes, representations, dataset_entries, prep_entries, transfer, similarity = run.evaluate()
     counts = []
     for dataset in run.datasets:
         for model in exp.models:
@@ -569,6 +517,7 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         "representations": representations,
         "transfer": transfer,
         "transfer_gap": _transfer_gaps(transfer),
+        "similarity": similarity,
         "errors": sorted((p.to_dict() for p in run.problems),
                          key=lambda e: (e["dataset"], e["record"], e["stage"], e["model"], e["reason"])),
         "counts": counts,

@@ -16,6 +16,7 @@ import ray
 from orchestrator.experiment import parse_experiment
 from orchestrator.runner import Hooks, run_experiment
 
+LEADS_12 = {"I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"}
 BASE = {
     "name": "tiny",
     # The Asia-like site records at 257 Hz, so the pipeline's resampling to 500 Hz is exercised.
@@ -75,7 +76,8 @@ def probe_table(results: dict) -> list:
 def test_results_json_has_the_documented_fields(baseline):
     out, results = baseline
     assert json.loads((out / "results.json").read_text()) == results
-    assert results["schema_version"] == "1.0"
+    assert results["schema_version"] == "1.1"
+    assert [(x["model_a"], x["model_b"]) for x in results["similarity"]] == [("random-resnet", "handcrafted")]
     assert {m["name"] for m in results["models"]} == {"random-resnet", "handcrafted"}
     assert results["datasets"][0]["sources"] == {"as": 60, "eu": 60}
     assert len(results["probes"]) == 2 * 2 * 2  # models x fractions x seeds
@@ -90,6 +92,13 @@ def test_results_json_has_the_documented_fields(baseline):
         assert rep["shap"]["dims_for_90pct"] >= 1 and rep["shap"]["top_dims"]
         # Exact linear SHAP: values plus base value reproduce the probe's logits.
         assert rep["shap"]["max_additivity_error"] < 1e-6
+        assert 1 <= rep["shap"]["dims_for_50pct"] <= rep["shap"]["dims_for_90pct"]
+        assert rep["shap"]["stability_seeds"]["mean_jaccard"] is not None
+        assert set(rep["shap"]["lead_importance"]) == set(LEADS_12)
+        assert abs(sum(rep["shap"]["lead_importance"].values()) - 1) < 1e-6
+        assert rep["shap"]["clinical_notes"] and rep["shap"]["attribution"]["n_embeddings"] > 0
+        assert 0 <= rep["site_separability"] <= 1 and rep["effective_rank"] >= 1
+        assert rep["umap"]["continuity"] is not None
     assert results["errors"] == []
     # Cross-site transfer on the harmonised (coarse) labels: every ordered pair of sites, per model.
     pairs = {(t["model"], t["train_source"], t["test_source"]) for t in results["transfer"]}
@@ -98,7 +107,8 @@ def test_results_json_has_the_documented_fields(baseline):
     assert all(c["embedded"] == 120 and c["skipped"] == 0 for c in results["counts"])
     html = (out / "report.html").read_text()
     assert "random-resnet" in html and "data:image/png;base64" in html
-    assert len(list((out / "figures").glob("*.png"))) >= 6
+    kinds = {p.name.split("__")[0] for p in (out / "figures").glob("*.png")}
+    assert {"umap", "shap", "leads", "similarity", "umap-grid"} <= kinds, kinds
 
 
 def test_handcrafted_probe_separates_classes_built_to_be_separable(baseline):

@@ -1,0 +1,342 @@
+"""Representation analysis stage: UMAP, structure metrics, SHAP (with stability), CKA, lead attribution.
+
+Runs after the probes: it explains the fitted linear probes and looks at the embeddings themselves.
+Heavy numerical work runs on the analysis service (Ray tasks fan it out over replicas); lead
+attribution goes through each model's own endpoint, so it exercises the served path.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import ray
+
+log = logging.getLogger(__name__)
+AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
+
+
+@ray.remote(num_cpus=0.5, max_retries=1)
+def umap_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], params: dict,
+                title: str) -> tuple[dict, list, np.ndarray]:
+    """UMAP of one model's embeddings on the analysis service: scores, figures, projection."""
+    from services.analysis.client import AnalysisClient
+
+    with AnalysisClient(address) as client:
+        result, figures = client.umap(emb, classes, sources, n_neighbors=params["n_neighbors"],
+                                      min_dist=params["min_dist"], metric=params["metric"], seed=params["seed"],
+                                      title=title)
+    scores = {"silhouette_class": result.silhouette_class, "silhouette_source": result.silhouette_source,
+              "trustworthiness": result.trustworthiness, "n_neighbors": result.n_neighbors,
+              "min_dist": result.min_dist, "metric": result.metric, "seed": params["seed"]}
+    return scores, figures, np.asarray(result.projection)
+
+
+@ray.remote(num_cpus=0.5, max_retries=1)
+def structure_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], groups: list[str],
+                     projection: np.ndarray | None, params: dict, seed: int) -> dict:
+    """Structure metrics (kNN agreement, site separability, rank, alignment/uniformity, continuity)."""
+    from services.analysis.client import AnalysisClient
+
+    with AnalysisClient(address) as client:
+        return client.structure(emb, classes, sources, groups=groups, projection=projection, k=params["k"],
+                                projection_metric=params.get("projection_metric", "euclidean"), seed=seed)
+
+
+@ray.remote(num_cpus=0.5, max_retries=1)
+def shap_remote(address: str, probe: dict, background: np.ndarray, samples: np.ndarray, class_names: list[str],
+                top_k: int, title: str) -> tuple[dict, list, np.ndarray]:
+    """Exact linear SHAP of one probe: summary, figures, mean |SHAP| [C, D]."""
+    from services.analysis.client import AnalysisClient
+
+    with AnalysisClient(address) as client:
+        result, figures = client.shap(probe["coef"], probe["intercept"], probe["mean"], probe["scale"], background,
+                                      samples, class_names, top_k=top_k, title=title)
+    top = {name: [int(d) for d, _ in dims] for name, dims in result.top_dims.items()}
+    summary = {"dims_for_50pct": int(result.dims_for_50pct), "dims_for_90pct": int(result.dims_for_90pct),
+               "gini": float(result.gini), "top_dims": top, "max_additivity_error": float(result.max_additivity_error)}
+    return summary, figures, np.asarray(result.mean_abs)
+
+
+@ray.remote(num_cpus=0.5, max_retries=1)
+def similarity_remote(address: str, embeddings: dict[str, np.ndarray], title: str) -> tuple[dict, list]:
+    """Linear CKA between every pair of models on the same records."""
+    from services.analysis.client import AnalysisClient
+
+    with AnalysisClient(address) as client:
+        return client.similarity(embeddings, title=title)
+
+
+def age_band(age) -> str:
+    """Coarse age band for colouring (unknown when missing)."""
+    if age is None:
+        return "unknown"
+    return next((label for low, high, label in AGE_BANDS if low <= age < high), "unknown")
+
+
+def _stability(runs: list[np.ndarray], names: list[str], classes: list[str], k: int) -> dict | None:
+    from services.analysis.metrics import shap_stability
+
+    if len(runs) < 2:
+        return None
+    s = shap_stability(runs, k=min(k, runs[0].shape[1]), class_names=classes, run_names=names)
+    return {"k": s.k, "mean_jaccard": s.mean_jaccard, "per_class": s.per_class, "chance": s.chance}
+
+
+@dataclass
+class RepresentationStage:
+    """Everything the stage needs from the run, and what it produces."""
+
+    exp: object
+    analysis: list[str]
+    problems: Callable[[str, str, str, str], None]  # (dataset, stage, reason, model)
+    keep_figures: Callable[[list, str, str], None]  # (figures, model, kind)
+    entries: dict = field(default_factory=dict)
+    similarity: list[dict] = field(default_factory=list)
+
+    def run(self, views: list, linear: Callable, endpoints: dict, cards: dict, preps: dict) -> None:
+        """UMAP + structure + SHAP for every (model, dataset); CKA and UMAP grids per dataset; attribution."""
+        an = self.exp.analyses
+        jobs = []
+        for view in views:
+            task = view.tasks[0]
+            classes, y = view.labels[task]
+            primary = [classes[k] for k in y.argmax(axis=1)]
+            sources = [view.metas[i].source for i in view.usable]
+            groups = [view.metas[i].patient_id for i in view.usable]
+            for k, model in enumerate(self.exp.models):
+                entry = self.entries.setdefault((model.name, view.dataset.name), {
+                    "model": model.name, "dataset": view.dataset.name, "sources": sorted(set(sources)),
+                    "n_records": len(view.usable)})
+                address = self.analysis[k % len(self.analysis)]
+                if an["umap"]["enabled"]:
+                    jobs.append(("umap", model.name, view, umap_remote.remote(
+                        address, view.emb[model.name], primary, sources, an["umap"], model.name)))
+                elif an["structure"]["enabled"]:
+                    jobs.append(("structure", model.name, view, structure_remote.remote(
+                        address, view.emb[model.name], primary, sources, groups, None, an["structure"],
+                        self.exp.split["seed"])))
+                if an["shap"]["enabled"]:
+                    jobs += self._shap_jobs(view, model.name, task, classes, linear, address, entry)
+        projections: dict = {}
+        followups = []
+        for kind, model, view, ref in jobs:
+            try:
+                value = ray.get(ref)
+            except Exception as err:  # one failed analysis is reported, the run goes on
+                self.problems(view.dataset.name, "analysis", f"{kind} failed: {err}", model)
+                continue
+            entry = self.entries[(model, view.dataset.name)]
+            if kind == "umap":
+                scores, figures, projection = value
+                entry["umap"] = scores
+                projections[(model, view.dataset.name)] = projection
+                self.keep_figures(figures, model, "umap")
+                if an["structure"]["enabled"]:
+                    followups.append(self._structure_job(view, model, projection))
+            elif kind == "structure":
+                self._set_structure(entry, value)
+            else:
+                self._set_shap(entry, kind, value, model)
+        for model, view, ref in followups:
+            try:
+                self._set_structure(self.entries[(model, view.dataset.name)], ray.get(ref))
+            except Exception as err:
+                self.problems(view.dataset.name, "analysis", f"structure failed: {err}", model)
+        for entry in self.entries.values():
+            self._finish_shap(entry)
+        self._similarity(views)
+        self._umap_grids(views, projections)
+        if an["attribution"]["enabled"] and an["shap"]["enabled"]:
+            self._attribution(views, linear, endpoints, cards, preps)
+
+    # --- structure -------------------------------------------------------------------------------
+    def _structure_job(self, view, model: str, projection: np.ndarray):
+        task = view.tasks[0]
+        classes, y = view.labels[task]
+        primary = [classes[k] for k in y.argmax(axis=1)]
+        sources = [view.metas[i].source for i in view.usable]
+        groups = [view.metas[i].patient_id for i in view.usable]
+        params = {**self.exp.analyses["structure"], "projection_metric": self.exp.analyses["umap"]["metric"]}
+        return model, view, structure_remote.remote(self.analysis[0], view.emb[model], primary, sources, groups,
+                                                    projection, params, self.exp.split["seed"])
+
+    @staticmethod
+    def _set_structure(entry: dict, value: dict) -> None:
+        keys = ("knn_agreement", "knn_chance", "k", "site_separability", "site_per_source", "effective_rank",
+                "participation_ratio", "alignment", "uniformity")
+        entry["structure"] = {k: value.get(k) for k in keys}
+        entry["site_separability"] = value.get("site_separability")
+        entry["effective_rank"] = value.get("effective_rank")
+        if value.get("continuity") is not None:
+            entry.setdefault("umap", {})["continuity"] = value["continuity"]
+
+    # --- SHAP ------------------------------------------------------------------------------------
+    def _shap_jobs(self, view, model: str, task: str, classes: list[str], linear: Callable, address: str,
+                   entry: dict) -> list:
+        exp, an = self.exp, self.exp.analyses["shap"]
+        fractions = exp.scarcity["train_fractions"]
+        if not fractions:
+            return []
+        full, seed0 = max(fractions), exp.seeds[0]
+        train, test = view.split[task]
+        emb = ray.get(view.emb[model])
+        jobs = []
+        wanted = [(full, s) for s in exp.seeds] + [(f, seed0) for f in fractions if f != full]
+        for fraction, seed in wanted:
+            probe = linear(model, view.dataset.name, task, fraction, seed)
+            if probe is None:
+                continue
+            kind = ("shap-main" if (fraction, seed) == (full, seed0) else
+                    f"shap-seed:{seed}" if fraction == full else f"shap-fraction:{fraction:g}")
+            jobs.append((kind, model, view, shap_remote.remote(address, probe, emb[train], emb[test], classes,
+                                                                an["top_k"], model)))
+        probe = linear(model, view.dataset.name, task, full, seed0)
+        sources = np.array([view.metas[view.usable[i]].source for i in test])
+        if probe is not None and len(set(sources)) > 1:
+            for source in sorted(set(sources)):
+                rows = test[sources == source]
+                jobs.append((f"shap-source:{source}", model, view, shap_remote.remote(
+                    address, probe, emb[train], emb[rows], classes, an["top_k"], model)))
+        entry["shap"] = {"task": task, "train_fraction": full, "seed": seed0, "classes": classes}
+        entry["_runs"] = {"seeds": [], "fractions": [], "sources": {}}
+        return jobs
+
+    def _set_shap(self, entry: dict, kind: str, value, model: str) -> None:
+        summary, figures, mean_abs = value
+        runs = entry["_runs"]
+        if kind == "shap-main":
+            entry["shap"].update(summary)
+            self.keep_figures(figures, model, "shap")
+            runs["main"] = mean_abs
+        elif kind.startswith("shap-seed:"):
+            runs["seeds"].append((kind.split(":", 1)[1], mean_abs))
+        elif kind.startswith("shap-fraction:"):
+            runs["fractions"].append((kind.split(":", 1)[1], mean_abs))
+        else:
+            runs["sources"][kind.split(":", 1)[1]] = mean_abs
+
+    def _finish_shap(self, entry: dict) -> None:
+        from services.analysis.metrics import cross_source_shap_agreement
+
+        runs = entry.pop("_runs", None)
+        if runs is None or "main" not in runs:
+            return
+        shap = entry["shap"]
+        classes, k = shap.pop("classes"), self.exp.analyses["shap"]["top_k"]
+        seed0, full = str(shap["seed"]), f"{shap['train_fraction']:g}"
+        seeds = [(seed0, runs["main"])] + sorted(runs["seeds"], key=lambda r: int(r[0]))
+        fractions = sorted(runs["fractions"], key=lambda r: float(r[0])) + [(full, runs["main"])]
+        shap["stability_seeds"] = _stability([m for _, m in seeds], [n for n, _ in seeds], classes, k)
+        shap["stability_fractions"] = _stability([m for _, m in fractions], [n for n, _ in fractions], classes, k)
+        agreement = None
+        if len(runs["sources"]) > 1:
+            s = cross_source_shap_agreement(runs["sources"], k=min(k, runs["main"].shape[1]), class_names=classes)
+            agreement = {"k": s.k, "mean_jaccard": s.mean_jaccard, "per_class": s.per_class, "chance": s.chance}
+        shap["cross_source_agreement"] = agreement
+
+    # --- similarity and grids --------------------------------------------------------------------
+    def _similarity(self, views: list) -> None:
+        if not self.exp.analyses["similarity"]["enabled"] or len(self.exp.models) < 2:
+            return
+        for view in views:
+            try:
+                cka, figures = ray.get(similarity_remote.remote(
+                    self.analysis[0], {m.name: ray.get(view.emb[m.name]) for m in self.exp.models},
+                    view.dataset.name))
+            except Exception as err:
+                self.problems(view.dataset.name, "analysis", f"similarity failed: {err}", "")
+                continue
+            names = [m.name for m in self.exp.models]
+            for a_i, a in enumerate(names):
+                for b in names[a_i + 1:]:
+                    value = cka.get((a, b))
+                    self.similarity.append({"dataset": view.dataset.name, "model_a": a, "model_b": b,
+                                            "cka": None if value is None else float(value)})
+            self.keep_figures(figures, "", "cka")
+
+    def _umap_grids(self, views: list, projections: dict) -> None:
+        from services.analysis.figures import umap_grid
+
+        for view in views:
+            panels = {m.name: projections.get((m.name, view.dataset.name)) for m in self.exp.models}
+            if any(p is None for p in panels.values()) or not panels:
+                continue
+            task = view.tasks[0]
+            classes, y = view.labels[task]
+            colourings = {
+                "class": [classes[k] for k in y.argmax(axis=1)],
+                "source": [view.metas[i].source for i in view.usable],
+                "sex": [str(view.metas[i].extra.get("sex") or "unknown") for i in view.usable],
+                "age band": [age_band(view.metas[i].extra.get("age")) for i in view.usable],
+            }
+            for colour_by, labels in colourings.items():
+                if len(set(labels)) < 2:
+                    continue
+                png = umap_grid({m: (p, labels) for m, p in panels.items()}, colour_by,
+                                title=f"{view.dataset.name}: UMAP by {colour_by}", seed=self.exp.analyses["umap"]["seed"])
+                name = f"umap-grid/{view.dataset.name}/{colour_by.replace(' ', '-')}"
+                caption = (f"Every model's UMAP on the same {len(labels)} ECGs of {view.dataset.name}, coloured by "
+                           f"{colour_by}; parameters and seed as in the representation table.")
+                self.keep_figures([(name, png, caption)], "", "umap_grid")
+
+    # --- lead attribution ------------------------------------------------------------------------
+    def _attribution(self, views: list, linear: Callable, endpoints: dict, cards: dict, preps: dict) -> None:
+        from orchestrator.attribution import attribute, clinical_notes, lead_heatmap
+        from orchestrator.endpoints import open_client
+        from orchestrator.preprocess import preprocess
+
+        cfg = self.exp.analyses["attribution"]
+        for view in views[:1]:  # one dataset is enough to see which leads drive decisions; it is costly
+            task = view.tasks[0]
+            classes, y = view.labels[task]
+            train, test = view.split[task]
+            picks = []
+            for c in range(len(classes)):  # the first test ECGs of each class, in index order
+                picks += [i for i in test if y[i, c] == 1][:cfg["ecgs_per_class"]]
+            picks = sorted(set(picks))
+            if not picks:
+                continue
+            for model in self.exp.models:
+                entry = self.entries.get((model.name, view.dataset.name))
+                probe = linear(model.name, view.dataset.name, task, max(self.exp.scarcity["train_fractions"] or [1]),
+                               self.exp.seeds[0])
+                if entry is None or probe is None or "shap" not in entry:
+                    continue
+                if model.connection.get("protocol", "ecglens") != "ecglens":
+                    self.problems(view.dataset.name, "analysis", "lead attribution skipped: it needs the ECGLens "
+                                  "protocol (V2 endpoints have no model card to mask against)", model.name)
+                    continue
+                prep = preps[(model.name, view.dataset.name)]
+                ecgs = np.stack([preprocess(view.dataset.load(view.usable[i]), prep) for i in picks])
+                client, _ = open_client(endpoints[model.name][0], model.connection, self.exp.runtime["timeout_s"])
+                try:
+                    result = attribute(client, probe, ecgs, classes, list(prep.leads), segments=cfg["segments"],
+                                       baseline=cfg["baseline"], nsamples=cfg["nsamples"], seed=cfg["seed"],
+                                       use_ray=not (model.connection.get("tls") or model.connection.get("auth")))
+                except Exception as err:
+                    self.problems(view.dataset.name, "analysis", f"lead attribution failed: {err}", model.name)
+                    continue
+                finally:
+                    client.close()
+                per_class = result.lead_importance
+                overall = {lead: float(np.mean([per_class[c][lead] for c in per_class])) for lead in result.leads}
+                total = sum(overall.values()) or 1.0
+                entry["shap"].update({
+                    "lead_importance": {lead: v / total for lead, v in overall.items()},
+                    "lead_importance_per_class": per_class,
+                    "segment_importance_per_class": result.segment_importance,
+                    "attribution": {**{k: result.explainer.get(k) for k in ("explainer", "background", "baseline",
+                                                                           "nsamples", "groups")},
+                                    "n_ecgs": len(picks), "n_embeddings": result.n_embeddings},
+                    "clinical_notes": clinical_notes(result)})
+                name = f"leads/{model.name}"
+                caption = (f"{model.name}: which leads drive each class's probe decision (mean |SHAP| of lead x "
+                           f"segment masks, {cfg['baseline']} baseline, {len(picks)} test ECGs, each class scaled to "
+                           "its maximum).")
+                self.keep_figures([(name, lead_heatmap(result), caption)], model.name, "leads")
+
+    def representations(self) -> list[dict]:
+        """Entries for results.json, in a stable order."""
+        return [self.entries[k] for k in sorted(self.entries)]
