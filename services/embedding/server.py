@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -238,8 +239,10 @@ def run(args: argparse.Namespace) -> int:
 
     from services.embedding.card import CardError
 
-    setup_logging(args.log_level)
     from services.embedding.security import Security, SecurityError
+
+    setup_logging(args.log_level)
+    os.environ["ECGLENS_SERVER"] = "1"  # backends tune themselves for serving (e.g. no busy-waiting threads)
 
     try:
         security = Security.from_files(args.tls_cert, args.tls_key, args.tls_client_ca, args.auth_token_file)

@@ -28,6 +28,11 @@ def choose_providers(override: str | None = None) -> list[str]:
     return [p for p in _PREFERRED if p in available]
 
 
+def _in_process() -> bool:
+    """True unless this process is an embedding server (which sets ECGLENS_SERVER=1)."""
+    return os.environ.get("ECGLENS_SERVER") != "1"
+
+
 def _expose_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     """Make an intermediate tensor a graph output so ORT returns it."""
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -61,6 +66,10 @@ class OnnxBackend(Backend):
         threads = int(os.environ.get("ECGLENS_ORT_THREADS", "0"))
         if threads:
             options.intra_op_num_threads = threads
+        # Spinning intra-op threads burn the cores that gRPC needs to receive the next batch; a server
+        # overlaps transport with compute, so it turns spinning off (ECGLENS_ORT_SPINNING=1 restores it).
+        spinning = os.environ.get("ECGLENS_ORT_SPINNING", "1" if _in_process() else "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         providers = choose_providers()
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
         inputs = [i.name for i in self.session.get_inputs()]
