@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser(serve)
     serve.set_defaults(func=_cmd_serve)
 
-    zoo = sub.add_parser("zoo", help="list or build the reference model packages",
+    zoo = sub.add_parser("zoo", help="list, build, inspect or import model packages",
                          description="The zoo: reference model packages built deterministically from code.")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND", required=True)
     zlist = zoo_sub.add_parser("list", help="list zoo models (name, version, kind, objective, dim, params)")
@@ -154,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     zbuild.add_argument("--only", action="append", metavar="NAME", help="build only this model (repeatable)")
     zbuild.add_argument("--force", action="store_true", help="rebuild even if the package exists")
     zbuild.set_defaults(func=_cmd_zoo_build)
+    from services.embedding.zoo.importer import add_cli as add_import_cli
+
+    add_import_cli(zoo_sub)  # zoo inspect FILE, zoo import FILE (bring your own model)
+    pretrain = sub.add_parser("pretrain", help="pretrain a small ECG FM with a self-supervised objective",
+                              description="Self-supervised pretraining on the offline synthetic corpus (no labels): "
+                                          "contrastive multi-segment (CMSC) or masked signal modelling. Writes an "
+                                          "ONNX model package whose card records exactly how it was trained.")
+    from services.embedding.zoo import pretrain as pretrain_module
+
+    pretrain_module.add_arguments(pretrain)
+    pretrain.set_defaults(func=pretrain_module.run)
+
     demo = sub.add_parser("demo", help="run the embedded default experiment (no network, no cluster) and write a report",
                           description="The embedded default: synthetic 12-lead ECGs from two simulated sites, the zoo's "
                                       "models served as separate processes, linear probes at 3 training fractions x 3 "

@@ -265,9 +265,10 @@ def load_experiment(path: Path | str) -> Experiment:
 DEMO: dict[str, Any] = {
     "name": "demo",
     "description": ("The embedded default: synthetic 12-lead ECGs from two simulated sites (Europe-like 500 Hz / 50 Hz "
-                    "mains and South-America-like 400 Hz / 60 Hz mains), six conditions, the zoo's models."),
+                    "mains and South-America-like 400 Hz / 60 Hz mains), six conditions; the random-init and handcrafted controls against two FMs pretrained here "
+                    "(contrastive CMSC and masked signal modelling)."),
     "datasets": [{"kind": "synthetic", "sites": ["eu", "sa"], "records_per_site": 150, "seed": 0}],
-    "models": ["random-resnet", "handcrafted"],
+    "models": ["random-resnet", "handcrafted", "cmsc-ecg-small", "msm-ecg-small"],
     "tasks": ["condition"],
     "scarcity": {"train_fractions": [0.1, 0.3, 1.0]},
     "seeds": [0, 1, 2],

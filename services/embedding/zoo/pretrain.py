@@ -20,7 +20,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -65,8 +65,8 @@ class Hyper:
 
 
 DEFAULTS = {
-    "contrastive-cmsc": Hyper(steps=300, batch_size=64, lr=1e-3, weight_decay=1e-4),
-    "masked-signal-modelling": Hyper(steps=300, batch_size=64, lr=1e-3, weight_decay=0.05),
+    "contrastive-cmsc": Hyper(steps=600, batch_size=64, lr=1e-3, weight_decay=1e-4),
+    "masked-signal-modelling": Hyper(steps=600, batch_size=64, lr=1e-3, weight_decay=0.05),
 }
 CORPUS_RECORDS = 2048
 TEMPERATURE = 0.1
@@ -305,15 +305,20 @@ class TrainResult:
 
 
 def train(objective: str, steps: int | None = None, batch_size: int | None = None, seed: int = 0,
-          corpus_records: int = CORPUS_RECORDS, lr: float | None = None, log_every: int = 10) -> TrainResult:
-    """Train an encoder deterministically (fixed seed, deterministic kernels, 2 threads)."""
+          corpus_records: int = CORPUS_RECORDS, lr: float | None = None, log_every: int = 10,
+          threads: int = THREADS) -> TrainResult:
+    """Train an encoder deterministically (fixed seed, deterministic kernels, fixed thread count).
+
+    Results are bit-identical for equal arguments on one machine; a different thread count changes float
+    summation order (~1e-5 after a few steps), so the shipped weights are defined at THREADS = 2.
+    """
     make_aux, loss_fn, details = _objective_parts(objective)
     base = DEFAULTS[objective]
     hyper = Hyper(steps or base.steps, batch_size or base.batch_size, lr or base.lr, base.weight_decay,
                   base.warmup_frac)
     spec = corpus_spec(corpus_records, seed)
     prev_threads, prev_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
         started = time.perf_counter()
@@ -321,7 +326,9 @@ def train(objective: str, steps: int | None = None, batch_size: int | None = Non
         corpus_s = time.perf_counter() - started
         torch.manual_seed(seed)
         encoder, aux = ECGEncoder(), make_aux()  # built after seeding, so initialisation is reproducible
+        cpu_started = time.process_time()
         losses, train_s = _optimise(encoder, aux, loss_fn, data, hyper, seed, log_every)
+        train_cpu_s = time.process_time() - cpu_started
     finally:
         torch.set_num_threads(prev_threads)
         torch.use_deterministic_algorithms(prev_det)
@@ -331,7 +338,9 @@ def train(objective: str, steps: int | None = None, batch_size: int | None = Non
               "schedule": f"linear warm-up {hyper.warmup_frac:g} of steps, then cosine to 0",
               "seed": seed, "corpus": {**spec, "records": len(data)}, **_summary(losses, log_every),
               "wall_time_s": {"corpus": round(corpus_s, 1), "train": round(train_s, 1)},
-              "threads": THREADS, "torch": str(torch.__version__), "python": platform.python_version(),
+              # CPU seconds (both threads) survive contention on shared machines better than wall time.
+              "train_cpu_s": round(train_cpu_s, 1),
+              "threads": threads, "torch": str(torch.__version__), "python": platform.python_version(),
               "deterministic_algorithms": True, "encoder_params": param_count(encoder)}
     return TrainResult(encoder.eval(), losses, record)
 
@@ -380,11 +389,15 @@ def card(objective: str, params: int, training: dict, builder: str) -> dict:
         "output": {"name": "embedding", "embedding_dim": EMBEDDING_DIM, "pooling": "none"},
         "serving": {"max_batch_size": 32, "max_queue_delay_ms": 2.0, "max_queue_ecgs": 4096},
         "training": training,
-        "build": {"builder": builder, "torch": str(torch.__version__),
-                  "reproduce": f"ecglens pretrain --objective {objective} --out DIR --steps {training['steps']} "
-                               f"--batch-size {training['batch_size']} --seed {training['seed']} "
-                               f"--corpus-records {training['corpus']['records']}"},
+        "build": {"builder": builder, "torch": str(torch.__version__), "reproduce": reproduce_command(training)},
     }
+
+
+def reproduce_command(training: dict) -> str:
+    """The `ecglens pretrain` call that retrains these weights (bit-identical with the same torch, CPU and threads)."""
+    return (f"ecglens pretrain --objective {training['objective']} --out DIR --steps {training['steps']} "
+            f"--batch-size {training['batch_size']} --lr {training['optimizer']['lr']:g} --seed {training['seed']} "
+            f"--corpus-records {training['corpus']['records']}")
 
 
 def write_package(encoder: ECGEncoder, objective: str, training: dict, out_dir: Path, builder: str) -> dict:
@@ -446,9 +459,9 @@ def describe_entry(objective: str) -> dict:
 
 def pretrain(objective: str, out_dir: Path, steps: int | None = None, batch_size: int | None = None,
              seed: int = 0, corpus_records: int = CORPUS_RECORDS, lr: float | None = None,
-             export_weights_to: Path | None = None) -> dict:
+             export_weights_to: Path | None = None, threads: int = THREADS) -> dict:
     """Train one objective and write a validated package (model.onnx + card.yaml) to out_dir; return the card."""
-    result = train(objective, steps, batch_size, seed, corpus_records, lr)
+    result = train(objective, steps, batch_size, seed, corpus_records, lr, threads=threads)
     out_dir = Path(out_dir)
     data = write_package(result.encoder, objective, result.record, out_dir, "services.embedding.zoo.pretrain")
     write_card(parse_card(data, f"pretrain:{objective}"), out_dir)
@@ -465,7 +478,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `ecglens pretrain` options (shared by this module's own entry point)."""
     parser.add_argument("--objective", required=True, choices=OBJECTIVES, help="self-supervised objective")
     parser.add_argument("--out", required=True, type=Path, help="package directory to write (model.onnx, card.yaml)")
-    parser.add_argument("--steps", type=int, help="optimisation steps (default: 300)")
+    parser.add_argument("--steps", type=int, help="optimisation steps (default: 600)")
     parser.add_argument("--batch-size", type=int, help="records per step (default: 64)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3)")
     parser.add_argument("--seed", type=int, default=0, help="model/augmentation seed; corpus seed is 1000 + seed")

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 BUILDERS = {
     "random-resnet": "services.embedding.zoo.random_resnet",
     "handcrafted": "services.embedding.zoo.handcrafted",
+    "cmsc-ecg-small": "services.embedding.zoo.pretrained_cmsc",
+    "msm-ecg-small": "services.embedding.zoo.pretrained_msm",
 }
 
 
@@ -60,7 +62,9 @@ def list_zoo() -> list[dict]:
         path = zoo_dir() / name
         entry.update(built=(path / CARD_FILE).is_file(), path=str(path))
         entries.append(entry)
-    return entries
+    from services.embedding.zoo.importer import imported_packages
+
+    return entries + imported_packages(zoo_dir())
 
 
 def resolve_package(model: str) -> Path:
@@ -72,5 +76,10 @@ def resolve_package(model: str) -> Path:
         return path
     if model in BUILDERS:
         return build_package(model)
+    from services.embedding.zoo.importer import find_imported
+
+    imported = find_imported(model)
+    if imported is not None:
+        return imported
     raise CardError(f"--model {model!r} is neither a package directory nor a zoo model "
                     f"({', '.join(sorted(BUILDERS))})")

@@ -1,0 +1,18 @@
+"""msm-ecg-small: the in-project encoder pre-trained by masked signal modelling (MAE/ST-MEM)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.embedding.zoo import pretrain
+
+OBJECTIVE = "masked-signal-modelling"
+
+
+def build(out_dir: Path) -> dict:
+    """Export the shipped weights (weights/msm-ecg-small.pt) to model.onnx and return the card data."""
+    return pretrain.build_from_weights(OBJECTIVE, Path(out_dir), __name__)
+
+
+def describe() -> dict:
+    """Zoo listing entry, without building."""
+    return pretrain.describe_entry(OBJECTIVE)
