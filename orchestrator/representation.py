@@ -284,7 +284,6 @@ class RepresentationStage:
     # --- lead attribution ------------------------------------------------------------------------
     def _attribution(self, views: list, linear: Callable, endpoints: dict, cards: dict, preps: dict) -> None:
         from orchestrator.attribution import attribute, clinical_notes, lead_heatmap
-        from orchestrator.endpoints import open_client
         from orchestrator.preprocess import preprocess
 
         cfg = self.exp.analyses["attribution"]
@@ -310,7 +309,11 @@ class RepresentationStage:
                     continue
                 prep = preps[(model.name, view.dataset.name)]
                 ecgs = np.stack([preprocess(view.dataset.load(view.usable[i]), prep) for i in picks])
-                client, _ = open_client(endpoints[model.name][0], model.connection, self.exp.runtime["timeout_s"])
+                client = self._live_client(endpoints[model.name], model.connection)
+                if client is None:
+                    self.problems(view.dataset.name, "analysis", "lead attribution skipped: no replica answers",
+                                  model.name)
+                    continue
                 try:
                     result = attribute(client, probe, ecgs, classes, list(prep.leads), segments=cfg["segments"],
                                        baseline=cfg["baseline"], nsamples=cfg["nsamples"], seed=cfg["seed"],
@@ -336,6 +339,19 @@ class RepresentationStage:
                            f"segment masks, {cfg['baseline']} baseline, {len(picks)} test ECGs, each class scaled to "
                            "its maximum).")
                 self.keep_figures([(name, lead_heatmap(result), caption)], model.name, "leads")
+
+    def _live_client(self, addresses: list[str], connection: dict):
+        """A client of the first replica that answers quickly (a replica may have died during embedding)."""
+        from orchestrator.endpoints import EndpointError, open_client
+
+        for address in addresses:
+            try:
+                client, _ = open_client(address, connection, timeout_s=10.0)
+            except EndpointError:
+                continue
+            client.timeout_s = self.exp.runtime["timeout_s"]
+            return client
+        return None
 
     def representations(self) -> list[dict]:
         """Entries for results.json, in a stable order."""

@@ -86,6 +86,7 @@ def test_results_json_has_the_documented_fields(baseline):
         assert {"auroc_macro", "auprc_macro", "f1_macro", "balanced_accuracy"} <= set(probe["metrics"])
     reps = {r["model"]: r for r in results["representations"]}
     assert set(reps) == {"random-resnet", "handcrafted"}
+    assert all("umap" in r and "shap" in r for r in reps.values()), results["errors"]
     for rep in reps.values():
         assert rep["sources"] == ["as", "eu"]
         assert {"silhouette_class", "silhouette_source", "trustworthiness"} <= set(rep["umap"])

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from orchestrator.report import DASH, fmt, fmt_pm, results_table, scarcity_figure, write_report
+from orchestrator.report import DASH, fmt, fmt_pm, results_table, scarcity_figure, transfer_figure, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EVIL = "<script>alert(1)</script>"
@@ -295,3 +295,320 @@ def test_runner_shaped_fields(tmp_path) -> None:
     assert "10%, 50%, 100% of the training split" in text
     assert "(whole step)" in text and "UMAP failed: boom" in text
     assert text.count("<h4>Embedding structure</h4>") == 1
+
+
+# --------------------------------------------------------------------------- schema 1.1
+
+SOURCES = ("eu", "sa")
+DS11 = "synthetic[eu,sa]"
+PROBE_KINDS = ("linear", "knn")
+# Mean macro AUROC per (model, probe) and fraction; each seed is mean -/+ 0.01 with a CI of +/- 0.02 around it.
+AUROC11 = {("alpha", "linear"): (0.85, 0.92, 0.95), ("beta", "linear"): (0.80, 0.86, 0.90),
+           ("alpha", "knn"): (0.82, 0.88, 0.91), ("beta", "knn"): (0.78, 0.85, 0.90)}
+NOTES = ["AF: top leads II, V1, aVF - agrees with the expectation (II and V1, where atrial activity is clearest; "
+         "Goldberger).",
+         "MI: top leads I, aVR, V6 - does not agree with the expectation (the territory's leads; Goldberger).",
+         "NORM: top leads II, V5 - no clinical expectation recorded for this class."]
+LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+def stability(j: float) -> dict:
+    """A SHAP stability entry."""
+    return {"k": 10, "mean_jaccard": j, "per_class": {"NORM": j + 0.05, "AF": j - 0.05}, "chance": 0.04}
+
+
+def representation11(m: str) -> dict:
+    """A full 1.1 representation row; alpha separates sites (0.97), beta has collapsed (rank 2.1 of 64)."""
+    site = 0.97 if m == "alpha" else 0.55
+    lead_share = {lead: (0.30 if lead == "II" else 0.70 / 11) for lead in LEADS}
+    return {
+        "model": m, "dataset": DS11, "sources": list(SOURCES), "n_records": 600,
+        "umap": {"silhouette_class": 0.41, "silhouette_source": 0.58 if m == "alpha" else 0.04,
+                 "trustworthiness": 0.91, "continuity": 0.876, "n_neighbors": 15, "min_dist": 0.1,
+                 "metric": "cosine", "seed": 0},
+        "structure": {"knn_agreement": 0.81, "knn_chance": 0.34, "k": 10, "site_separability": site,
+                      "site_per_source": {"eu": site + 0.01, "sa": site - 0.01},
+                      "effective_rank": 38.2 if m == "alpha" else 2.1, "participation_ratio": 12.5,
+                      "alignment": 0.62, "uniformity": -2.31},
+        "site_separability": site, "effective_rank": 38.2 if m == "alpha" else 2.1,
+        "shap": {"task": "condition", "train_fraction": 1.0, "seed": 0, "dims_for_50pct": 4, "dims_for_90pct": 12,
+                 "gini": 0.71, "top_dims": {"NORM": [3, 14, 7], "AF": [42, 3]}, "max_additivity_error": 2.5e-7,
+                 "stability_seeds": stability(0.21 if m == "alpha" else 0.74),
+                 "stability_fractions": stability(0.45), "cross_source_agreement": None if m == "beta" else
+                 stability(0.33),
+                 "lead_importance": lead_share,
+                 "lead_importance_per_class": {"AF": dict.fromkeys(LEADS, 0.1), "MI": dict.fromkeys(LEADS, 0.2)},
+                 "segment_importance_per_class": {"AF": {"0-2.5 s": 0.4, "2.5-5 s": 0.6}},
+                 "attribution": {"explainer": "KernelExplainer", "background": "all groups masked",
+                                 "baseline": "zero", "nsamples": 2048, "groups": "12 leads x 4 segments",
+                                 "n_ecgs": 24, "n_embeddings": 49200},
+                 "clinical_notes": NOTES}}
+
+
+def make_results_v11() -> dict:
+    """A complete 1.1 results dict: 2 models, 2 sources, 2 probe kinds, CIs, comparisons, transfer and more."""
+    probes, summary = [], []
+    for (name, probe), aurocs in AUROC11.items():
+        for frac, auroc in zip(FRACTIONS, aurocs):
+            per_seed = [auroc - 0.01, auroc + 0.01]
+            for seed, value in zip(SEEDS, per_seed):
+                probes.append({"model": name, "dataset": DS11, "task": "condition", "probe": probe,
+                               "train_fraction": frac, "k_shot": None, "seed": seed, "n_train": int(480 * frac),
+                               "n_test": 120, "metrics": {"auroc_macro": value, "auroc_macro_ci": [value - 0.02,
+                                                                                                   value + 0.02],
+                                                          "auprc_macro": value - 0.1, "balanced_accuracy": value - 0.2},
+                               "per_class_auroc": {"NORM": value}, "warnings": []})
+            summary.append({"model": name, "dataset": DS11, "task": "condition", "probe": probe,
+                            "train_fraction": frac, "k_shot": None, "n_seeds": 2,
+                            "metrics": {m: stats([v - d for v in per_seed]) for m, d in
+                                        (("auroc_macro", 0), ("auprc_macro", 0.1), ("balanced_accuracy", 0.2))}})
+    transfer = [{"model": m, "task": "condition", "train_source": a, "test_source": b, "n_train": 300, "n_test": 60,
+                 "auroc_macro": (0.95 if a == b else 0.83) if m == "alpha" else (0.90 if a == b else 0.89),
+                 "classes": ["AF", "MI", "NORM"]} for m in ("alpha", "beta") for a in SOURCES for b in SOURCES]
+    results = {
+        "schema_version": "1.1", "ecglens_version": "0.2.0",
+        "experiment": {"name": "v11-test", "description": "Schema 1.1 fixture.", "seeds": list(SEEDS),
+                       "scarcity": {"train_fractions": list(FRACTIONS), "k_shots": []},
+                       "split": {"test_fraction": 0.2, "seed": 0, "level": "patient"}},
+        "models": [dict(model("alpha", "foundation"), embedding_dim=256), model("beta", "foundation")],
+        "datasets": [{"name": DS11, "kind": "synthetic", "n_records": 600, "n_patients": 300,
+                      "sources": {"eu": 300, "sa": 300}, "classes": {"condition": {"NORM": 300, "AF": 200, "MI": 100}},
+                      "split": {"n_train": 480, "n_test": 120, "train_patients": 240, "test_patients": 60}}],
+        "preprocessing": [], "probes": probes, "summary": summary,
+        "comparisons": [
+            {"dataset": DS11, "task": "condition", "probe": "linear", "train_fraction": 1.0, "seed": 0,
+             "model_a": "alpha", "model_b": "beta", "metric": "auroc_macro", "diff": 0.05, "ci_low": 0.021,
+             "ci_high": 0.079, "p_value": 0.002, "delong_p": 0.004},
+            {"dataset": DS11, "task": "condition", "probe": "knn", "train_fraction": 1.0, "seed": 0,
+             "model_a": "alpha", "model_b": "beta", "metric": "auroc_macro", "diff": 0.01, "ci_low": -0.015,
+             "ci_high": 0.035, "p_value": 0.4, "delong_p": None}],
+        "label_efficiency": [{"model": m, "dataset": DS11, "task": "condition", "probe": p, "aulc": a,
+                              "fraction_to_95pct": f}
+                             for m, p, a, f in (("alpha", "linear", 0.912, 0.1), ("beta", "linear", 0.861, 0.5),
+                                                ("alpha", "knn", 0.871, 0.5), ("beta", "knn", 0.843, None))],
+        "transfer": transfer,
+        "transfer_gap": [{"model": "alpha", "task": "condition", "in_domain": 0.95, "out_of_domain": 0.83, "gap": 0.12},
+                         {"model": "beta", "task": "condition", "in_domain": 0.90, "out_of_domain": 0.89, "gap": 0.01}],
+        "representations": [representation11(m) for m in ("alpha", "beta")],
+        "similarity": [{"dataset": DS11, "model_a": "alpha", "model_b": "beta", "cka": 0.42}],
+        "errors": [], "counts": [],
+    }
+    from orchestrator.findings import findings
+
+    results["findings"] = findings(results)
+    return results
+
+
+def make_figures_v11() -> list[dict]:
+    """Every figure kind of schema 1.1 (the report draws the transfer heatmaps itself)."""
+    figs = []
+    for m in ("alpha", "beta"):
+        figs += [{"name": f"umap/{m}/{v}", "model": m, "kind": "umap", "png": tiny_png(v), "caption": f"UMAP {m} {v}"}
+                 for v in ("class", "source")]
+        figs.append({"name": f"shap/{m}", "model": m, "kind": "shap", "png": tiny_png("s"), "caption": f"SHAP {m}"})
+        figs.append({"name": f"leads/{m}", "model": m, "kind": "leads", "png": tiny_png("l"),
+                     "caption": f"Lead heatmap {m}"})
+    figs += [{"name": f"umap-grid/{DS11}/{c}", "model": "", "kind": "umap_grid", "png": tiny_png(c),
+              "caption": f"Grid by {c}"} for c in ("class", "source", "sex", "age band")]
+    figs.append({"name": f"cka/{DS11}", "model": "", "kind": "cka", "png": tiny_png("cka"), "caption": "CKA heatmap"})
+    return figs
+
+
+def section(text: str, anchor: str) -> str:
+    """The HTML of one <section id=anchor>."""
+    start = text.index(f'<section id="{anchor}">')
+    return text[start:text.index("</section>", start)]
+
+
+@pytest.fixture(scope="module")
+def report11(tmp_path_factory) -> tuple[str, Structure]:
+    """The rendered 1.1 report and its parsed structure."""
+    text = write_report(make_results_v11(), make_figures_v11(), tmp_path_factory.mktemp("r11")).read_text()
+    parser = Structure()
+    parser.feed(text)
+    return text, parser
+
+
+def test_v11_sections_in_order_and_self_contained(report11) -> None:
+    text, page = report11
+    order = ["Leaderboard", "Summary per model", "Data scarcity", "Transfer across sources", "Representations",
+             "All models side by side (UMAP)", "Model similarity", "Records not used"]
+    assert all(h in page.headings for h in order)
+    assert [page.headings.index(h) for h in order] == sorted(page.headings.index(h) for h in order)
+    for anchor in ("summary", "transfer", "umap-grid", "similarity"):
+        assert f'href="#{anchor}"' in text
+    images = [v for t, k, v in page.attrs if t == "img" and k == "src"]
+    # scarcity 1 + transfer heatmaps 2 + per model (2 UMAP, SHAP, leads) 8 + UMAP grid 4 + CKA 1
+    assert len(images) == 16 and all(v.startswith("data:image/png;base64,") for v in images)
+    assert not {"script", "link", "iframe"} & set(page.tags)
+    assert "http://" not in text and "https://" not in text
+
+
+def test_v11_leaderboard_cis_probe_tables_and_paired_comparisons(report11) -> None:
+    text, _ = report11
+    board = section(text, "leaderboard")
+    assert "linear probe" in board and "kNN probe" in board and "95% CI" in board
+    linear, knn = board[board.index("<h4>linear probe"):].split("<h4>kNN probe", 1)
+    # alpha at full data: seeds 0.94/0.96 with CIs [0.92, 0.96] and [0.94, 0.98] -> mean bounds.
+    assert '<tr class="best"><td class="num">1</td><td>alpha</td><td class="num">0.950 ± 0.014</td>' \
+           '<td class="num">[0.930, 0.970]</td>' in linear
+    assert "clearly below the best (paired bootstrap p=0.002)" in linear
+    assert "difference -0.050 [-0.079, -0.021], paired bootstrap p=0.002; DeLong (Holm) p=0.004" in linear
+    assert "not clearly different from the best (paired bootstrap p=0.40)" in knn
+    assert "not clearly different" not in linear
+
+
+def test_v11_summary_cards_show_findings(report11) -> None:
+    text, _ = report11
+    cards = section(text, "summary")
+    assert cards.count('<div class="card">') == 2
+    assert cards.index("alpha") < cards.index("beta")
+    assert "embeddings separate acquisition sites with AUROC 0.97" in cards
+    assert "loses 0.12 AUROC out of domain" in cards
+    assert "top-10 SHAP dimensions change across seeds" in cards and "Jaccard 0.21 vs chance 0.04" in cards
+    assert "dimensional-collapse risk" in cards  # beta: rank 2.1 of 64
+    assert "lead attributions do not match textbook expectations for 1 of 2 classes" in cards
+    assert '<li class="k-risk"><span class="icon" title="risk">⚠</span>' in cards
+    assert '<li class="k-strength"><span class="icon" title="strength">✓</span>' in cards
+
+
+def test_v11_scarcity_has_probe_columns_and_label_efficiency(report11) -> None:
+    text, page = report11
+    scarcity = section(text, "scarcity")
+    assert "Label efficiency" in page.headings
+    assert "<td>alpha</td><td class=\"num\">0.912</td><td class=\"num\">10%</td>" in scarcity
+    assert "label-efficient" in scarcity and "label-hungry" in scarcity
+    assert "<td>kNN</td>" in scarcity and "95% CI (main metric)" in scarcity
+    png, caption = scarcity_figure(make_results_v11())
+    assert png.startswith(PNG_MAGIC) and "solid = linear, dashed = kNN" in caption
+
+
+def test_v11_transfer_heatmaps_and_gap_table(report11) -> None:
+    text, page = report11
+    transfer = section(text, "transfer")
+    assert "Transfer gap" in page.headings
+    assert transfer.count("<img") == 2
+    assert "<td>alpha</td><td>condition</td><td class=\"num\">0.950</td><td class=\"num\">0.830</td>" \
+           "<td class=\"num\">0.120</td>" in transfer
+    assert "generalisation risk" in transfer and "carries over" in transfer
+    assert "All 8 transfer pairs" in transfer
+
+
+def test_transfer_figure_one_png_per_model_and_task() -> None:
+    figs = transfer_figure(make_results_v11())
+    assert [name for name, _, _ in figs] == ["transfer/alpha/condition", "transfer/beta/condition"]
+    assert all(png.startswith(PNG_MAGIC) and "outlined with a dashed line are in domain" in cap for _, png, cap in figs)
+    results = make_results_v11()
+    results["transfer"][0]["auroc_macro"] = None  # one undefined cell is drawn as a dash, not a crash
+    assert len(transfer_figure(results)) == 2
+    for row in results["transfer"]:
+        row["auroc_macro"] = None
+    assert transfer_figure(results) == []
+
+
+def test_v11_representations(report11) -> None:
+    text, page = report11
+    reps = section(text, "representations")
+    alpha, beta = reps.split("<h3>beta</h3>", 1)
+    assert "<h4>Geometry and site effects</h4>" in alpha
+    assert "0.810 (chance 0.340, k=10)" in alpha
+    assert "0.970 <span class=\"tag risk\">generalisation risk</span>" in alpha and "eu 0.98, sa 0.96" in alpha
+    assert "38.2 / 256 (14.9%)" in alpha and "collapse risk" not in alpha
+    assert "2.1 / 64 (3.3%) <span class=\"tag risk\">collapse risk</span>" in beta
+    assert "0.550 <span class=\"tag good\">little site signal</span>" in beta
+    assert "0.876" in alpha  # continuity
+    assert "12 of 256" in alpha and "0.71" in alpha  # dims for 90%, Gini
+    assert "across seeds" in alpha and "0.21" in alpha and "fragile" in alpha and "across sources" in alpha
+    assert "stable" in beta and "across sources" not in beta  # cross_source_agreement is null for beta
+    assert "Which ECG leads drive the decisions" in alpha
+    assert "<b>30.0%</b>" in alpha  # lead II's share
+    assert "coalitions per ECG: 2,048" in alpha and "KernelExplainer" in alpha
+    assert "embeddings computed: 49,200" in alpha
+    assert "does not agree" in alpha and "top leads I, aVR, V6" in alpha and "no expectation" in alpha
+    assert "class \\ segment" in alpha and "2.5-5 s" in alpha
+    assert reps.count("<img") == 8 and "Lead heatmap alpha" in alpha and "Lead heatmap beta" in beta
+    assert "Grid by" not in reps and "CKA heatmap" not in reps  # shown in their own sections
+
+
+def test_v11_umap_grid_and_similarity(report11) -> None:
+    text, _ = report11
+    grid = section(text, "umap-grid")
+    assert grid.count("<img") == 4 and "Grid by age band" in grid
+    sim = section(text, "similarity")
+    assert "CKA heatmap" in sim and sim.count("<img") == 1
+    assert "<td>alpha</td><td class=\"num\">1.000</td><td class=\"num\">0.420</td>" in sim
+    assert "<td>beta</td><td class=\"num\">0.420</td><td class=\"num\">1.000</td>" in sim
+
+
+def test_v11_text_is_escaped(tmp_path) -> None:
+    results = make_results_v11()
+    results["findings"].append({"model": "alpha", "kind": "risk", "text": f"{EVIL} & <b>x</b>"})
+    results["representations"][0]["shap"]["clinical_notes"].append(f"{EVIL}: top leads II - agrees with it")
+    results["representations"][0]["shap"]["attribution"]["baseline"] = EVIL
+    results["transfer"][0]["train_source"] = EVIL
+    results["transfer"][1]["test_source"] = "$\\frac{$"  # unescaped, matplotlib's mathtext would raise
+    results["similarity"][0]["dataset"] = EVIL
+    figures = [dict(f, caption=EVIL) for f in make_figures_v11()]
+    text = write_report(results, figures, tmp_path).read_text()
+    assert "<script" not in text.lower() and "<b>x</b>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;x&lt;/b&gt;" in text
+    parser = Structure()
+    parser.feed(text)
+    assert "script" not in parser.tags
+
+
+@pytest.mark.parametrize("key", ["comparisons", "label_efficiency", "transfer", "transfer_gap", "similarity",
+                                 "findings", "representations"])
+def test_v11_absent_or_empty_keys_do_not_crash(tmp_path, key) -> None:
+    for value in ("absent", None, []):
+        results = make_results_v11()
+        if value == "absent":
+            del results[key]
+        else:
+            results[key] = value
+        text = write_report(results, [], tmp_path).read_text()
+        assert "<h2>Leaderboard</h2>" in text
+    if key == "similarity":
+        assert 'id="similarity"' not in text
+    if key == "findings":  # an explicit empty list means "no findings" (absent or null: derived from the numbers)
+        assert 'id="summary"' not in text
+
+
+def test_v11_partial_representation_fields(tmp_path) -> None:
+    results = make_results_v11()
+    r = results["representations"][0]
+    r["structure"] = {"knn_agreement": None, "site_separability": None, "site_per_source": {}}
+    r["site_separability"] = r["effective_rank"] = None
+    r["shap"] = {"task": "condition", "stability_seeds": None, "stability_fractions": None,
+                 "cross_source_agreement": None, "lead_importance": {}, "clinical_notes": []}
+    del results["representations"][1]["umap"]
+    results["models"][1]["embedding_dim"] = None
+    text = write_report(results, make_figures_v11(), tmp_path).read_text()
+    assert "undefined (one source)" in text
+    assert "2.1" in section(text, "representations")  # beta's rank without a known dim
+
+
+def test_v10_results_render_without_new_sections(tmp_path) -> None:
+    text = write_report(make_results(), make_figures(), tmp_path).read_text()
+    for anchor in ("transfer", "umap-grid", "similarity"):
+        assert f'id="{anchor}"' not in text and f'href="#{anchor}"' not in text
+    # Findings are derived from the numbers when results.json predates them.
+    cards = section(text, "summary")
+    assert "highest macro AUROC on synth/rhythm (linear probe) among 2 models: 0.910 ± 0.014 (SD over seeds)" in cards
+    assert "<h3>Label efficiency</h3>" not in text and "<th>95% CI</th>" not in section(text, "leaderboard")
+
+
+def test_regression_task_ranks_by_r2(tmp_path) -> None:
+    results = make_results()
+    for name, r2 in (("strong", 0.41), ("weak", 0.12)):
+        results["summary"].append({"model": name, "dataset": "synth", "task": "age", "probe": "mlp",
+                                   "train_fraction": 1.0, "k_shot": None, "n_seeds": 1,
+                                   "metrics": {"r2": stats([r2]), "mae": stats([7.5]), "rmse": stats([9.0]),
+                                               "pearson_r": stats([0.7])}})
+    text = write_report(results, [], tmp_path).read_text()
+    board = section(text, "leaderboard")
+    age = board[board.index("synth — age"):]
+    assert "R² (mean ± SD)" in age and "MAE" in age and "MLP probe" in age
+    assert age.index("strong") < age.index("weak")
+    assert "R²" in results_table(results)
+    assert scarcity_figure(results)[0].startswith(PNG_MAGIC)
