@@ -522,6 +522,9 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
                          key=lambda e: (e["dataset"], e["record"], e["stage"], e["model"], e["reason"])),
         "counts": counts,
     }
+    from orchestrator.findings import findings
+
+    results["findings"] = findings(results)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
     report = write_report(results, run.figures, out_dir)
     run.timings["total_s"] = time.perf_counter() - started
