@@ -27,7 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "tasks": None,  # None = every task of each dataset
     "scarcity": {"train_fractions": [0.1, 0.3, 1.0], "k_shots": []},
     "seeds": [0, 1, 2],
-    "probe": {"kind": "linear", "cv_folds": 3, "cs": []},
+    # kinds: linear (standardised logistic regression), knn (cosine), mlp. bootstrap: patient-level resamples
+    # for 95% CIs on test metrics (0 = off).
+    "probe": {"kinds": ["linear"], "cv_folds": 3, "cs": [], "bootstrap": 200},
     # Applied for every model on top of what its card asks for (rate, leads, window length).
     "preprocessing": {"window": "start", "max_windows": 6, "missing_leads": "refuse", "highpass_hz": None,
                       "lowpass_hz": None, "notch_hz": []},
@@ -223,8 +225,14 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
     pp["notch_hz"] = _number_list(pp["notch_hz"], f"{source}.preprocessing.notch_hz", float, 1, 1000)
     if raw["split"]["strategy"] not in ("patient", "official"):
         raise ConfigError(f"{source}.split.strategy: {raw['split']['strategy']!r} is not one of patient, official")
-    if raw["probe"]["kind"] != "linear":
-        raise ConfigError(f"{source}.probe.kind: {raw['probe']['kind']!r} is not one of linear")
+    kinds = raw["probe"]["kinds"]
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    bad = [k for k in kinds if k not in ("linear", "knn", "mlp")] if isinstance(kinds, list) else [kinds]
+    if bad or not kinds:
+        raise ConfigError(f"{source}.probe.kinds: {bad or kinds!r} not allowed; choose from linear, knn, mlp")
+    raw["probe"]["kinds"] = list(dict.fromkeys(kinds))
+    if not isinstance(raw["probe"]["bootstrap"], int) or raw["probe"]["bootstrap"] < 0:
+        raise ConfigError(f"{source}.probe.bootstrap: expected a non-negative integer")
     metric = raw["analyses"]["umap"]["metric"]
     allowed = ("euclidean", "cosine", "correlation", "manhattan", "chebyshev")
     if metric not in allowed:
@@ -271,5 +279,6 @@ DEMO: dict[str, Any] = {
     "models": ["random-resnet", "handcrafted", "cmsc-ecg-small", "msm-ecg-small"],
     "tasks": ["condition"],
     "scarcity": {"train_fractions": [0.1, 0.3, 1.0]},
+    "probe": {"kinds": ["linear", "knn", "mlp"]},
     "seeds": [0, 1, 2],
 }

@@ -79,16 +79,24 @@ def _init_ray(address: str | None, num_cpus: int | None, temp_dir: str | None) -
 
 @ray.remote(num_cpus=0.5, max_retries=1)
 def _probe_remote(address: str, emb: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
-                  class_names: list[str], multi_label: bool, seed: int, cs: list[float], cv_folds: int) -> dict:
+                  class_names: list[str], multi_label: bool, seed: int, cs: list[float], cv_folds: int,
+                  kind: str = "linear", groups: list[str] | None = None, bootstrap: int = 0) -> dict:
     """One probe fit on the probing service (a Ray task, so a sweep fans out over service replicas)."""
     from services.probing.client import ProbingClient
 
+    options = {"probe": kind}
+    if bootstrap and groups is not None:
+        options.update(test_groups=[groups[i] for i in test], bootstrap=bootstrap, bootstrap_seed=seed)
     with ProbingClient(address) as client:
         result = client.evaluate(emb[train], y[train], emb[test], y[test], class_names, multi_label, seed,
-                                 cs=cs or None, cv_folds=cv_folds, timeout=900)
-    return {"metrics": result.metrics, "per_class_auroc": result.per_class_auroc, "c": float(result.c),
+                                 cs=cs or None, cv_folds=cv_folds, timeout=900, **options)
+    metrics = dict(result.metrics)
+    for name, low in result.metrics_ci_low.items():
+        metrics[f"{name}_ci"] = [low, result.metrics_ci_high.get(name)]
+    return {"metrics": metrics, "per_class_auroc": result.per_class_auroc, "c": float(result.c),
             "warnings": list(result.warnings), "coef": result.coef, "intercept": result.intercept,
-            "mean": result.mean, "scale": result.scale}
+            "mean": result.mean, "scale": result.scale, "probe": kind,
+            "hyperparameters": dict(result.hyperparameters), "probabilities": result.test_probabilities}
 
 
 def _model_entry(model, card, endpoints: list[str]) -> dict:
@@ -254,6 +262,7 @@ class _Run:
                 prep = self.prep[(model.name, dataset.name)]
                 prep_entries.append({"model": model.name, "dataset": dataset.name, "hash": prep.hash,
                                      "pipeline": prep.describe()})
+                groups_ref = ray.put([view.metas[i].patient_id for i in view.usable])
                 for task in view.tasks:
                     classes, y = view.labels[task]
                     train, test = view.split[task]
@@ -263,23 +272,28 @@ class _Run:
                             subset = self._subset(y[train], fraction, k_shot, seed, classes, dataset, model, task)
                             if subset is None:
                                 continue
-                            key = (model.name, dataset.name, task, fraction, k_shot, seed)
-                            ref = _probe_remote.remote(self.probing[next(address) % len(self.probing)],
-                                                       view.emb[model.name], y_ref, train[subset], test,
-                                                       classes, dataset.multi_label[task], seed,
-                                                       exp.probe["cs"], exp.probe["cv_folds"])
-                            probe_jobs.append((key, len(subset), len(test), ref))
+                            for kind in exp.probe["kinds"]:
+                                key = (model.name, dataset.name, task, fraction, k_shot, seed, kind)
+                                ref = _probe_remote.remote(self.probing[next(address) % len(self.probing)],
+                                                           view.emb[model.name], y_ref, train[subset], test,
+                                                           classes, dataset.multi_label[task], seed,
+                                                           exp.probe["cs"], exp.probe["cv_folds"], kind, groups_ref,
+                                                           exp.probe["bootstrap"])
+                                probe_jobs.append((key, len(subset), len(test), ref))
         transfer_jobs = self._transfer_jobs(views, address)
         probe_results = self._gather("probes", probe_jobs)
         probes = []
-        for key in sorted(probe_results, key=lambda k: (k[0], k[1], k[2], k[3] or 0, k[4] or 0, k[5])):
+        order = {kind: k for k, kind in enumerate(exp.probe["kinds"])}
+        for key in sorted(probe_results, key=lambda k: (k[0], k[1], k[2], order[k[6]], k[3] or 0, k[4] or 0, k[5])):
             result, n_train, n_test = probe_results[key]
-            model, dname, task, fraction, k_shot, seed = key
-            probes.append({"model": model, "dataset": dname, "task": task, "probe": "linear",
+            model, dname, task, fraction, k_shot, seed, kind = key
+            probes.append({"model": model, "dataset": dname, "task": task, "probe": kind,
                            "train_fraction": fraction, "k_shot": k_shot, "seed": seed, "n_train": n_train,
                            "n_test": n_test, "metrics": {k: _json_float(v) for k, v in sorted(result["metrics"].items())},
                            "per_class_auroc": {k: _json_float(v) for k, v in sorted(result["per_class_auroc"].items())},
-                           "c": result["c"], "warnings": result["warnings"]})
+                           "c": result["c"], "hyperparameters": result["hyperparameters"],
+                           "warnings": result["warnings"]})
+        self.comparisons = self._comparisons(views, probe_results)
         transfer = self._transfer_entries(self._gather("transfer", transfer_jobs))
         representations, similarity = self._represent(views, probe_results)
         self.timings["evaluate_s"] = time.perf_counter() - started
@@ -294,7 +308,7 @@ class _Run:
             return [], []
 
         def linear(model: str, dataset: str, task: str, fraction: float, seed: int) -> dict | None:
-            found = probe_results.get((model, dataset, task, fraction, None, seed))
+            found = probe_results.get((model, dataset, task, fraction, None, seed, "linear"))
             return found[0] if found else None
 
         def problem(dataset: str, stage: str, reason: str, model: str) -> None:
@@ -303,6 +317,45 @@ class _Run:
         stage = RepresentationStage(self.exp, self.analysis, problem, self._keep_figures)
         stage.run(views, linear, self.endpoints, self.cards, self.prep)
         return stage.representations(), stage.similarity
+
+    def _comparisons(self, views: list["_View"], probe_results: dict) -> list[dict]:
+        """Paired model comparisons on the same test ECGs (bootstrap over patients, and macro DeLong)."""
+        from services.probing.compare import delong_macro, paired_bootstrap
+
+        exp = self.exp
+        if len(exp.models) < 2 or not exp.scarcity["train_fractions"]:
+            return []
+        full, seed = max(exp.scarcity["train_fractions"]), exp.seeds[0]
+        out = []
+        for view in views:
+            for task in view.tasks:
+                classes, y = view.labels[task]
+                _, test = view.split[task]
+                groups = [view.metas[view.usable[i]].patient_id for i in test]
+                for kind in exp.probe["kinds"]:
+                    got = {m.name: probe_results.get((m.name, view.dataset.name, task, full, None, seed, kind))
+                           for m in exp.models}
+                    names = [m.name for m in exp.models if got[m.name] and got[m.name][0]["probabilities"] is not None]
+                    for a_i, a in enumerate(names):
+                        for b in names[a_i + 1:]:
+                            pa, pb = got[a][0]["probabilities"], got[b][0]["probabilities"]
+                            entry = {"dataset": view.dataset.name, "task": task, "probe": kind, "train_fraction": full,
+                                     "seed": seed, "model_a": a, "model_b": b, "metric": "auroc_macro"}
+                            try:
+                                boot = paired_bootstrap(y[test], pa, pb, groups, n_boot=max(exp.probe["bootstrap"], 200),
+                                                        seed=seed, multi_label=view.dataset.multi_label[task])
+                                entry.update(diff=boot["diff"], ci_low=boot["ci_low"], ci_high=boot["ci_high"],
+                                             p_value=boot["p_value"])
+                            except ValueError as err:
+                                self.problems.append(RecordProblem(view.dataset.name, "*", "comparison",
+                                                                   f"{a} vs {b} ({kind}): {err}", a))
+                                continue
+                            try:
+                                entry["delong_p"] = delong_macro(y[test], pa, pb, classes)["min_p_holm"]
+                            except ValueError:
+                                entry["delong_p"] = None
+                            out.append({k: _json_float(v) for k, v in entry.items()})
+        return out
 
     def _gather(self, label: str, jobs: list) -> dict:
         """Wait for (key, n_train, n_test, ref) jobs with a progress bar; failed fits become errors."""
@@ -452,16 +505,36 @@ def _summaries(probes: list[dict]) -> list[dict]:
 
     groups: dict[tuple, list[dict]] = {}
     for p in probes:
-        groups.setdefault((p["model"], p["dataset"], p["task"], p["train_fraction"], p["k_shot"]), []).append(p)
+        groups.setdefault((p["model"], p["dataset"], p["task"], p["probe"], p["train_fraction"], p["k_shot"]),
+                          []).append(p)
     out = []
-    for (model, dname, task, fraction, k_shot), items in groups.items():
+    for (model, dname, task, probe, fraction, k_shot), items in groups.items():
         metrics = {}
-        for name in sorted({k for p in items for k in p["metrics"]}):
+        for name in sorted({k for p in items for k in p["metrics"] if not k.endswith("_ci")}):
             values = [p["metrics"][name] for p in items if p["metrics"].get(name) is not None]
             if values:
                 metrics[name] = {k: _json_float(float(v)) for k, v in summarise(values).items()}
-        out.append({"model": model, "dataset": dname, "task": task, "train_fraction": fraction, "k_shot": k_shot,
-                    "n_seeds": len(items), "metrics": metrics})
+        out.append({"model": model, "dataset": dname, "task": task, "probe": probe, "train_fraction": fraction,
+                    "k_shot": k_shot, "n_seeds": len(items), "metrics": metrics})
+    return out
+
+
+def _label_efficiency(summary: list[dict]) -> list[dict]:
+    """Area under the scarcity curve and the fraction reaching 95% of the full-data macro AUROC."""
+    from services.probing.efficiency import label_efficiency
+
+    curves: dict[tuple, list] = {}
+    for row in summary:
+        score = row["metrics"].get("auroc_macro", {}).get("mean")
+        if row["train_fraction"] is not None and score is not None:
+            curves.setdefault((row["model"], row["dataset"], row["task"], row["probe"]), []).append(
+                (row["train_fraction"], score))
+    out = []
+    for (model, dname, task, probe), points in curves.items():
+        points.sort()
+        eff = label_efficiency([f for f, _ in points], [v for _, v in points])
+        out.append({"model": model, "dataset": dname, "task": task, "probe": probe, "aulc": eff["aulc"],
+                    "fraction_to_95pct": eff["fraction_to_95pct"]})
     return out
 
 
@@ -513,7 +586,9 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         "datasets": dataset_entries,
         "preprocessing": prep_entries,
         "probes": probes,
-        "summary": _summaries(probes),
+        "summary": (summary := _summaries(probes)),
+        "label_efficiency": _label_efficiency(summary),
+        "comparisons": run.comparisons,
         "representations": representations,
         "transfer": transfer,
         "transfer_gap": _transfer_gaps(transfer),

@@ -115,7 +115,7 @@ def test_spec_hash_changes_with_the_pipeline():
     ({"datasets": [{"kind": "synthetic", "sites": ["mars"]}]}, "unknown site(s) ['mars']"),
     ({"datasets": ["nope:/x"]}, "unknown kind 'nope'"),
     ({"split": {"test_fraction": 0.99}}, "split.test_fraction"),
-    ({"probe": {"kind": "xgboost"}}, "probe.kind: 'xgboost' is not one of linear"),
+    ({"probe": {"kinds": ["xgboost"]}}, "probe.kinds: ['xgboost'] not allowed; choose from linear, knn, mlp"),
     ({"analyses": {"umap": {"metric": "hamming"}}}, "analyses.umap.metric"),
     ({"preprocessing": {"window": "middle"}}, "preprocessing.window: 'middle' is not one of start, center, average"),
 ])
