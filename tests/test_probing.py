@@ -309,7 +309,27 @@ def _short_class_names(request):
 
 
 def _unknown_probe(request):
-    request.config.probe = "mlp"
+    request.config.probe = "svm"
+
+
+def _unknown_target_type(request):
+    request.target_type = "ordinal"
+
+
+def _short_test_groups(request):
+    request.test_groups.extend(["p1", "p2"])
+
+
+def _regression_multilabel(request):
+    request.target_type, request.multi_label = "regression", True
+
+
+def _negative_bootstrap(request):
+    request.bootstrap = -5
+
+
+def _bad_val_fraction(request):
+    request.config.val_fraction = 1.5
 
 
 def _truncated_tensor(request):
@@ -320,8 +340,13 @@ def _truncated_tensor(request):
     (_mismatched_rows, "train_labels has 39 rows but train_embeddings has 40"),
     (_nan_embedding, "test_embeddings contains NaN or Inf (first at row 4, column 7)"),
     (_short_class_names, "class_names has 2 names but train_labels has 3 columns"),
-    (_unknown_probe, "config.probe 'mlp' is not supported; allowed: linear"),
+    (_unknown_probe, "config.probe 'svm' is not supported; allowed: linear, knn, mlp"),
     (_truncated_tensor, "train_embeddings: data has"),
+    (_unknown_target_type, "target_type 'ordinal' is not supported"),
+    (_short_test_groups, "test_groups has 2 entries but test_embeddings has 20 rows"),
+    (_regression_multilabel, "multi_label must be false when target_type is 'regression'"),
+    (_negative_bootstrap, "bootstrap must be in [0, 100000], got -5"),
+    (_bad_val_fraction, "config.val_fraction must be in (0, 1)"),
 ])
 def test_grpc_rejects_bad_input_and_keeps_serving(server, stub, corrupt, message):
     request = _valid_request()
@@ -342,3 +367,75 @@ def test_grpc_untrainable_class_is_failed_precondition(server, stub):
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "'c1' has no training samples" in err.value.details()
     assert_serving(server.address)
+
+
+# --------------------------------------------------------------------------------------------------
+# The gRPC service: every probe kind, regression, CIs and probabilities
+# --------------------------------------------------------------------------------------------------
+
+def _assert_same_result(remote, local) -> None:
+    """A result that crossed the wire equals the in-process one (tensors as float32)."""
+    assert remote.metrics.keys() == local.metrics.keys()
+    for key, value in local.metrics.items():
+        assert remote.metrics[key] == pytest.approx(value, abs=1e-9), key
+    assert remote.per_class_auroc == pytest.approx(local.per_class_auroc, abs=1e-9)
+    assert remote.metrics_ci_low == pytest.approx(local.metrics_ci_low, abs=1e-9)
+    assert remote.metrics_ci_high == pytest.approx(local.metrics_ci_high, abs=1e-9)
+    assert remote.hyperparameters == local.hyperparameters and remote.warnings == local.warnings
+    assert (remote.probe, remote.target_type, remote.bootstrap) == (local.probe, local.target_type, local.bootstrap)
+    assert np.array_equal(remote.test_logits, local.test_logits.astype(np.float32))
+    if local.test_probabilities is None:
+        assert remote.test_probabilities is None
+    else:
+        assert np.array_equal(remote.test_probabilities, local.test_probabilities.astype(np.float32))
+
+
+@pytest.mark.parametrize("probe, multi_label", [("knn", False), ("knn", True), ("mlp", False), ("mlp", True),
+                                                ("linear", True)])
+def test_grpc_probe_kinds_with_cis_equal_in_process(server, probe, multi_label):
+    from services.probing.probes import ProbeSettings, fit_probe
+
+    x, y = multi_hot(240, seed=22) if multi_label else blobs(240, 3, sep=3.0, seed=22)
+    parts = split(x, y, 160)
+    groups = [f"p{i // 2}" for i in range(80)]
+    options = {"ks": [1, 5, 9], "alphas": [1e-3, 1e-1], "max_epochs": 40}
+    local = fit_probe(*parts, names(3), multi_label, 7, probe,
+                      settings=ProbeSettings(ks=(1, 5, 9), alphas=(1e-3, 1e-1), max_epochs=40),
+                      test_groups=groups, bootstrap=100, bootstrap_seed=3)
+    with ProbingClient(server.address) as client:
+        remote = client.evaluate(*parts, names(3), multi_label, 7, probe=probe, test_groups=groups, bootstrap=100,
+                                 bootstrap_seed=3, **options)
+    _assert_same_result(remote, local)
+    assert set(remote.metrics_ci_low) == set(remote.metrics)
+    if probe == "linear":
+        assert np.array_equal(remote.coef, local.coef.astype(np.float32)) and remote.c == local.c
+    else:
+        assert remote.coef.size == 0 and remote.c == 0.0
+
+
+@pytest.mark.parametrize("probe", ["linear", "knn", "mlp"])
+def test_grpc_regression_equals_in_process(server, probe):
+    from services.probing.probes import ProbeSettings, fit_probe
+
+    rng = np.random.default_rng(23)
+    x = rng.normal(size=(200, D)).astype(np.float32)
+    y = (x @ rng.normal(size=(D, 1)) + 0.5 * rng.normal(size=(200, 1))).astype(np.float32)
+    parts = split(x, y, 140)
+    local = fit_probe(*parts, ["age"], False, 1, probe, "regression", ProbeSettings(max_epochs=40), bootstrap=80)
+    with ProbingClient(server.address) as client:
+        remote = client.evaluate(*parts, ["age"], False, 1, probe=probe, target_type="regression", max_epochs=40,
+                                 bootstrap=80)
+    _assert_same_result(remote, local)
+    assert set(remote.metrics) == {"mae", "rmse", "r2", "pearson_r"}
+    assert (remote.coef.shape == (1, D)) == (probe == "linear")
+
+
+def test_grpc_response_fields_on_the_wire(stub):
+    x, y = blobs(90, 3, sep=3.0, seed=24)
+    request = build_request(*split(x, y, 60), names(3), multi_label=False, seed=0, probe="knn", bootstrap=50)
+    reply = stub.Evaluate(request, timeout=60)
+    assert reply.probe == "knn" and reply.target_type == "classification" and reply.bootstrap == 50
+    assert not reply.HasField("model") and reply.HasField("test_probabilities")
+    assert list(reply.test_probabilities.shape) == [30, 3] and set(reply.hyperparameters) == {"k", "distance_weighted"}
+    plain = stub.Evaluate(build_request(*split(x, y, 60), names(3), multi_label=False, seed=0), timeout=60)
+    assert plain.probe == "linear" and plain.HasField("model") and not plain.metrics_ci_low

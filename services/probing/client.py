@@ -25,13 +25,24 @@ class ProbeError(RuntimeError):
 
 def build_request(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                   class_names: Sequence[str], multi_label: bool, seed: int, cs: Sequence[float] | None = None,
-                  cv_folds: int = 5, request_id: str | None = None) -> probing_pb2.EvaluateRequest:
-    """An EvaluateRequest with FLOAT32 tensors and a linear-probe config."""
-    config = probing_pb2.ProbeConfig(probe="linear", seed=int(seed), cs=list(cs or []), cv_folds=int(cv_folds))
+                  cv_folds: int = 5, request_id: str | None = None, *, probe: str = "linear",
+                  target_type: str = "classification", ks: Sequence[int] | None = None,
+                  distance_weighted: bool = False, alphas: Sequence[float] | None = None, hidden_units: int = 0,
+                  max_epochs: int = 0, patience: int = 0, val_fraction: float = 0.0,
+                  test_groups: Sequence | None = None, bootstrap: int = 0,
+                  bootstrap_seed: int = 0) -> probing_pb2.EvaluateRequest:
+    """An EvaluateRequest with FLOAT32 tensors (0 / empty options mean the server's defaults)."""
+    config = probing_pb2.ProbeConfig(
+        probe=probe, seed=int(seed), cs=list(cs or []), cv_folds=int(cv_folds), ks=[int(k) for k in ks or []],
+        distance_weighted=bool(distance_weighted), alphas=[float(a) for a in alphas or []],
+        hidden_units=int(hidden_units), max_epochs=int(max_epochs), patience=int(patience),
+        val_fraction=float(val_fraction))
     return probing_pb2.EvaluateRequest(
         request_id=request_id or uuid.uuid4().hex, train_embeddings=to_tensor(train_x),
         train_labels=to_tensor(train_y), test_embeddings=to_tensor(test_x), test_labels=to_tensor(test_y),
-        class_names=list(class_names), multi_label=bool(multi_label), config=config)
+        class_names=list(class_names), multi_label=bool(multi_label), config=config, target_type=target_type,
+        test_groups=[str(g) for g in (test_groups if test_groups is not None else [])], bootstrap=int(bootstrap),
+        bootstrap_seed=int(bootstrap_seed))
 
 
 def _array(tensor, name: str) -> np.ndarray:
@@ -39,14 +50,28 @@ def _array(tensor, name: str) -> np.ndarray:
     return np.array(from_tensor(tensor, name), dtype=np.float64)
 
 
+def _model_arrays(reply: probing_pb2.EvaluateResponse) -> dict:
+    """coef/intercept/mean/scale/c of the linear model; empty arrays and c = 0 when the reply has none."""
+    if not reply.HasField("model"):
+        empty = np.zeros((0,))
+        return {"coef": empty, "intercept": empty.copy(), "mean": empty.copy(), "scale": empty.copy(), "c": 0.0}
+    model = reply.model
+    return {"coef": _array(model.coef, "model.coef"), "intercept": _array(model.intercept, "model.intercept"),
+            "mean": _array(model.mean, "model.mean"), "scale": _array(model.scale, "model.scale"),
+            "c": float(model.c)}
+
+
 def result_from_response(reply: probing_pb2.EvaluateResponse) -> ProbeResult:
     """The core's ProbeResult rebuilt from an EvaluateResponse."""
-    model = reply.model
+    probs = (_array(reply.test_probabilities, "test_probabilities") if reply.HasField("test_probabilities")
+             else None)
     return ProbeResult(
-        metrics=dict(reply.metrics), per_class_auroc=dict(reply.per_class_auroc),
-        coef=_array(model.coef, "model.coef"), intercept=_array(model.intercept, "model.intercept"),
-        mean=_array(model.mean, "model.mean"), scale=_array(model.scale, "model.scale"), c=float(model.c),
-        test_logits=_array(reply.test_logits, "test_logits"), warnings=list(reply.warnings))
+        metrics=dict(reply.metrics), per_class_auroc=dict(reply.per_class_auroc), **_model_arrays(reply),
+        test_logits=_array(reply.test_logits, "test_logits"), warnings=list(reply.warnings),
+        probe=reply.probe or "linear", target_type=reply.target_type or "classification",
+        test_probabilities=probs, hyperparameters=dict(reply.hyperparameters),
+        metrics_ci_low=dict(reply.metrics_ci_low), metrics_ci_high=dict(reply.metrics_ci_high),
+        bootstrap=int(reply.bootstrap))
 
 
 class ProbingClient:
@@ -61,10 +86,16 @@ class ProbingClient:
 
     def evaluate(self, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                  class_names: Sequence[str], multi_label: bool, seed: int, cs: Sequence[float] | None = None,
-                 cv_folds: int = 5, timeout: float = 300, request_id: str | None = None) -> ProbeResult:
-        """Fit and score one probe remotely; raise ProbeError on a non-OK status."""
+                 cv_folds: int = 5, timeout: float = 300, request_id: str | None = None,
+                 **options) -> ProbeResult:
+        """Fit and score one probe remotely; raise ProbeError on a non-OK status.
+
+        options are build_request's keyword options: probe ("linear" | "knn" | "mlp"), target_type
+        ("classification" | "regression"), ks, distance_weighted, alphas, hidden_units, max_epochs,
+        patience, val_fraction, test_groups, bootstrap, bootstrap_seed.
+        """
         request = build_request(train_x, train_y, test_x, test_y, class_names, multi_label, seed, cs, cv_folds,
-                                request_id)
+                                request_id, **options)
         try:
             reply = self.stub.Evaluate(request, timeout=timeout)
         except grpc.RpcError as err:

@@ -1,4 +1,4 @@
-"""ecglens.v1.ProbingService: fit a linear probe on frozen embeddings and score it (gRPC server)."""
+"""ecglens.v1.ProbingService: fit a probe (linear, knn, mlp) on frozen embeddings and score it (gRPC server)."""
 from __future__ import annotations
 
 import argparse
@@ -13,13 +13,16 @@ from protos.ecglens.v1 import probing_pb2, probing_pb2_grpc
 from services.common.process import write_port_file
 from services.common.runtime import serve_blocking
 from services.common.tensors import TensorError, from_tensor, to_tensor
-from services.probing.core import ProbeResult, fit_linear_probe
+from services.probing import mlp as mlp_probe
+from services.probing.core import ProbeResult
+from services.probing.probes import PROBES, TARGET_TYPES, ProbeSettings, fit_probe
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "ecglens.v1.ProbingService"
-ALLOWED_PROBES = ("linear",)
+ALLOWED_PROBES = PROBES
 DEFAULT_CV_FOLDS = 5
+MAX_BOOTSTRAP = 100_000
 
 
 class RequestError(ValueError):
@@ -39,6 +42,12 @@ class ProbeInputs:
     seed: int
     cs: list[float]
     cv_folds: int
+    probe: str = "linear"
+    target_type: str = "classification"
+    settings: ProbeSettings | None = None
+    test_groups: list[str] | None = None
+    bootstrap: int = 0
+    bootstrap_seed: int = 0
 
 
 def _decode(tensor, name: str, ndim: int) -> np.ndarray:
@@ -97,18 +106,32 @@ def _check_columns(inputs: ProbeInputs) -> None:
         raise RequestError("class_names is empty")
     if len(set(inputs.class_names)) != n_names:
         raise RequestError("class_names contains duplicates")
-    if not inputs.multi_label and n_names < 2:
+    if not inputs.multi_label and inputs.target_type == "classification" and n_names < 2:
         raise RequestError("class_names needs at least 2 classes for a multi-class probe")
 
 
 def _check_values(inputs: ProbeInputs) -> None:
-    """RequestError for non-finite embeddings or labels that are not 0/1 (one-hot when multi-class)."""
+    """RequestError for non-finite inputs or labels that are not 0/1 (one-hot when multi-class)."""
     _check_finite(inputs.train_x, "train_embeddings")
     _check_finite(inputs.test_x, "test_embeddings")
     for name, y in (("train_labels", inputs.train_y), ("test_labels", inputs.test_y)):
+        if inputs.target_type == "regression":
+            _check_finite(y, name)
+            continue
         _check_binary(y, name)
         if not inputs.multi_label:
             _check_one_hot(y, name)
+
+
+def _check_evaluation(inputs: ProbeInputs) -> None:
+    """RequestError for a bad target type / label combination or bootstrap options."""
+    if inputs.target_type == "regression" and inputs.multi_label:
+        raise RequestError("multi_label must be false when target_type is 'regression'")
+    if inputs.test_groups and len(inputs.test_groups) != inputs.test_x.shape[0]:
+        raise RequestError(f"test_groups has {len(inputs.test_groups)} entries but test_embeddings has "
+                           f"{inputs.test_x.shape[0]} rows (leave it empty for one group per record)")
+    if not 0 <= inputs.bootstrap <= MAX_BOOTSTRAP:
+        raise RequestError(f"bootstrap must be in [0, {MAX_BOOTSTRAP}], got {inputs.bootstrap}")
 
 
 def _decode_config(config: probing_pb2.ProbeConfig) -> tuple[int, list[float], int]:
@@ -126,6 +149,41 @@ def _decode_config(config: probing_pb2.ProbeConfig) -> tuple[int, list[float], i
     return int(config.seed), cs, int(folds)
 
 
+def _nonnegative(value: int, name: str) -> int:
+    """value, or RequestError when it is negative."""
+    if value < 0:
+        raise RequestError(f"config.{name} must be >= 0 (0 = default), got {value}")
+    return int(value)
+
+
+def _decode_settings(config: probing_pb2.ProbeConfig, cs: list[float], cv_folds: int) -> ProbeSettings:
+    """ProbeSettings from ProbeConfig, zero/empty fields meaning the documented defaults."""
+    if any(k < 1 for k in config.ks):
+        raise RequestError(f"config.ks must all be at least 1, got {list(config.ks)}")
+    alphas = [float(a) for a in config.alphas]
+    if any(not np.isfinite(a) or a < 0 for a in alphas):
+        raise RequestError(f"config.alphas must be finite and >= 0, got {alphas}")
+    val_fraction = config.val_fraction or mlp_probe.DEFAULT_VAL_FRACTION
+    if not 0 < val_fraction < 1:
+        raise RequestError(f"config.val_fraction must be in (0, 1) (0 = default), got {config.val_fraction}")
+    return ProbeSettings(
+        cs=tuple(cs) or None, cv_folds=cv_folds, ks=tuple(int(k) for k in config.ks) or None,
+        distance_weighted=bool(config.distance_weighted), alphas=tuple(alphas) or None,
+        hidden_units=_nonnegative(config.hidden_units, "hidden_units") or mlp_probe.DEFAULT_HIDDEN,
+        max_epochs=_nonnegative(config.max_epochs, "max_epochs") or mlp_probe.DEFAULT_MAX_EPOCHS,
+        patience=_nonnegative(config.patience, "patience") or mlp_probe.DEFAULT_PATIENCE,
+        val_fraction=float(val_fraction))
+
+
+def _decode_target_type(value: str) -> str:
+    """The target type ("" = classification); RequestError for an unknown one."""
+    target_type = value or "classification"
+    if target_type not in TARGET_TYPES:
+        raise RequestError(f"target_type {value!r} is not supported; allowed: {', '.join(TARGET_TYPES)} "
+                           "(empty = classification)")
+    return target_type
+
+
 def decode_request(request: probing_pb2.EvaluateRequest) -> ProbeInputs:
     """Decode and validate an EvaluateRequest; TensorError or RequestError name the offending field."""
     seed, cs, cv_folds = _decode_config(request.config)
@@ -135,22 +193,32 @@ def decode_request(request: probing_pb2.EvaluateRequest) -> ProbeInputs:
         test_x=_decode(request.test_embeddings, "test_embeddings", 2),
         test_y=_decode(request.test_labels, "test_labels", 2),
         class_names=list(request.class_names), multi_label=bool(request.multi_label),
-        seed=seed, cs=cs, cv_folds=cv_folds)
+        seed=seed, cs=cs, cv_folds=cv_folds, probe=request.config.probe or "linear",
+        target_type=_decode_target_type(request.target_type),
+        settings=_decode_settings(request.config, cs, cv_folds), test_groups=list(request.test_groups) or None,
+        bootstrap=int(request.bootstrap), bootstrap_seed=int(request.bootstrap_seed))
     _check_rows(inputs.train_x, inputs.train_y, "train")
     _check_rows(inputs.test_x, inputs.test_y, "test")
     _check_columns(inputs)
     _check_values(inputs)
+    _check_evaluation(inputs)
     return inputs
 
 
 def build_response(request_id: str, result: ProbeResult) -> probing_pb2.EvaluateResponse:
-    """EvaluateResponse carrying the result; every tensor as FLOAT32."""
-    model = probing_pb2.LinearModel(
-        coef=to_tensor(result.coef), intercept=to_tensor(result.intercept), mean=to_tensor(result.mean),
-        scale=to_tensor(result.scale), c=result.c)
-    return probing_pb2.EvaluateResponse(
-        request_id=request_id, metrics=result.metrics, per_class_auroc=result.per_class_auroc, model=model,
-        test_logits=to_tensor(result.test_logits), warnings=result.warnings)
+    """EvaluateResponse carrying the result; every tensor as FLOAT32; `model` only for linear probes."""
+    reply = probing_pb2.EvaluateResponse(
+        request_id=request_id, metrics=result.metrics, per_class_auroc=result.per_class_auroc,
+        test_logits=to_tensor(result.test_logits), warnings=result.warnings,
+        metrics_ci_low=result.metrics_ci_low, metrics_ci_high=result.metrics_ci_high, probe=result.probe,
+        target_type=result.target_type, hyperparameters=result.hyperparameters, bootstrap=result.bootstrap)
+    if result.probe == "linear":
+        reply.model.CopyFrom(probing_pb2.LinearModel(
+            coef=to_tensor(result.coef), intercept=to_tensor(result.intercept), mean=to_tensor(result.mean),
+            scale=to_tensor(result.scale), c=result.c))
+    if result.test_probabilities is not None:
+        reply.test_probabilities.CopyFrom(to_tensor(result.test_probabilities))
+    return reply
 
 
 class ProbingServicer(probing_pb2_grpc.ProbingServiceServicer):
@@ -165,16 +233,18 @@ class ProbingServicer(probing_pb2_grpc.ProbingServiceServicer):
             log.info("Evaluate %r rejected: %s", request.request_id, err)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         try:
-            result = fit_linear_probe(inputs.train_x, inputs.train_y, inputs.test_x, inputs.test_y,
-                                      inputs.class_names, inputs.multi_label, inputs.seed, inputs.cs or None,
-                                      inputs.cv_folds)
+            result = fit_probe(inputs.train_x, inputs.train_y, inputs.test_x, inputs.test_y, inputs.class_names,
+                               inputs.multi_label, inputs.seed, inputs.probe, inputs.target_type, inputs.settings,
+                               test_groups=inputs.test_groups, bootstrap=inputs.bootstrap,
+                               bootstrap_seed=inputs.bootstrap_seed)
         except ValueError as err:
             # The data is well-formed but cannot support a probe (e.g. a class with no training samples).
             log.info("Evaluate %r failed precondition: %s", request.request_id, err)
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
-        log.info("Evaluate %r: n_train=%d n_test=%d D=%d C=%d multi_label=%s chose C=%g auroc=%s in %.2fs",
-                 request.request_id, inputs.train_x.shape[0], inputs.test_x.shape[0], inputs.train_x.shape[1],
-                 len(inputs.class_names), inputs.multi_label, result.c, result.metrics.get("auroc_macro"),
+        log.info("Evaluate %r: %s %s n_train=%d n_test=%d D=%d C=%d multi_label=%s chose %s metrics=%s "
+                 "bootstrap=%d in %.2fs", request.request_id, inputs.probe, inputs.target_type,
+                 inputs.train_x.shape[0], inputs.test_x.shape[0], inputs.train_x.shape[1], len(inputs.class_names),
+                 inputs.multi_label, result.hyperparameters, result.metrics, inputs.bootstrap,
                  time.perf_counter() - started)
         return build_response(request.request_id, result)
 

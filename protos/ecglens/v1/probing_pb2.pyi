@@ -8,19 +8,33 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ProbeConfig(_message.Message):
-    __slots__ = ("probe", "seed", "cs", "cv_folds")
+    __slots__ = ("probe", "seed", "cs", "cv_folds", "ks", "distance_weighted", "alphas", "hidden_units", "max_epochs", "patience", "val_fraction")
     PROBE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CS_FIELD_NUMBER: _ClassVar[int]
     CV_FOLDS_FIELD_NUMBER: _ClassVar[int]
+    KS_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_WEIGHTED_FIELD_NUMBER: _ClassVar[int]
+    ALPHAS_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_UNITS_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    VAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
     probe: str
     seed: int
     cs: _containers.RepeatedScalarFieldContainer[float]
     cv_folds: int
-    def __init__(self, probe: _Optional[str] = ..., seed: _Optional[int] = ..., cs: _Optional[_Iterable[float]] = ..., cv_folds: _Optional[int] = ...) -> None: ...
+    ks: _containers.RepeatedScalarFieldContainer[int]
+    distance_weighted: bool
+    alphas: _containers.RepeatedScalarFieldContainer[float]
+    hidden_units: int
+    max_epochs: int
+    patience: int
+    val_fraction: float
+    def __init__(self, probe: _Optional[str] = ..., seed: _Optional[int] = ..., cs: _Optional[_Iterable[float]] = ..., cv_folds: _Optional[int] = ..., ks: _Optional[_Iterable[int]] = ..., distance_weighted: _Optional[bool] = ..., alphas: _Optional[_Iterable[float]] = ..., hidden_units: _Optional[int] = ..., max_epochs: _Optional[int] = ..., patience: _Optional[int] = ..., val_fraction: _Optional[float] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("request_id", "train_embeddings", "train_labels", "test_embeddings", "test_labels", "class_names", "multi_label", "config")
+    __slots__ = ("request_id", "train_embeddings", "train_labels", "test_embeddings", "test_labels", "class_names", "multi_label", "config", "target_type", "test_groups", "bootstrap", "bootstrap_seed")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TRAIN_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     TRAIN_LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +43,10 @@ class EvaluateRequest(_message.Message):
     CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
     MULTI_LABEL_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TEST_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_SEED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     train_embeddings: _tensor_pb2.Tensor
     train_labels: _tensor_pb2.Tensor
@@ -37,7 +55,11 @@ class EvaluateRequest(_message.Message):
     class_names: _containers.RepeatedScalarFieldContainer[str]
     multi_label: bool
     config: ProbeConfig
-    def __init__(self, request_id: _Optional[str] = ..., train_embeddings: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., train_labels: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., test_embeddings: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., test_labels: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., multi_label: _Optional[bool] = ..., config: _Optional[_Union[ProbeConfig, _Mapping]] = ...) -> None: ...
+    target_type: str
+    test_groups: _containers.RepeatedScalarFieldContainer[str]
+    bootstrap: int
+    bootstrap_seed: int
+    def __init__(self, request_id: _Optional[str] = ..., train_embeddings: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., train_labels: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., test_embeddings: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., test_labels: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., multi_label: _Optional[bool] = ..., config: _Optional[_Union[ProbeConfig, _Mapping]] = ..., target_type: _Optional[str] = ..., test_groups: _Optional[_Iterable[str]] = ..., bootstrap: _Optional[int] = ..., bootstrap_seed: _Optional[int] = ...) -> None: ...
 
 class LinearModel(_message.Message):
     __slots__ = ("coef", "intercept", "mean", "scale", "c")
@@ -54,7 +76,7 @@ class LinearModel(_message.Message):
     def __init__(self, coef: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., intercept: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., mean: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., scale: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., c: _Optional[float] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
-    __slots__ = ("request_id", "metrics", "per_class_auroc", "model", "test_logits", "warnings")
+    __slots__ = ("request_id", "metrics", "per_class_auroc", "model", "test_logits", "warnings", "metrics_ci_low", "metrics_ci_high", "test_probabilities", "probe", "target_type", "hyperparameters", "bootstrap")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,16 +91,51 @@ class EvaluateResponse(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class MetricsCiLowEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class MetricsCiHighEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class HyperparametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     PER_CLASS_AUROC_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEST_LOGITS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    METRICS_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    TEST_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PROBE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TYPE_FIELD_NUMBER: _ClassVar[int]
+    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     metrics: _containers.ScalarMap[str, float]
     per_class_auroc: _containers.ScalarMap[str, float]
     model: LinearModel
     test_logits: _tensor_pb2.Tensor
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., per_class_auroc: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[LinearModel, _Mapping]] = ..., test_logits: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    metrics_ci_low: _containers.ScalarMap[str, float]
+    metrics_ci_high: _containers.ScalarMap[str, float]
+    test_probabilities: _tensor_pb2.Tensor
+    probe: str
+    target_type: str
+    hyperparameters: _containers.ScalarMap[str, float]
+    bootstrap: int
+    def __init__(self, request_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., per_class_auroc: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[LinearModel, _Mapping]] = ..., test_logits: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., metrics_ci_low: _Optional[_Mapping[str, float]] = ..., metrics_ci_high: _Optional[_Mapping[str, float]] = ..., test_probabilities: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., probe: _Optional[str] = ..., target_type: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., bootstrap: _Optional[int] = ...) -> None: ...
