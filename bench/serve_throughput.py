@@ -5,7 +5,8 @@
 In-process = EmbeddingModel.embed (the very code the server runs: validation, normalisation,
 ONNX Runtime) called in a loop. Served = the same package behind `ecglens serve` in its own
 process, called by a client over loopback gRPC: unary Embed with requests kept in flight, and
-EmbedStream. Machines here are shared and noisy, so each figure is the best of --repeats rounds
+EmbedStream, and unary Embed with the ECGs sent as float16 (half the bytes; the server
+widens them). Machines here are shared and noisy, so each figure is the best of --repeats rounds
 and the ratios (served / in-process ECGs/s) are what to compare.
 """
 from __future__ import annotations
@@ -58,7 +59,8 @@ def main() -> int:
 
     rows = []
     with start_server("services.embedding", ["--model", str(package)], name="bench") as server, \
-            EmbeddingClient(server.address) as client:
+            EmbeddingClient(server.address) as client, \
+            EmbeddingClient(server.address, wire_dtype="float16") as half:
         for bs in (int(b) for b in args.batch_sizes.split(",")):
             batches = [x[i:i + bs] for i in range(0, len(x), bs)]
 
@@ -69,6 +71,9 @@ def main() -> int:
             def unary() -> None:
                 client.embed_many(x, bs, in_flight=args.in_flight)
 
+            def unary_f16() -> None:
+                half.embed_many(x, bs, in_flight=args.in_flight)
+
             def stream() -> None:
                 for _ in client.embed_stream(batches):
                     pass
@@ -76,10 +81,16 @@ def main() -> int:
             base = best_rate(in_process, len(x), args.repeats)
             served = best_rate(unary, len(x), args.repeats)
             streamed = best_rate(stream, len(x), args.repeats)
-            rows.append((bs, base, served, streamed))
-    print(f"{'batch':>5} {'in-process ECG/s':>17} {'Embed ECG/s':>12} {'ratio':>6} {'EmbedStream ECG/s':>18} {'ratio':>6}")
-    for bs, base, served, streamed in rows:
-        print(f"{bs:>5} {base:>17.1f} {served:>12.1f} {served / base:>6.2f} {streamed:>18.1f} {streamed / base:>6.2f}")
+            served16 = best_rate(unary_f16, len(x), args.repeats)
+            rows.append((bs, base, served, streamed, served16))
+        drift = float(np.abs(half.embed(x[:8]) - model.embed(x[:8])).max())
+    print(f"{'batch':>5} {'in-process ECG/s':>17} {'Embed ECG/s':>12} {'ratio':>6} {'EmbedStream ECG/s':>18} {'ratio':>6}"
+          f" {'Embed f16-wire':>15} {'ratio':>6}")
+    for bs, base, served, streamed, served16 in rows:
+        print(f"{bs:>5} {base:>17.1f} {served:>12.1f} {served / base:>6.2f} {streamed:>18.1f} {streamed / base:>6.2f}"
+              f" {served16:>15.1f} {served16 / base:>6.2f}")
+    print(f"float16 wire: max |embedding difference| vs float32 in-process = {drift:.2e} "
+          f"(embedding scale {float(np.abs(model.embed(x[:8])).mean()):.2e})")
     return 0
 
 
