@@ -413,6 +413,17 @@ def _comparison_findings(results: dict) -> list[Finding]:
     return out
 
 
+NEAR_CHANCE_AUROC = 0.6
+
+
+def _full_mean(cell: list[dict], model: str, score: str) -> float | None:
+    """Mean macro AUROC of a model at its largest training fraction (None unless the metric is AUROC)."""
+    rows = [s for s in cell if s.get("model") == model and is_num(s.get("train_fraction"))]
+    if score != "AUROC" or not rows:
+        return None
+    return metric_mean(max(rows, key=lambda s: s["train_fraction"]), "auroc_macro")
+
+
 def _efficiency_findings(results: dict) -> list[Finding]:
     """Fraction of labels needed to reach 95% of the full-data score."""
     out = []
@@ -428,6 +439,12 @@ def _efficiency_findings(results: dict) -> list[Finding]:
         score = "AUROC" if primary_metric(cell) == "auroc_macro" else "score"
         aulc = f"; AULC {_n(r['aulc'])}" if is_num(r.get("aulc")) else ""
         where = f"{r.get('dataset')}/{r.get('task')} ({probe_label(probe_kind(r))} probe{aulc})"
+        full = _full_mean(cell, r["model"], score)
+        if full is not None and full < NEAR_CHANCE_AUROC:
+            # Reaching 95% of a near-chance score says nothing about label efficiency.
+            out.append(_f(r["model"], "note", f"label efficiency on {where} is not informative: its full-data "
+                          f"AUROC is only {_n(full)}"))
+            continue
         if frac <= EFFICIENT_FRACTION:
             out.append(_f(r["model"], "strength", f"reaches 95% of its full-data {score} with {pct(frac)} of the "
                           f"labels on {where}"))

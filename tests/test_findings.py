@@ -348,3 +348,16 @@ def test_cached_lookups_match_uncached_ones() -> None:
         assert (fnd.metric_ci(results, row, "auroc_macro"),
                 fnd.comparison(results, "ds", "cond", "linear", 1.0, "b", "a")) == plain
     assert plain[0] == (0.85, 0.95) and plain[1]["diff"] == -0.05 and plain[1]["side"] == -1
+
+
+def test_label_efficiency_of_a_near_chance_model_is_only_a_note():
+    from orchestrator.findings import findings as derive
+
+    summary = [{"model": "m", "dataset": "d", "task": "t", "probe": "linear", "train_fraction": f, "k_shot": None,
+                "n_seeds": 1, "metrics": {"auroc_macro": {"mean": v, "std": 0.0, "min": v, "max": v, "n": 1}}}
+               for f, v in ((0.1, 0.56), (1.0, 0.57))]
+    results = {"models": [{"name": "m"}], "summary": summary,
+               "label_efficiency": [{"model": "m", "dataset": "d", "task": "t", "probe": "linear", "aulc": 0.56,
+                                     "fraction_to_95pct": 0.1}]}
+    texts = [(f["kind"], f["text"]) for f in derive(results) if "label" in f["text"]]
+    assert texts and all(kind == "note" and "not informative" in text and "0.57" in text for kind, text in texts)
