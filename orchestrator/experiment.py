@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
                       "lowpass_hz": None, "notch_hz": []},
     # "official": a dataset's own split where it defines one (PTB-XL strat_fold 1-8/9/10), else patient-level.
     "split": {"test_fraction": 0.3, "seed": 0, "strategy": "patient"},
+    # Continuous targets from record metadata (e.g. age), probed with ridge / kNN / MLP regressors.
+    "regression": {"targets": []},
     # Cross-dataset generalisation: train on one source, test on every source, on a harmonised task.
     "transfer": {"enabled": True, "task": "coarse", "min_records": 10},
     "analyses": {
@@ -225,6 +227,9 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
     pp["notch_hz"] = _number_list(pp["notch_hz"], f"{source}.preprocessing.notch_hz", float, 1, 1000)
     if raw["split"]["strategy"] not in ("patient", "official"):
         raise ConfigError(f"{source}.split.strategy: {raw['split']['strategy']!r} is not one of patient, official")
+    targets = raw["regression"]["targets"]
+    if not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets):
+        raise ConfigError(f"{source}.regression.targets: expected a list of metadata names, e.g. [age]")
     kinds = raw["probe"]["kinds"]
     kinds = [kinds] if isinstance(kinds, str) else kinds
     bad = [k for k in kinds if k not in ("linear", "knn", "mlp")] if isinstance(kinds, list) else [kinds]
@@ -280,5 +285,6 @@ DEMO: dict[str, Any] = {
     "tasks": ["condition"],
     "scarcity": {"train_fractions": [0.1, 0.3, 1.0]},
     "probe": {"kinds": ["linear", "knn", "mlp"]},
+    "regression": {"targets": ["age"]},
     "seeds": [0, 1, 2],
 }

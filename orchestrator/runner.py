@@ -80,11 +80,12 @@ def _init_ray(address: str | None, num_cpus: int | None, temp_dir: str | None) -
 @ray.remote(num_cpus=0.5, max_retries=1)
 def _probe_remote(address: str, emb: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
                   class_names: list[str], multi_label: bool, seed: int, cs: list[float], cv_folds: int,
-                  kind: str = "linear", groups: list[str] | None = None, bootstrap: int = 0) -> dict:
+                  kind: str = "linear", groups: list[str] | None = None, bootstrap: int = 0,
+                  target_type: str = "classification") -> dict:
     """One probe fit on the probing service (a Ray task, so a sweep fans out over service replicas)."""
     from services.probing.client import ProbingClient
 
-    options = {"probe": kind}
+    options = {"probe": kind, "target_type": target_type}
     if bootstrap and groups is not None:
         options.update(test_groups=[groups[i] for i in test], bootstrap=bootstrap, bootstrap_seed=seed)
     with ProbingClient(address) as client:
@@ -111,6 +112,14 @@ def _model_entry(model, card, endpoints: list[str]) -> dict:
 def _settings(exp: Experiment) -> list[tuple[float | None, int | None]]:
     sc = exp.scarcity
     return [(f, None) for f in sc["train_fractions"]] + [(None, k) for k in sc["k_shots"]]
+
+
+def _number(value) -> float:
+    """A numeric metadata value, or NaN when missing or not a number."""
+    try:
+        return float(value) if value is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _json_float(value):
@@ -280,6 +289,7 @@ class _Run:
                                                            exp.probe["cs"], exp.probe["cv_folds"], kind, groups_ref,
                                                            exp.probe["bootstrap"])
                                 probe_jobs.append((key, len(subset), len(test), ref))
+        probe_jobs += self._regression_jobs(views, address)
         transfer_jobs = self._transfer_jobs(views, address)
         probe_results = self._gather("probes", probe_jobs)
         probes = []
@@ -317,6 +327,34 @@ class _Run:
         stage = RepresentationStage(self.exp, self.analysis, problem, self._keep_figures)
         stage.run(views, linear, self.endpoints, self.cards, self.prep)
         return stage.representations(), stage.similarity
+
+    def _regression_jobs(self, views: list["_View"], address) -> list:
+        """Probes that predict continuous targets (e.g. age) from the embedding, over the same grid."""
+        exp, jobs = self.exp, []
+        for target in exp.regression["targets"]:
+            for view in views:
+                values = np.array([_number(view.metas[i].extra.get(target)) for i in view.usable], dtype=float)
+                known = ~np.isnan(values)
+                if known.sum() < 10:
+                    continue
+                train, test = view.split[view.tasks[0]]
+                train, test = train[known[train]], test[known[test]]
+                y_ref = ray.put(np.nan_to_num(values)[:, None].astype(np.float32))
+                groups_ref = ray.put([view.metas[i].patient_id for i in view.usable])
+                for fraction in exp.scarcity["train_fractions"]:
+                    for seed in exp.seeds:
+                        # Nested random subsets (no classes to stratify): a seeded order, then a prefix.
+                        order = np.random.default_rng([seed, 4241]).permutation(len(train))
+                        subset = np.sort(order[:max(5, int(round(fraction * len(train))))])
+                        for kind in exp.probe["kinds"]:
+                            for model in exp.models:
+                                key = (model.name, view.dataset.name, target, fraction, None, seed, kind)
+                                ref = _probe_remote.remote(self.probing[next(address) % len(self.probing)],
+                                                           view.emb[model.name], y_ref, train[subset], test, [target],
+                                                           False, seed, exp.probe["cs"], exp.probe["cv_folds"], kind,
+                                                           groups_ref, exp.probe["bootstrap"], "regression")
+                                jobs.append((key, len(subset), len(test), ref))
+        return jobs
 
     def _comparisons(self, views: list["_View"], probe_results: dict) -> list[dict]:
         """Paired model comparisons on the same test ECGs (bootstrap over patients, and macro DeLong)."""

@@ -194,3 +194,20 @@ def test_ctrl_c_stops_every_process(tmp_path):
     time.sleep(0.5)
     assert open_fds_under(out) == [], "processes still hold the run's logs open"
     subprocess.run(["rm", "-rf", env["RAY_TMPDIR"]], check=False)
+
+
+def test_regression_targets_from_metadata_are_probed(ray_session, tmp_path):
+    exp = experiment(models=["handcrafted"], seeds=[0], scarcity={"train_fractions": [0.5, 1.0]},
+                     probe={"kinds": ["linear", "knn"], "bootstrap": 50}, regression={"targets": ["age"]},
+                     analyses={"umap": {"enabled": False}, "shap": {"enabled": False},
+                               "structure": {"enabled": False}, "similarity": {"enabled": False}},
+                     transfer={"enabled": False})
+    results = run_experiment(exp, tmp_path, show_progress=False)
+    age = [p for p in results["probes"] if p["task"] == "age"]
+    assert {(p["probe"], p["train_fraction"]) for p in age} == {(k, f) for k in ("linear", "knn") for f in (0.5, 1.0)}
+    for p in age:
+        assert {"mae", "rmse", "r2", "pearson_r", "mae_ci"} <= set(p["metrics"]), p["metrics"]
+        assert p["metrics"]["mae"] > 0 and p["n_test"] > 0
+    half = {p["probe"]: p["n_train"] for p in age if p["train_fraction"] == 0.5}
+    full = {p["probe"]: p["n_train"] for p in age if p["train_fraction"] == 1.0}
+    assert all(half[k] < full[k] for k in half)
