@@ -211,3 +211,21 @@ def test_regression_targets_from_metadata_are_probed(ray_session, tmp_path):
     half = {p["probe"]: p["n_train"] for p in age if p["train_fraction"] == 0.5}
     full = {p["probe"]: p["n_train"] for p in age if p["train_fraction"] == 1.0}
     assert all(half[k] < full[k] for k in half)
+
+
+def test_mixed_datasets_share_one_label_space_for_transfer(ray_session, tmp_path):
+    from ptbxl_fixture import write_ptbxl
+
+    folder = write_ptbxl(tmp_path / "ptbxl", n_records=80)
+    exp = experiment(models=["handcrafted"], seeds=[0], tasks=["coarse"], scarcity={"train_fractions": [1.0]},
+                     datasets=[{"kind": "synthetic", "sites": ["eu"], "records_per_site": 80, "seed": 2},
+                               {"kind": "ptbxl", "path": str(folder)}],
+                     analyses={"umap": {"enabled": False}, "shap": {"enabled": False}, "similarity": {"enabled": False}},
+                     transfer={"enabled": True, "task": "coarse", "min_records": 5})
+    results = run_experiment(exp, tmp_path / "out", show_progress=False)
+    assert {d["kind"] for d in results["datasets"]} == {"synthetic", "ptbxl"}
+    assert {p["dataset"] for p in results["probes"]} == {d["name"] for d in results["datasets"]}
+    pairs = {(t["train_source"], t["test_source"]) for t in results["transfer"]}
+    assert {("eu", "ptbxl"), ("ptbxl", "eu")} <= pairs, (pairs, results["errors"])
+    assert [g["model"] for g in results["transfer_gap"]] == ["handcrafted"]
+    assert {r["dataset"] for r in results["representations"]} == {d["name"] for d in results["datasets"]}
