@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
 
 
-@ray.remote(num_cpus=0.5, max_retries=1)
+@ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
 def umap_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], params: dict,
                 title: str) -> tuple[dict, list, np.ndarray]:
     """UMAP of one model's embeddings on the analysis service: scores, figures, projection."""
@@ -33,7 +33,7 @@ def umap_remote(address: str, emb: np.ndarray, classes: list[str], sources: list
     return scores, figures, np.asarray(result.projection)
 
 
-@ray.remote(num_cpus=0.5, max_retries=1)
+@ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
 def structure_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], groups: list[str],
                      projection: np.ndarray | None, params: dict, seed: int) -> dict:
     """Structure metrics (kNN agreement, site separability, rank, alignment/uniformity, continuity)."""
@@ -44,7 +44,7 @@ def structure_remote(address: str, emb: np.ndarray, classes: list[str], sources:
                                 projection_metric=params.get("projection_metric", "euclidean"), seed=seed)
 
 
-@ray.remote(num_cpus=0.5, max_retries=1)
+@ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
 def shap_remote(address: str, probe: dict, background: np.ndarray, samples: np.ndarray, class_names: list[str],
                 top_k: int, title: str) -> tuple[dict, list, np.ndarray]:
     """Exact linear SHAP of one probe: summary, figures, mean |SHAP| [C, D]."""
@@ -59,7 +59,7 @@ def shap_remote(address: str, probe: dict, background: np.ndarray, samples: np.n
     return summary, figures, np.asarray(result.mean_abs)
 
 
-@ray.remote(num_cpus=0.5, max_retries=1)
+@ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
 def similarity_remote(address: str, embeddings: dict[str, np.ndarray], title: str) -> tuple[dict, list]:
     """Linear CKA between every pair of models on the same records."""
     from services.analysis.client import AnalysisClient
