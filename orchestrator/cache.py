@@ -32,6 +32,12 @@ class EmbeddingCache:
             self._write_json(self.dir / "manifest.json", manifest)
         self._rows: dict[str, np.ndarray] | None = None
 
+    @classmethod
+    def open(cls, directory: Path | str) -> "EmbeddingCache":
+        """The cache already laid out at `directory` (as `.dir` of one made with a key)."""
+        directory = Path(directory)
+        return cls(directory.parent, "", directory.name)
+
     @staticmethod
     def _write_json(path: Path, data: dict) -> None:
         tmp = path.with_suffix(".tmp")

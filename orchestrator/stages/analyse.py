@@ -1,4 +1,4 @@
-"""Representation analysis stage: UMAP, structure metrics, SHAP (with stability), CKA, lead attribution.
+"""Analyse stage: UMAP, structure metrics, SHAP (with stability), CKA, lead attribution.
 
 Runs after the probes: it explains the fitted linear probes and looks at the embeddings themselves.
 Heavy numerical work runs on the analysis service (Ray tasks fan it out over replicas); lead
@@ -12,6 +12,12 @@ from typing import Callable
 
 import numpy as np
 import ray
+
+from orchestrator.dispatch import RecordProblem
+from orchestrator.experiment import Experiment
+from orchestrator.stages.launch import ANALYSES
+from orchestrator.stages.probe import Probed
+from orchestrator.stages.types import DatasetView, Embedded, Figure, Launched
 
 log = logging.getLogger(__name__)
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
@@ -85,15 +91,49 @@ def _stability(runs: list[np.ndarray], names: list[str], classes: list[str], k: 
 
 
 @dataclass
-class RepresentationStage:
-    """Everything the stage needs from the run, and what it produces."""
+class Analysed:
+    """The analyse stage's output: results.json `representations` and `similarity`, figures, failures."""
 
-    exp: object
+    representations: list[dict] = field(default_factory=list)
+    similarity: list[dict] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    problems: list[RecordProblem] = field(default_factory=list)
+
+
+def analyse(exp: Experiment, views: list[DatasetView], probed: Probed, launched: Launched,
+            embedded: Embedded) -> Analysed:
+    """Every enabled representation analysis; nothing when no analysis service runs or none is enabled."""
+    if not launched.analysis or not any(exp.analyses[k]["enabled"] for k in ANALYSES):
+        return Analysed()
+
+    def linear(model: str, dataset: str, task: str, fraction: float, seed: int) -> dict | None:
+        found = probed.linear(model, dataset, task, fraction, seed)
+        return found.probe_dict() if found else None
+
+    stage = _RepresentationStage(exp, launched.analysis)
+    preps = {key: embedding_set.prep for key, embedding_set in embedded.sets.items()}
+    stage.run(views, linear, launched.endpoints, launched.cards, preps)
+    return Analysed(stage.representations(), stage.similarity, stage.figures, stage.found)
+
+
+@dataclass
+class _RepresentationStage:
+    """Working state of the stage: entries filled in as analyses return."""
+
+    exp: Experiment
     analysis: list[str]
-    problems: Callable[[str, str, str, str], None]  # (dataset, stage, reason, model)
-    keep_figures: Callable[[list, str, str], None]  # (figures, model, kind)
     entries: dict = field(default_factory=dict)
     similarity: list[dict] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    found: list[RecordProblem] = field(default_factory=list)
+
+    def problems(self, dataset: str, stage: str, reason: str, model: str) -> None:
+        """Record one failed analysis; the stage goes on."""
+        self.found.append(RecordProblem(dataset, "*", stage, reason, model))
+
+    def keep_figures(self, figures: list, model: str, kind: str) -> None:
+        """Keep (name, png, caption) figures for the report."""
+        self.figures += [Figure(name, model, kind, png, caption) for name, png, caption in figures]
 
     def run(self, views: list, linear: Callable, endpoints: dict, cards: dict, preps: dict) -> None:
         """UMAP + structure + SHAP for every (model, dataset); CKA and UMAP grids per dataset; attribution."""

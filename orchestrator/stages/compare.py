@@ -1,0 +1,47 @@
+"""Compare stage: paired model comparisons on the same test ECGs (patient bootstrap, macro DeLong)."""
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.dispatch import RecordProblem
+from orchestrator.experiment import Experiment
+from orchestrator.stages.probe import FittedProbe, json_float
+from orchestrator.stages.types import DatasetView
+from services.probing.compare import delong_macro, paired_bootstrap
+
+
+def compare(exp: Experiment, views: list[DatasetView],
+            fits: dict[tuple, FittedProbe]) -> tuple[list[dict[str, Any]], list[RecordProblem]]:
+    """results.json `comparisons` for every model pair at the full training fraction, and failures."""
+    if len(exp.models) < 2 or not exp.scarcity["train_fractions"]:
+        return [], []
+    full, seed = max(exp.scarcity["train_fractions"]), exp.seeds[0]
+    out, problems = [], []
+    for view in views:
+        for task in view.tasks:
+            classes, y = view.labels[task]
+            _, test = view.split[task]
+            groups = [view.metas[view.usable[i]].patient_id for i in test]
+            for kind in exp.probe["kinds"]:
+                got = {m.name: fits.get((m.name, view.name, task, full, None, seed, kind)) for m in exp.models}
+                names = [m.name for m in exp.models if got[m.name] and got[m.name].probabilities is not None]
+                for a_i, a in enumerate(names):
+                    for b in names[a_i + 1:]:
+                        pa, pb = got[a].probabilities, got[b].probabilities
+                        entry = {"dataset": view.name, "task": task, "probe": kind, "train_fraction": full,
+                                 "seed": seed, "model_a": a, "model_b": b, "metric": "auroc_macro"}
+                        try:
+                            boot = paired_bootstrap(y[test], pa, pb, groups, n_boot=max(exp.probe["bootstrap"], 200),
+                                                    seed=seed, multi_label=view.dataset.multi_label[task])
+                        except ValueError as err:
+                            problems.append(RecordProblem(view.name, "*", "comparison", f"{a} vs {b} ({kind}): {err}",
+                                                          a))
+                            continue
+                        entry.update(diff=boot["diff"], ci_low=boot["ci_low"], ci_high=boot["ci_high"],
+                                     p_value=boot["p_value"])
+                        try:
+                            entry["delong_p"] = delong_macro(y[test], pa, pb, classes)["min_p_holm"]
+                        except ValueError:
+                            entry["delong_p"] = None
+                        out.append({k: json_float(v) for k, v in entry.items()})
+    return out, problems

@@ -1,0 +1,62 @@
+"""Embed stage: every dataset through every model into the content-addressed cache (Ray does the fan-out)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tqdm import tqdm
+
+from orchestrator.cache import EmbeddingCache
+from orchestrator.datasets.base import Dataset, open_dataset
+from orchestrator.dispatch import EmbedJob, RecordProblem, run_embed_job
+from orchestrator.experiment import Experiment
+from orchestrator.preprocess import spec_from_card
+from orchestrator.stages.types import Embedded, EmbeddingSet, Hooks, Launched
+
+
+def _unique_indices(dataset: Dataset, problems: list[RecordProblem]) -> tuple[list[int], list[str]]:
+    """Indices whose record id is unique; every copy of a duplicated id is skipped and reported."""
+    ids = [dataset.meta(i).record_id for i in range(len(dataset))]
+    duplicates = sorted({r for r in ids if ids.count(r) > 1}) if len(set(ids)) != len(ids) else []
+    for rid in duplicates:
+        problems.append(RecordProblem(dataset.name, rid, "read", "duplicate record id; all copies skipped"))
+    keep = [i for i, r in enumerate(ids) if r not in duplicates]
+    return keep, [ids[i] for i in keep]
+
+
+def cache_key(model_name: str, card, prep_hash: str) -> str:
+    """The model half of a cache path: experiment name, card version and fingerprint, preprocessing hash."""
+    # The experiment's model name is part of the key: two entries that serve the same package (e.g. a
+    # launched copy and a remote endpoint) are embedded and cached separately, never conflated.
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", model_name)
+    return f"{safe}-{card.version}-{card.fingerprint[:12]}-{prep_hash[:12]}"
+
+
+def embed(exp: Experiment, launched: Launched, cache_root: Path, hooks: Hooks, show_progress: bool) -> Embedded:
+    """Embed every dataset with every model; records already in the cache are not sent again."""
+    datasets = [open_dataset(spec) for spec in exp.datasets]
+    out = Embedded(datasets, {})
+    for dataset in datasets:
+        keep, ids = _unique_indices(dataset, out.problems)
+        for model in exp.models:
+            card = launched.cards[model.name]
+            prep = spec_from_card(card, exp.preprocessing)
+            cache = EmbeddingCache(cache_root, cache_key(model.name, card, prep.hash), dataset.spec.key,
+                                   {"model": card.name, "version": card.version, "fingerprint": card.fingerprint,
+                                    "dataset": dataset.spec.key, "preprocessing": prep.describe()})
+            out.sets[(model.name, dataset.name)] = EmbeddingSet(model.name, dataset.name, cache.dir, prep)
+            job = EmbedJob(model.name, launched.endpoints[model.name], dataset.spec, dataset.name, prep, cache,
+                           batch_size=min(exp.runtime["batch_size"], int(card.max_batch_size) or 32),
+                           in_flight=exp.runtime["in_flight"], timeout_s=exp.runtime["timeout_s"],
+                           connection=model.connection)
+            with tqdm(total=len(keep), desc=f"embed {model.name} on {dataset.name}", unit="ecg",
+                      disable=not show_progress, leave=True) as bar:
+                done = [0]  # counted here: a disabled tqdm bar does not count
+
+                def progress(n: int, bar=bar, name=model.name, done=done) -> None:
+                    bar.update(n)
+                    done[0] += n
+                    if hooks.on_embedded:
+                        hooks.on_embedded(name, done[0])
+                out.problems += run_embed_job(job, keep, ids, progress)
+    return out

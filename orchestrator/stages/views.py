@@ -1,0 +1,61 @@
+"""Views stage: per dataset, the records every model embedded, the patient-level split and labels per task.
+
+The split is made once per dataset on every record, then restricted to the usable ones, so adding a model
+never moves a record between train and test.
+"""
+from __future__ import annotations
+
+import numpy as np
+import ray
+
+from orchestrator.datasets.base import Dataset, RecordMeta, label_matrix
+from orchestrator.experiment import Experiment
+from orchestrator.stages.types import DatasetView, Embedded
+from services.probing.sampling import patient_split
+
+
+def split_indices(exp: Experiment, dataset: Dataset, metas: list[RecordMeta],
+                  y_all: np.ndarray) -> tuple[list[int], list[int]]:
+    """The dataset's official split when asked for and defined (validation joins train), else patient-level."""
+    if exp.split["strategy"] == "official" and hasattr(dataset, "official_split"):
+        folds = dataset.official_split()
+        return sorted(folds["train"] + folds.get("validation", [])), sorted(folds["test"])
+    return patient_split([m.patient_id for m in metas], y_all, exp.split["test_fraction"], exp.split["seed"])
+
+
+def all_tasks(exp: Experiment, dataset: Dataset, tasks: list[str]) -> list[str]:
+    """The probed tasks plus the transfer task, when the dataset has it."""
+    transfer = exp.transfer["task"]
+    return tasks + ([transfer] if transfer in dataset.tasks and transfer not in tasks else [])
+
+
+def _view(exp: Experiment, dataset: Dataset, embedded: Embedded) -> DatasetView:
+    metas = [dataset.meta(i) for i in range(len(dataset))]
+    ids = [m.record_id for m in metas]
+    sets = [embedded.sets[(m.name, dataset.name)] for m in exp.models]
+    done = set.intersection(*(s.done_ids() for s in sets))
+    usable = [i for i, rid in enumerate(ids) if rid in done]
+    tasks = [t for t in (exp.tasks or list(dataset.tasks)) if t in dataset.tasks]
+    train_all, test_all = split_indices(exp, dataset, metas, label_matrix(dataset, tasks[0]))
+    position = {i: k for k, i in enumerate(usable)}
+    view = DatasetView(dataset, metas, usable, tasks,
+                       np.array([position[i] for i in train_all if i in position], dtype=int),
+                       np.array([position[i] for i in test_all if i in position], dtype=int))
+    for task in all_tasks(exp, dataset, tasks):
+        y = label_matrix(dataset, task, usable)
+        keep = y.sum(axis=0) > 0  # classes nobody has (e.g. LBBB in a synthetic set) cannot be probed
+        view.labels[task] = ([c for c, k in zip(dataset.tasks[task], keep) if k], y[:, keep])
+        # As in the PTB-XL benchmarking protocol, a record without any label of a multi-label task
+        # is left out of that task (not counted as negative for every class).
+        labelled = y.sum(axis=1) > 0 if dataset.multi_label[task] else np.ones(len(y), bool)
+        view.split[task] = (view.train[labelled[view.train]], view.test[labelled[view.test]])
+        view.dropped[task] = [c for c, k in zip(dataset.tasks[task], keep) if not k]
+    usable_ids = [ids[i] for i in usable]
+    for model, embedding_set in zip(exp.models, sets):
+        view.emb[model.name] = ray.put(embedding_set.load(usable_ids))
+    return view
+
+
+def make_views(exp: Experiment, embedded: Embedded) -> list[DatasetView]:
+    """One DatasetView per dataset, embeddings in Ray's object store (shared by every later task)."""
+    return [_view(exp, dataset, embedded) for dataset in embedded.datasets]
