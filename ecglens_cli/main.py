@@ -54,8 +54,8 @@ def _run_and_print(exp, out: str, ray_address: str | None, quiet: bool) -> int:
 
     results = run_experiment(exp, out, ray_address=ray_address, show_progress=not quiet)
     print(results_table(results))
-    skipped = len([e for e in results["errors"] if e["record"] != "*"])
-    print(f"\n{len(results['probes'])} probes, {skipped} record(s) not used (see the report's 'records not used')")
+    skipped = len([e for e in results.errors if e.record != "*"])
+    print(f"\n{len(results.probes)} probes, {skipped} record(s) not used (see the report's 'records not used')")
     print(f"report:  {Path(out) / 'report.html'}\nresults: {Path(out) / 'results.json'}")
     return 0
 

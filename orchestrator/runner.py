@@ -24,6 +24,7 @@ import ray
 from orchestrator.experiment import Experiment
 from orchestrator.findings import findings
 from orchestrator.report import write_report
+from orchestrator.results import Results
 from orchestrator.stages import assemble
 from orchestrator.stages.analyse import analyse
 from orchestrator.stages.compare import compare
@@ -90,7 +91,7 @@ def _write_figures(out_dir: Path, figures: list[Figure]) -> None:
 
 
 def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None = None,
-                   hooks: Hooks | None = None, show_progress: bool = True, ray_temp_dir: str | None = None) -> dict:
+                   hooks: Hooks | None = None, show_progress: bool = True, ray_temp_dir: str | None = None) -> Results:
     """Run everything and write results.json, report.html, figures/ and run.json into out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -111,26 +112,15 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
     problems = embedded.problems + probed.problems + compare_problems + transfer_problems + analysed.problems
     _write_figures(out_dir, analysed.figures)
     summary = summaries(probed.probes)
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        "ecglens_version": ECGLENS_VERSION,
-        "experiment": exp.raw,
-        "models": assemble.models(exp, launched),
-        "datasets": [assemble.dataset_entry(exp, view) for view in views],
-        "preprocessing": assemble.preprocessing_entries(exp, embedded),
-        "probes": probed.probes,
-        "summary": summary,
-        "label_efficiency": efficiency(summary),
-        "comparisons": comparisons,
-        "representations": analysed.representations,
-        "transfer": transfer_rows,
-        "transfer_gap": transfer_gaps(transfer_rows),
-        "similarity": analysed.similarity,
-        "errors": assemble.errors(problems),
-        "counts": assemble.counts(exp, embedded, problems),
-    }
-    results["findings"] = findings(results)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    results = Results(
+        schema_version=SCHEMA_VERSION, ecglens_version=ECGLENS_VERSION, experiment=exp.raw,
+        models=assemble.models(exp, launched), datasets=[assemble.dataset_entry(exp, view) for view in views],
+        preprocessing=assemble.preprocessing_entries(exp, embedded), probes=probed.probes, summary=summary,
+        label_efficiency=efficiency(summary), comparisons=comparisons, representations=analysed.representations,
+        transfer=transfer_rows, transfer_gap=transfer_gaps(transfer_rows), similarity=analysed.similarity,
+        errors=assemble.errors(problems), counts=assemble.counts(exp, embedded, problems))
+    results.findings = findings(results)
+    results.write(out_dir / "results.json")
     report = write_report(results, [f.as_dict() for f in analysed.figures], out_dir)
     timer.seconds["total_s"] = time.perf_counter() - started
     (out_dir / "run.json").write_text(json.dumps({

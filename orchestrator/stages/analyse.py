@@ -15,6 +15,7 @@ import ray
 
 from orchestrator.dispatch import RecordProblem
 from orchestrator.experiment import Experiment
+from orchestrator.results import Representation, SimilarityRow
 from orchestrator.stages.launch import ANALYSES
 from orchestrator.stages.probe import Probed
 from orchestrator.stages.types import DatasetView, Embedded, Figure, Launched
@@ -94,8 +95,8 @@ def _stability(runs: list[np.ndarray], names: list[str], classes: list[str], k: 
 class Analysed:
     """The analyse stage's output: results.json `representations` and `similarity`, figures, failures."""
 
-    representations: list[dict] = field(default_factory=list)
-    similarity: list[dict] = field(default_factory=list)
+    representations: list[Representation] = field(default_factory=list)
+    similarity: list[SimilarityRow] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     problems: list[RecordProblem] = field(default_factory=list)
 
@@ -113,7 +114,8 @@ def analyse(exp: Experiment, views: list[DatasetView], probed: Probed, launched:
     stage = _RepresentationStage(exp, launched.analysis)
     preps = {key: embedding_set.prep for key, embedding_set in embedded.sets.items()}
     stage.run(views, linear, launched.endpoints, launched.cards, preps)
-    return Analysed(stage.representations(), stage.similarity, stage.figures, stage.found)
+    return Analysed([Representation.from_dict(entry) for entry in stage.representations()],
+                    [SimilarityRow(**row) for row in stage.similarity], stage.figures, stage.found)
 
 
 @dataclass

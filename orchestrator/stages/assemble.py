@@ -6,20 +6,21 @@ from typing import Any
 from orchestrator.datasets.base import label_matrix
 from orchestrator.dispatch import RecordProblem
 from orchestrator.experiment import Experiment, ModelEntry
+from orchestrator.results import CountRow, DatasetInfo, ErrorEntry, ModelInfo, PreprocessingInfo
 from orchestrator.stages.types import DatasetView, Embedded, Launched
 
 
-def model_entry(model: ModelEntry, card: Any, endpoints: list[str]) -> dict[str, Any]:
+def model_entry(model: ModelEntry, card: Any, endpoints: list[str]) -> ModelInfo:
     """results.json `models[]`: what the card says, and how the model was reached."""
-    return {"name": model.name, "version": card.version, "kind": card.kind, "objective": card.objective,
-            "embedding_dim": int(card.embedding_dim), "params": int(card.params), "fingerprint": card.fingerprint,
-            "sampling_rate_hz": card.sampling_rate_hz, "num_samples": int(card.num_samples),
-            "leads": list(card.leads), "normalization": card.normalization, "backend": card.backend,
-            "served_name": card.name, "endpoint": "remote" if model.remote else "launched",
-            "replicas": len(endpoints), "description": card.description}
+    return ModelInfo(name=model.name, version=card.version, kind=card.kind, objective=card.objective,
+                     embedding_dim=int(card.embedding_dim), params=int(card.params), fingerprint=card.fingerprint,
+                     sampling_rate_hz=card.sampling_rate_hz, num_samples=int(card.num_samples), leads=list(card.leads),
+                     normalization=card.normalization, backend=card.backend, served_name=card.name,
+                     endpoint="remote" if model.remote else "launched", replicas=len(endpoints),
+                     description=card.description)
 
 
-def dataset_entry(exp: Experiment, view: DatasetView) -> dict[str, Any]:
+def dataset_entry(exp: Experiment, view: DatasetView) -> DatasetInfo:
     """results.json `datasets[]`: sizes, sources, class counts and the split."""
     dataset, metas = view.dataset, view.metas
     sources: dict[str, int] = {}
@@ -31,43 +32,44 @@ def dataset_entry(exp: Experiment, view: DatasetView) -> dict[str, Any]:
         classes[task] = {c: int(n) for c, n in zip(dataset.tasks[task], counts)}
     train = [view.usable[k] for k in view.train]
     test = [view.usable[k] for k in view.test]
-    return {"name": dataset.name, "kind": dataset.spec.kind, "params": dataset.spec.params,
-            "n_records": len(metas), "n_patients": len({m.patient_id for m in metas}),
-            "sources": dict(sorted(sources.items())), "classes": classes,
-            "dropped_classes": {t: c for t, c in view.dropped.items() if c},
-            "split": {"strategy": exp.split["strategy"], "n_train": len(train), "n_test": len(test),
-                      "train_patients": len({metas[i].patient_id for i in train}),
-                      "test_patients": len({metas[i].patient_id for i in test})}}
+    return DatasetInfo(name=dataset.name, kind=dataset.spec.kind, params=dataset.spec.params, n_records=len(metas),
+                       n_patients=len({m.patient_id for m in metas}), sources=dict(sorted(sources.items())),
+                       classes=classes, dropped_classes={t: c for t, c in view.dropped.items() if c},
+                       split={"strategy": exp.split["strategy"], "n_train": len(train), "n_test": len(test),
+                              "train_patients": len({metas[i].patient_id for i in train}),
+                              "test_patients": len({metas[i].patient_id for i in test})})
 
 
-def preprocessing_entries(exp: Experiment, embedded: Embedded) -> list[dict[str, Any]]:
+def preprocessing_entries(exp: Experiment, embedded: Embedded) -> list[PreprocessingInfo]:
     """results.json `preprocessing[]`: each model's pipeline on each dataset, with its hash."""
     out = []
     for dataset in embedded.datasets:
         for model in exp.models:
             prep = embedded.sets[(model.name, dataset.name)].prep
-            out.append({"model": model.name, "dataset": dataset.name, "hash": prep.hash, "pipeline": prep.describe()})
+            out.append(PreprocessingInfo(model=model.name, dataset=dataset.name, hash=prep.hash,
+                                         pipeline=prep.describe()))
     return out
 
 
-def counts(exp: Experiment, embedded: Embedded, problems: list[RecordProblem]) -> list[dict[str, Any]]:
+def counts(exp: Experiment, embedded: Embedded, problems: list[RecordProblem]) -> list[CountRow]:
     """results.json `counts[]`: records per dataset, embedded and skipped per model."""
     out = []
     for dataset in embedded.datasets:
         for model in exp.models:
             skipped = sum(1 for p in problems if p.dataset == dataset.name and p.record != "*"
                           and p.stage != "warning" and p.model in ("", model.name))
-            out.append({"dataset": dataset.name, "model": model.name, "records": len(dataset),
-                        "embedded": len(embedded.sets[(model.name, dataset.name)].done_ids()), "skipped": skipped})
+            out.append(CountRow(dataset=dataset.name, model=model.name, records=len(dataset),
+                                embedded=len(embedded.sets[(model.name, dataset.name)].done_ids()), skipped=skipped))
     return out
 
 
-def errors(problems: list[RecordProblem]) -> list[dict[str, Any]]:
+def errors(problems: list[RecordProblem]) -> list[ErrorEntry]:
     """results.json `errors[]`, in a stable order."""
-    return sorted((p.to_dict() for p in problems),
-                  key=lambda e: (e["dataset"], e["record"], e["stage"], e["model"], e["reason"]))
+    ordered = sorted(problems, key=lambda p: (p.dataset, p.record, p.stage, p.model, p.reason))
+    return [ErrorEntry(dataset=p.dataset, record=p.record, stage=p.stage, model=p.model, reason=p.reason)
+            for p in ordered]
 
 
-def models(exp: Experiment, launched: Launched) -> list[dict[str, Any]]:
+def models(exp: Experiment, launched: Launched) -> list[ModelInfo]:
     """results.json `models[]` in experiment order."""
     return [model_entry(m, launched.cards[m.name], launched.endpoints[m.name]) for m in exp.models]

@@ -1,17 +1,16 @@
 """Compare stage: paired model comparisons on the same test ECGs (patient bootstrap, macro DeLong)."""
 from __future__ import annotations
 
-from typing import Any
-
 from orchestrator.dispatch import RecordProblem
 from orchestrator.experiment import Experiment
-from orchestrator.stages.probe import FittedProbe, json_float
+from orchestrator.results import Comparison, json_float
+from orchestrator.stages.probe import FittedProbe
 from orchestrator.stages.types import DatasetView
 from services.probing.compare import delong_macro, paired_bootstrap
 
 
 def compare(exp: Experiment, views: list[DatasetView],
-            fits: dict[tuple, FittedProbe]) -> tuple[list[dict[str, Any]], list[RecordProblem]]:
+            fits: dict[tuple, FittedProbe]) -> tuple[list[Comparison], list[RecordProblem]]:
     """results.json `comparisons` for every model pair at the full training fraction, and failures."""
     if len(exp.models) < 2 or not exp.scarcity["train_fractions"]:
         return [], []
@@ -43,5 +42,5 @@ def compare(exp: Experiment, views: list[DatasetView],
                             entry["delong_p"] = delong_macro(y[test], pa, pb, classes)["min_p_holm"]
                         except ValueError:
                             entry["delong_p"] = None
-                        out.append({k: json_float(v) for k, v in entry.items()})
+                        out.append(Comparison(**{k: json_float(v) for k, v in entry.items()}))
     return out, problems

@@ -14,18 +14,12 @@ from tqdm import tqdm
 
 from orchestrator.dispatch import RecordProblem
 from orchestrator.experiment import Experiment
+from orchestrator.results import ProbeResult, json_float
 from orchestrator.stages.types import DatasetView
 from services.probing.grid import FitOutcome, GridCell, run_grid
 
 # (model, dataset, task or target, train fraction, k-shot, seed, probe kind)
 FitKey = tuple[str, str, str, "float | None", "int | None", int, str]
-
-
-def json_float(value: Any) -> Any:
-    """A float for results.json: non-finite values become None (JSON has no NaN)."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _wire(array: np.ndarray | None) -> np.ndarray | None:
@@ -70,7 +64,7 @@ class FittedProbe:
 class Probed:
     """The probe stage's output: results.json rows, fitted probes by key, and what failed."""
 
-    probes: list[dict[str, Any]]
+    probes: list[ProbeResult]
     fits: dict[tuple, FittedProbe]
     problems: list[RecordProblem] = field(default_factory=list)
 
@@ -164,18 +158,18 @@ def collect(outcomes: list[FitOutcome], label: str) -> tuple[dict[tuple, FittedP
     return fits, problems
 
 
-def probe_rows(fits: dict[tuple, FittedProbe], kinds: list[str]) -> list[dict[str, Any]]:
+def probe_rows(fits: dict[tuple, FittedProbe], kinds: list[str]) -> list[ProbeResult]:
     """results.json `probes`: one row per fit, in model, dataset, task, kind, setting, seed order."""
     order = {kind: k for k, kind in enumerate(kinds)}
     rows = []
     for key in sorted(fits, key=lambda k: (k[0], k[1], k[2], order[k[6]], k[3] or 0, k[4] or 0, k[5])):
         fit = fits[key]
         model, dataset, task, fraction, k_shot, seed, kind = key
-        rows.append({"model": model, "dataset": dataset, "task": task, "probe": kind, "train_fraction": fraction,
-                     "k_shot": k_shot, "seed": seed, "n_train": fit.n_train, "n_test": fit.n_test,
-                     "metrics": {k: json_float(v) for k, v in sorted(fit.metrics.items())},
-                     "per_class_auroc": {k: json_float(v) for k, v in sorted(fit.per_class_auroc.items())},
-                     "c": fit.c, "hyperparameters": fit.hyperparameters, "warnings": fit.warnings})
+        rows.append(ProbeResult(
+            model=model, dataset=dataset, task=task, probe=kind, train_fraction=fraction, k_shot=k_shot, seed=seed,
+            n_train=fit.n_train, n_test=fit.n_test, metrics={k: json_float(v) for k, v in sorted(fit.metrics.items())},
+            per_class_auroc={k: json_float(v) for k, v in sorted(fit.per_class_auroc.items())}, c=fit.c,
+            hyperparameters=fit.hyperparameters, warnings=fit.warnings))
     return rows
 
 

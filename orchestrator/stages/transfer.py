@@ -6,14 +6,13 @@ model trained on one hospital is scored on every other.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import ray
 
 from orchestrator.dispatch import RecordProblem
 from orchestrator.experiment import Experiment
-from orchestrator.stages.probe import FittedProbe, collect, json_float, run_cells
+from orchestrator.results import TransferGap, TransferResult, json_float
+from orchestrator.stages.probe import FittedProbe, collect, run_cells
 from orchestrator.stages.types import DatasetView
 from services.probing.grid import GridCell
 
@@ -89,35 +88,35 @@ def transfer_cells(exp: Experiment, views: list[DatasetView]) -> tuple[list[Grid
     return cells, problems
 
 
-def _rows(fits: dict[tuple, FittedProbe]) -> list[dict[str, Any]]:
+def _rows(fits: dict[tuple, FittedProbe]) -> list[TransferResult]:
     """results.json `transfer`: one row per (model, task, train source, test source)."""
     entries = []
     by_pair = {}
     for (model, task, (a, b), *_), fit in fits.items():
         by_pair[(model, task, a, b)] = fit
     for (model, task, a, b), fit in sorted(by_pair.items()):
-        entries.append({"model": model, "task": task, "train_source": a, "test_source": b,
-                        "n_train": fit.n_train, "n_test": fit.n_test,
-                        "auroc_macro": json_float(fit.metrics.get("auroc_macro")),
-                        "classes": sorted(fit.per_class_auroc)})
+        entries.append(TransferResult(model=model, task=task, train_source=a, test_source=b, n_train=fit.n_train,
+                                      n_test=fit.n_test, auroc_macro=json_float(fit.metrics.get("auroc_macro")),
+                                      classes=sorted(fit.per_class_auroc)))
     return entries
 
 
-def transfer_gaps(transfer: list[dict]) -> list[dict]:
+def transfer_gaps(transfer: list[TransferResult]) -> list[TransferGap]:
     """Per model and task: mean in-domain AUROC (A -> A) minus mean out-of-domain AUROC (A -> B)."""
     out = []
-    for model, task in sorted({(t["model"], t["task"]) for t in transfer}):
-        rows = [t for t in transfer if (t["model"], t["task"]) == (model, task) and t["auroc_macro"] is not None]
-        inside = [t["auroc_macro"] for t in rows if t["train_source"] == t["test_source"]]
-        outside = [t["auroc_macro"] for t in rows if t["train_source"] != t["test_source"]]
+    for model, task in sorted({(t.model, t.task) for t in transfer}):
+        rows = [t for t in transfer if (t.model, t.task) == (model, task) and t.auroc_macro is not None]
+        inside = [t.auroc_macro for t in rows if t.train_source == t.test_source]
+        outside = [t.auroc_macro for t in rows if t.train_source != t.test_source]
         if inside and outside:
-            out.append({"model": model, "task": task, "in_domain": float(np.mean(inside)),
-                        "out_of_domain": float(np.mean(outside)),
-                        "gap": float(np.mean(inside) - np.mean(outside))})
+            out.append(TransferGap(model=model, task=task, in_domain=float(np.mean(inside)),
+                                   out_of_domain=float(np.mean(outside)),
+                                   gap=float(np.mean(inside) - np.mean(outside))))
     return out
 
 
-def transfer(exp: Experiment, views: list[DatasetView], show_progress: bool) -> tuple[list[dict], list[RecordProblem]]:
+def transfer(exp: Experiment, views: list[DatasetView],
+             show_progress: bool) -> tuple[list[TransferResult], list[RecordProblem]]:
     """The transfer matrix rows and the problems met building it."""
     cells, problems = transfer_cells(exp, views)
     fits, failed = collect(run_cells(cells, "transfer", show_progress), "transfer")
