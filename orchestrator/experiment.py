@@ -72,17 +72,68 @@ class ModelEntry:
 
 @dataclass
 class Experiment:
-    """A validated experiment."""
+    """A validated experiment: `raw` is the merged, checked mapping (written to results.json as is)."""
 
     raw: dict[str, Any]
     datasets: list[DatasetSpec] = field(default_factory=list)
     models: list[ModelEntry] = field(default_factory=list)
 
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self.raw[key]
-        except KeyError:
-            raise AttributeError(key) from None
+    # Sections are read from `raw`, so results.json records exactly what ran; each one's keys and defaults
+    # are in DEFAULTS above and docs/experiment.md.
+    @property
+    def name(self) -> str:
+        """The experiment's name."""
+        return self.raw["name"]
+
+    @property
+    def tasks(self) -> list[str] | None:
+        """Tasks to probe (None: every task of each dataset)."""
+        return self.raw["tasks"]
+
+    @property
+    def seeds(self) -> list[int]:
+        """Seeds of the probe grid (subsets, probe fits, bootstrap)."""
+        return self.raw["seeds"]
+
+    @property
+    def scarcity(self) -> dict[str, list]:
+        """train_fractions and k_shots of the data-scarcity sweep."""
+        return self.raw["scarcity"]
+
+    @property
+    def probe(self) -> dict[str, Any]:
+        """kinds, cv_folds, cs, bootstrap."""
+        return self.raw["probe"]
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Options applied on top of each model card's input spec."""
+        return self.raw["preprocessing"]
+
+    @property
+    def split(self) -> dict[str, Any]:
+        """test_fraction, seed, strategy (patient | official)."""
+        return self.raw["split"]
+
+    @property
+    def regression(self) -> dict[str, list[str]]:
+        """targets: continuous metadata probed with regressors."""
+        return self.raw["regression"]
+
+    @property
+    def transfer(self) -> dict[str, Any]:
+        """enabled, task, min_records of the cross-source transfer matrix."""
+        return self.raw["transfer"]
+
+    @property
+    def analyses(self) -> dict[str, dict[str, Any]]:
+        """umap, shap, structure, similarity, attribution: each with `enabled` and its parameters."""
+        return self.raw["analyses"]
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """batch_size, in_flight, timeout_s, replicas, ray_address, ray_num_cpus, cache_dir."""
+        return self.raw["runtime"]
 
 
 def _merge(defaults: dict, given: dict, where: str) -> dict:

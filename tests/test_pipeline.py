@@ -65,7 +65,7 @@ def ray_session():
 @pytest.fixture(scope="module")
 def baseline(ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("baseline")
-    results = run_experiment(experiment(), out, show_progress=False)
+    results = run_experiment(experiment(), out, show_progress=False).to_dict()
     return out, results
 
 
@@ -123,7 +123,7 @@ def test_shuffled_labels_fall_to_chance(ray_session, tmp_path):
                      datasets=[{"kind": "synthetic", "sites": ["eu", "as"], "records_per_site": 60, "seed": 1,
                                 "shuffle_labels": True}],
                      analyses={"umap": {"enabled": False}, "shap": {"enabled": False}})
-    results = run_experiment(exp, tmp_path, show_progress=False)
+    results = run_experiment(exp, tmp_path, show_progress=False).to_dict()
     aurocs = [p["metrics"]["auroc_macro"] for p in results["probes"]]
     assert all(0.3 < a < 0.7 for a in aurocs), aurocs
 
@@ -140,7 +140,7 @@ def test_killing_a_replica_mid_run_gives_the_identical_result(ray_session, basel
             killed.append(done)
 
     results = run_experiment(experiment(), tmp_path, show_progress=False,
-                             hooks=Hooks(on_embedded=embedded, on_launched=launched))
+                             hooks=Hooks(on_embedded=embedded, on_launched=launched)).to_dict()
     assert killed and killed[0] < 120, "the replica was not killed while work remained"
     _, expected = baseline
     lost = [e for e in results["errors"] if e["stage"] in ("read", "embed", "probe", "transfer")]
@@ -168,7 +168,7 @@ def test_a_crashed_run_resumes_from_the_cache_without_recomputing(ray_session, b
     assert open_fds_under(tmp_path / "first") == [], "a server outlived the crashed run"
     shards = {p: p.stat().st_mtime_ns for p in cache.rglob("shard-*.npz")}
     assert shards, "the crashed run cached nothing"
-    results = run_experiment(exp, tmp_path / "second", show_progress=False)
+    results = run_experiment(exp, tmp_path / "second", show_progress=False).to_dict()
     assert all(p.stat().st_mtime_ns == t for p, t in shards.items()), "finished batches were recomputed"
     counts = {}
     for shard in cache.rglob("shard-*.npz"):
@@ -208,7 +208,7 @@ def test_regression_targets_from_metadata_are_probed(ray_session, tmp_path):
                      analyses={"umap": {"enabled": False}, "shap": {"enabled": False},
                                "structure": {"enabled": False}, "similarity": {"enabled": False}},
                      transfer={"enabled": False})
-    results = run_experiment(exp, tmp_path, show_progress=False)
+    results = run_experiment(exp, tmp_path, show_progress=False).to_dict()
     age = [p for p in results["probes"] if p["task"] == "age"]
     assert {(p["probe"], p["train_fraction"]) for p in age} == {(k, f) for k in ("linear", "knn") for f in (0.5, 1.0)}
     for p in age:
@@ -228,7 +228,7 @@ def test_mixed_datasets_share_one_label_space_for_transfer(ray_session, tmp_path
                                {"kind": "ptbxl", "path": str(folder)}],
                      analyses={"umap": {"enabled": False}, "shap": {"enabled": False}, "similarity": {"enabled": False}},
                      transfer={"enabled": True, "task": "coarse", "min_records": 5})
-    results = run_experiment(exp, tmp_path / "out", show_progress=False)
+    results = run_experiment(exp, tmp_path / "out", show_progress=False).to_dict()
     assert {d["kind"] for d in results["datasets"]} == {"synthetic", "ptbxl"}
     assert {p["dataset"] for p in results["probes"]} == {d["name"] for d in results["datasets"]}
     pairs = {(t["train_source"], t["test_source"]) for t in results["transfer"]}

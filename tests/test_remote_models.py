@@ -98,7 +98,7 @@ def mixed(endpoints, onnx_dir: Path, token_file: Path) -> dict:
 
 def test_zoo_imported_onnx_v2_and_secure_endpoints_in_one_run(endpoints, ray_session, tmp_path):
     exp = parse_experiment(mixed(endpoints, imported_onnx_package(tmp_path / "onnx"), endpoints["token"]))
-    results = run_experiment(exp, tmp_path / "out", show_progress=False)
+    results = run_experiment(exp, tmp_path / "out", show_progress=False).to_dict()
     models = {m["name"]: m for m in results["models"]}
     assert set(models) == {"handcrafted", "hospital-onnx", "hospital-v2", "secure-fm"}
     assert models["hospital-v2"]["endpoint"] == "remote" and models["hospital-v2"]["embedding_dim"] == 24
