@@ -9,21 +9,10 @@ import tempfile
 from pathlib import Path
 
 from services.embedding.card import CARD_FILE, CardError, load_card, parse_card, write_card
+from services.embedding.zoo.catalog import BUILDERS, zoo_dir
+from services.embedding.zoo.imported import find_imported, imported_packages
 
 log = logging.getLogger(__name__)
-
-# name -> module with build(out_dir) -> card dict, and describe() -> listing entry.
-BUILDERS = {
-    "random-resnet": "services.embedding.zoo.random_resnet",
-    "handcrafted": "services.embedding.zoo.handcrafted",
-    "cmsc-ecg-small": "services.embedding.zoo.pretrained_cmsc",
-    "msm-ecg-small": "services.embedding.zoo.pretrained_msm",
-}
-
-
-def zoo_dir() -> Path:
-    """Where built packages live: $ECGLENS_ZOO, else ~/.cache/ecglens/zoo."""
-    return Path(os.environ.get("ECGLENS_ZOO") or Path.home() / ".cache" / "ecglens" / "zoo")
 
 
 def _builder(name: str):
@@ -62,8 +51,6 @@ def list_zoo() -> list[dict]:
         path = zoo_dir() / name
         entry.update(built=(path / CARD_FILE).is_file(), path=str(path))
         entries.append(entry)
-    from services.embedding.zoo.importer import imported_packages
-
     return entries + imported_packages(zoo_dir())
 
 
@@ -76,8 +63,6 @@ def resolve_package(model: str) -> Path:
         return path
     if model in BUILDERS:
         return build_package(model)
-    from services.embedding.zoo.importer import find_imported
-
     imported = find_imported(model)
     if imported is not None:
         return imported
