@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Self-supervised pretraining on the offline synthetic corpus (no labels): "
                                           "contrastive multi-segment (CMSC) or masked signal modelling. Writes an "
                                           "ONNX model package whose card records exactly how it was trained.")
-    from services.embedding.zoo import pretrain as pretrain_module
+    from orchestrator import pretrain as pretrain_module
 
     pretrain_module.add_arguments(pretrain)
     pretrain.set_defaults(func=pretrain_module.run)
