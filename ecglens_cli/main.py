@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     from services.embedding.zoo.importer.cli import add_cli as add_import_cli
 
     add_import_cli(zoo_sub)  # zoo inspect FILE, zoo import FILE (bring your own model)
-    from services.embedding.zoo.official import add_cli as add_official_cli
+    from services.embedding.zoo.official.cli import add_cli as add_official_cli
 
     add_official_cli(zoo_sub)  # zoo import-official FM --checkpoint FILE
     pretrain = sub.add_parser("pretrain", help="pretrain a small ECG FM with a self-supervised objective",
