@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from services.embedding.backends.base import BackendError
@@ -15,6 +13,7 @@ from services.embedding.zoo.importer.card_draft import missing_flags
 from services.embedding.zoo.importer.checks import check_card_against_model, pooling_problem
 from services.embedding.zoo.importer.inspection import PROBE_BATCH, first_line, inspect_model, model_format
 from services.embedding.zoo.importer.shapes import Shape, find_tensor
+from services.embedding.zoo.staging import staged_package
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +30,11 @@ def import_model(model_file: Path, out_root: Path, card: dict, force: bool = Fal
     target = out_root / parsed.name
     if (target / CARD_FILE).exists() and not force:
         raise CardError(f"{target} already exists; choose another name or pass --force to replace it")
-    out_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{parsed.name}-", dir=out_root))
-    staging.chmod(0o755)  # mkdtemp makes it private; containers read it as another user
-    try:
+    with staged_package(out_root, parsed.name) as staging:
         _copy_model(model_file, staging, str(parsed.weights), fmt)
         write_card(parsed, staging)
         _probe(parsed, staging, info)
         _load(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info("imported %s into %s", model_file, target)
     return target
 

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from services.embedding.card import CardError, load_card, parse_card, write_card
 from services.embedding.zoo.official.checkpoint import OfficialCheckpointError, file_sha256
+from services.embedding.zoo.staging import staged_package
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +93,7 @@ def import_official(fm: str, checkpoint: Path | str, out_root: Path | str, name:
         raise CardError(f"{fm}: unknown option(s) {', '.join(unknown)}; accepted: "
                         f"{', '.join(sorted(getattr(module, 'OPTIONS', {}))) or 'none'}")
     net = module.load_official(checkpoint)
-    out_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_root))
-    staging.chmod(0o755)  # mkdtemp makes it private; serving containers read it as another user
-    try:
+    with staged_package(out_root, name) as staging:
         data = module.export(net, staging, **options)
         data["name"] = name
         # A HuBERT-ECG checkpoint may be a save_pretrained directory: hash its weights file.
@@ -109,10 +104,5 @@ def import_official(fm: str, checkpoint: Path | str, out_root: Path | str, name:
         write_card(parse_card(data, f"import-official:{fm}"), staging)
         load_card(staging)
         EmbeddingModel.load(staging, warmup=True)  # ONNX Runtime loads it and one batch goes through
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info("imported official %s from %s into %s", fm, checkpoint, target)
     return target
