@@ -38,7 +38,8 @@ def _cmd_zoo_list(args: argparse.Namespace) -> int:
 def _cmd_zoo_build(args: argparse.Namespace) -> int:
     import logging
 
-    from services.embedding.zoo.registry import BUILDERS, build_package, zoo_dir
+    from services.embedding.zoo.catalog import BUILDERS, zoo_dir
+    from services.embedding.zoo.registry import build_package
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = args.only or sorted(BUILDERS)
@@ -154,17 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     zbuild.add_argument("--only", action="append", metavar="NAME", help="build only this model (repeatable)")
     zbuild.add_argument("--force", action="store_true", help="rebuild even if the package exists")
     zbuild.set_defaults(func=_cmd_zoo_build)
-    from services.embedding.zoo.importer import add_cli as add_import_cli
+    from services.embedding.zoo.importer.cli import add_cli as add_import_cli
 
     add_import_cli(zoo_sub)  # zoo inspect FILE, zoo import FILE (bring your own model)
-    from services.embedding.zoo.official import add_cli as add_official_cli
+    from services.embedding.zoo.official.cli import add_cli as add_official_cli
 
     add_official_cli(zoo_sub)  # zoo import-official FM --checkpoint FILE
     pretrain = sub.add_parser("pretrain", help="pretrain a small ECG FM with a self-supervised objective",
                               description="Self-supervised pretraining on the offline synthetic corpus (no labels): "
                                           "contrastive multi-segment (CMSC) or masked signal modelling. Writes an "
                                           "ONNX model package whose card records exactly how it was trained.")
-    from services.embedding.zoo import pretrain as pretrain_module
+    from orchestrator import pretrain as pretrain_module
 
     pretrain_module.add_arguments(pretrain)
     pretrain.set_defaults(func=pretrain_module.run)

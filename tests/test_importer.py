@@ -12,9 +12,12 @@ import yaml
 from services.embedding.backends import BackendError
 from services.embedding.card import CardError, load_card, parse_card
 from services.embedding.model import EmbeddingModel
-from services.embedding.zoo.importer import (STANDARD12, add_cli, card_skeleton, find_imported, guess_layout,
-                                             import_model, imported_packages, inspect_model, missing_flags,
-                                             parse_leads)
+from services.embedding.zoo.imported import find_imported, imported_packages
+from services.embedding.zoo.importer.card_draft import STANDARD12, card_skeleton, missing_flags, parse_leads
+from services.embedding.zoo.importer.cli import add_cli
+from services.embedding.zoo.importer.inspection import inspect_model
+from services.embedding.zoo.importer.packaging import import_model
+from services.embedding.zoo.importer.shapes import guess_layout
 
 # Exporting and loading tiny models through torch's deprecated-but-supported TorchScript paths is intended here.
 pytestmark = [pytest.mark.filterwarnings("ignore:.*legacy TorchScript-based ONNX export:DeprecationWarning"),

@@ -15,8 +15,9 @@ import torch
 
 from services.embedding.card import load_card
 from services.embedding.model import EmbeddingModel
-from services.embedding.zoo.official import (OFFICIAL, SUMMARY, OfficialCheckpointError, adapter, add_cli,
-                                             file_sha256, import_official, parse_options)
+from services.embedding.zoo.official import OFFICIAL, SUMMARY, adapter, import_official
+from services.embedding.zoo.official.checkpoint import OfficialCheckpointError, file_sha256
+from services.embedding.zoo.official.cli import add_cli, parse_options
 from services.embedding.zoo.official import ecgfounder as ef
 from services.embedding.zoo.official import merl
 from services.embedding.zoo.official import st_mem as sm

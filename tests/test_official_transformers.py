@@ -20,7 +20,8 @@ from services.embedding import adapt
 from services.embedding.card import load_card, parse_card, write_card
 from services.embedding.model import EmbeddingModel
 from services.embedding.zoo import official
-from services.embedding.zoo.official import OfficialCheckpointError, ecg_fm, hubert_ecg
+from services.embedding.zoo.official import ecg_fm, hubert_ecg
+from services.embedding.zoo.official.checkpoint import OfficialCheckpointError
 
 # ---------------------------------------------------------------------------------------- shared helpers
 

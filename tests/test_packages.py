@@ -14,6 +14,7 @@ from services.embedding import adapt
 from services.embedding.card import CardError, load_card, parse_card
 from services.embedding.model import EmbeddingModel, InputError
 from services.embedding.zoo.registry import build_package
+from services.embedding.zoo.staging import staged_package
 
 BASE_CARD = {
     "name": "m", "version": "1", "backend": "onnxruntime", "weights": "model.onnx",
@@ -210,3 +211,19 @@ def test_cli_reports_a_bad_model_clearly():
     result = run_cli("serve", "--model", "/nonexistent/dir")
     assert result.returncode == 2
     assert "neither a package directory nor a zoo model" in result.stderr
+
+
+def test_staged_package_publishes_only_a_completed_build(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="half-built"):
+        with staged_package(tmp_path, "pkg") as staging:
+            (staging / "new.txt").write_text("new")
+            raise RuntimeError("half-built")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # no staging dir left behind
+    assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == ["old.txt"]
+    with staged_package(tmp_path, "pkg") as staging:
+        assert staging.name.startswith(".pkg-") and staging.stat().st_mode & 0o777 == 0o755
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+    assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == ["new.txt"]

@@ -9,10 +9,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from orchestrator import pretrain
 from services.embedding.card import load_card, parse_card, write_card
 from services.embedding.model import EmbeddingModel
-from services.embedding.zoo import pretrain, pretrained_cmsc, pretrained_msm
-from services.embedding.zoo.registry import BUILDERS
+from services.embedding.zoo import pretrained_cmsc, pretrained_msm, ssl_encoder
+from services.embedding.zoo.catalog import BUILDERS
 
 BUILDER_MODULES = {"cmsc-ecg-small": pretrained_cmsc, "msm-ecg-small": pretrained_msm}
 # Tiny but real: the shipped encoder on a 16-record corpus. One thread, because two OpenMP threads stall badly when
@@ -36,9 +37,9 @@ def shipped_packages(tmp_path_factory):
 
 
 def test_encoder_size_limits():
-    params = pretrain.param_count(pretrain.ECGEncoder())
+    params = ssl_encoder.param_count(ssl_encoder.ECGEncoder())
     assert params <= 5_000_000
-    assert pretrain.ECGEncoder()(torch.zeros(2, 12, 5000)).shape == (2, pretrain.EMBEDDING_DIM)
+    assert ssl_encoder.ECGEncoder()(torch.zeros(2, 12, 5000)).shape == (2, ssl_encoder.EMBEDDING_DIM)
 
 
 @pytest.mark.parametrize("objective", pretrain.OBJECTIVES)
@@ -58,12 +59,12 @@ def test_short_runs_are_deterministic(objective):
 
 @pytest.mark.parametrize("name", BUILDER_MODULES)
 def test_shipped_weights_match_their_record(name):
-    path = pretrain.WEIGHTS_DIR / f"{name}.pt"
+    path = ssl_encoder.WEIGHTS_DIR / f"{name}.pt"
     meta = json.loads(path.with_suffix(".json").read_text())
     assert path.stat().st_size <= 4_000_000
     assert meta["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     state = torch.load(path, map_location="cpu", weights_only=True)
-    assert meta["state_dict_sha256"] == pretrain.state_dict_sha256(state)
+    assert meta["state_dict_sha256"] == ssl_encoder.state_dict_sha256(state)
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
     assert meta["package"] == name and meta["training"]["objective"] == BUILDER_MODULES[name].OBJECTIVE
 
@@ -83,7 +84,7 @@ def test_shipped_packages_validate_and_serve(shipped_packages, name):
 @pytest.mark.parametrize("name", BUILDER_MODULES)
 def test_onnx_export_matches_pytorch(shipped_packages, name):
     x = torch.randn(4, 12, 5000, generator=torch.Generator().manual_seed(1))
-    expected = pretrain.load_encoder(pretrain.WEIGHTS_DIR / f"{name}.pt")(x).detach().numpy()
+    expected = ssl_encoder.load_encoder(ssl_encoder.WEIGHTS_DIR / f"{name}.pt")(x).detach().numpy()
     session = ort.InferenceSession(str(shipped_packages[name] / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {"ecg": x.numpy()})[0]
     assert np.abs(got - expected).max() <= 1e-4
@@ -104,7 +105,9 @@ def test_pretrain_writes_a_package_and_weights(tmp_path):
     assert card["training"]["corpus"]["seed"] == 1000 and not card["training"]["corpus"]["labels_used"]
     meta = json.loads((tmp_path / "w.json").read_text())
     assert meta["training"] == card["training"]
-    assert pretrain.load_encoder(tmp_path / "w.pt").state_dict().keys() == pretrain.ECGEncoder().state_dict().keys()
+    assert loaded.extra["build"]["builder"] == "orchestrator.pretrain"
+    reloaded = ssl_encoder.load_encoder(tmp_path / "w.pt")
+    assert reloaded.state_dict().keys() == ssl_encoder.ECGEncoder().state_dict().keys()
 
 
 def test_cli_help_and_bad_objective(capsys):

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.embedding.zoo import pretrain
+from services.embedding.zoo import ssl_encoder
 
 OBJECTIVE = "masked-signal-modelling"
 
 
 def build(out_dir: Path) -> dict:
     """Export the shipped weights (weights/msm-ecg-small.pt) to model.onnx and return the card data."""
-    return pretrain.build_from_weights(OBJECTIVE, Path(out_dir), __name__)
+    return ssl_encoder.build_from_weights(OBJECTIVE, Path(out_dir), __name__)
 
 
 def describe() -> dict:
     """Zoo listing entry, without building."""
-    return pretrain.describe_entry(OBJECTIVE)
+    return ssl_encoder.describe_entry(OBJECTIVE)

@@ -3,27 +3,14 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from services.embedding.card import CARD_FILE, CardError, load_card, parse_card, write_card
+from services.embedding.zoo.catalog import BUILDERS, zoo_dir
+from services.embedding.zoo.imported import find_imported, imported_packages
+from services.embedding.zoo.staging import staged_package
 
 log = logging.getLogger(__name__)
-
-# name -> module with build(out_dir) -> card dict, and describe() -> listing entry.
-BUILDERS = {
-    "random-resnet": "services.embedding.zoo.random_resnet",
-    "handcrafted": "services.embedding.zoo.handcrafted",
-    "cmsc-ecg-small": "services.embedding.zoo.pretrained_cmsc",
-    "msm-ecg-small": "services.embedding.zoo.pretrained_msm",
-}
-
-
-def zoo_dir() -> Path:
-    """Where built packages live: $ECGLENS_ZOO, else ~/.cache/ecglens/zoo."""
-    return Path(os.environ.get("ECGLENS_ZOO") or Path.home() / ".cache" / "ecglens" / "zoo")
 
 
 def _builder(name: str):
@@ -38,18 +25,10 @@ def build_package(name: str, out_root: Path | None = None, force: bool = False) 
     target = out_root / name
     if (target / CARD_FILE).is_file() and not force:
         return target
-    out_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_root))
-    staging.chmod(0o755)  # mkdtemp makes it private; containers read it as another user
-    try:
+    with staged_package(out_root, name) as staging:
         card = parse_card(_builder(name).build(staging), f"zoo:{name}")
         write_card(card, staging)
         load_card(staging)  # the package must validate before it is published
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info("built zoo package %s in %s", name, target)
     return target
 
@@ -62,8 +41,6 @@ def list_zoo() -> list[dict]:
         path = zoo_dir() / name
         entry.update(built=(path / CARD_FILE).is_file(), path=str(path))
         entries.append(entry)
-    from services.embedding.zoo.importer import imported_packages
-
     return entries + imported_packages(zoo_dir())
 
 
@@ -76,8 +53,6 @@ def resolve_package(model: str) -> Path:
         return path
     if model in BUILDERS:
         return build_package(model)
-    from services.embedding.zoo.importer import find_imported
-
     imported = find_imported(model)
     if imported is not None:
         return imported

@@ -44,14 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.embedding.zoo.official import (
-    OfficialCheckpointError,
-    export_onnx,
-    key_indices,
-    load_checkpoint,
-    load_strict,
-    param_count,
-)
+from services.embedding.zoo.official.checkpoint import (OfficialCheckpointError, key_indices, load_checkpoint,
+                                                        load_strict)
+from services.embedding.zoo.official.export import card_frame, param_count, without_weight_norm, write_onnx
 
 FM = "ecg-fm"
 DEFAULT_NAME = "ecg-fm"
@@ -420,20 +415,15 @@ def card(params: int, config: EcgFmConfig, build: dict | None = None) -> dict:
     """The package's card.yaml content."""
     frames = config.frames(NUM_SAMPLES)
     dim = config.encoder_embed_dim
-    return {
-        "name": DEFAULT_NAME, "version": VERSION, "backend": "onnxruntime", "license": LICENSE,
-        "kind": "imported", "objective": OBJECTIVE,
-        "description": (f"ECG-FM ({config.encoder_layers} layers, {dim}-d, {params / 1e6:.1f}M encoder params): "
-                        "the official fairseq-signals wav2vec 2.0 + CMSC checkpoint in a plain-PyTorch port. "
-                        "12 leads as input channels, 500 Hz, 5 s, per-lead z-score; embedding = the official "
-                        "mean of the final encoder output over time."),
-        "weights": "model.onnx", "params": params,
-        "input": {"sampling_rate_hz": SAMPLING_RATE_HZ, "leads": list(LEADS), "num_samples": NUM_SAMPLES,
-                  "layout": "BLT", "units": "mV", "normalization": "zscore", "input_name": "ecg"},
-        "output": {"name": "embedding", "embedding_dim": dim, "pooling": "none"},
-        "serving": {"max_batch_size": 32, "max_queue_delay_ms": 2.0, "max_queue_ecgs": 4096},
-        "source": dict(SOURCE),
-        "notes": {
+    return card_frame(
+        name=DEFAULT_NAME, version=VERSION, license=LICENSE, objective=OBJECTIVE,
+        description=(f"ECG-FM ({config.encoder_layers} layers, {dim}-d, {params / 1e6:.1f}M encoder params): "
+                     "the official fairseq-signals wav2vec 2.0 + CMSC checkpoint in a plain-PyTorch port. "
+                     "12 leads as input channels, 500 Hz, 5 s, per-lead z-score; embedding = the official "
+                     "mean of the final encoder output over time."),
+        params=params, sampling_rate_hz=SAMPLING_RATE_HZ, leads=LEADS, num_samples=NUM_SAMPLES,
+        normalization="zscore", embedding_dim=dim, source=dict(SOURCE),
+        notes={
             "model_server": "per record and lead z-score over the 5-s window (card normalization: zscore)",
             "in_graph": [f"encoder -> [B, {frames}, {dim}] encoder_out",
                          "x.sum(time) / (x != 0).sum(time) (ECG-FM scripts/embs.py; count clamped at 1)"],
@@ -443,22 +433,15 @@ def card(params: int, config: EcgFmConfig, build: dict | None = None) -> dict:
             "differences": ["z-score statistics taken over the 5-s window, not the whole record",
                             "polyphase instead of linear-interpolation resampling"],
         },
-        "build": {"builder": __name__, "torch": str(torch.__version__), "config": config.to_dict(),
-                  "frames": frames, **(build or {})},
-    }
+        build={"builder": __name__, "torch": str(torch.__version__), "config": config.to_dict(),
+               "frames": frames, **(build or {})})
 
 
 def export(module: EcgFmEncoder, out_dir: Path | str) -> dict:
     """Write model.onnx (encoder + official pooling, dynamic batch axis) and return the card."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # A fresh instance, not copy.deepcopy (which shares the parametrized class with the original).
-    encoder = EcgFmEncoder(module.config)
-    encoder.load_state_dict(module.state_dict())
-    encoder.eval()
-    nn.utils.parametrize.remove_parametrizations(encoder.conv_pos.pos_conv[0], "weight", leave_parametrized=True)
+    encoder = without_weight_norm(module, "conv_pos.pos_conv.0")
     example = torch.randn(2, len(LEADS), NUM_SAMPLES)
-    exporter = export_onnx(EcgFmEmbedder(encoder), example, out_dir / "model.onnx")
+    exporter = write_onnx(EcgFmEmbedder(encoder), example, out_dir)
     meta = getattr(module, "official_meta", {})
     return card(param_count(module), module.config,
                 {"exporter": exporter, "checkpoint_layout": meta.get("layout"),

@@ -45,8 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.embedding.zoo.official import (OfficialCheckpointError, export_onnx, first_shape, key_indices,
-                                             load_checkpoint, load_strict, param_count, strip_prefix)
+from services.embedding.zoo.official.checkpoint import (OfficialCheckpointError, first_shape, key_indices,
+                                                        load_checkpoint, load_strict, strip_prefix)
+from services.embedding.zoo.official.export import card_frame, encoder_params, write_onnx
 
 FM = "ecgfounder"
 DEFAULT_NAME = "ecgfounder"
@@ -506,42 +507,33 @@ def card(config: dict, params: int, exporter: str = "", filtered: bool = True) -
               f"minus median-filter baseline ({median_kernel(SAMPLING_RATE_HZ)} samples = 0.4 s)"]
              if filtered else [])
     steps.append("z-score over the whole record: (x - mean) / (std + 1e-8), one mean/std for all leads")
-    return {
-        "name": DEFAULT_NAME, "version": VERSION, "backend": "onnxruntime", "license": LICENSE,
-        "kind": "imported", "objective": OBJECTIVE,
-        "description": (f"ECGFounder: Net1D (1-D CNN, Swish, squeeze-and-excitation, {len(config['filter_list'])} "
-                        "stages) pre-trained on >10 million ECGs; the embedding is the "
-                        f"{config['filter_list'][-1]}-d time average before the classification layer. Weights: "
-                        "the checkpoint named in build.checkpoint_file (sha256 in build.checkpoint_sha256)."),
-        "weights": "model.onnx", "params": params,
-        "input": {"sampling_rate_hz": SAMPLING_RATE_HZ, "leads": list(leads), "num_samples": NUM_SAMPLES,
-                  "layout": "BLT", "units": "mV", "normalization": "none", "input_name": "ecg"},
-        "output": {"name": "embedding", "embedding_dim": int(config["filter_list"][-1]), "pooling": "none"},
-        "serving": {"max_batch_size": 32, "max_queue_delay_ms": 2.0, "max_queue_ecgs": 4096},
-        "source": {"repository": SOURCE_REPO, "commit": SOURCE_COMMIT, "checkpoint": CHECKPOINT_URL,
-                   "paper": PAPER, "license_note": ("MIT as stated for the upstream repository; the LICENSE file "
-                                                    "was not in the snapshot read for this adapter - verify "
-                                                    "before redistributing weights"),
-                   "files": ["net1d.py", "finetune_model.py", "dataset.py", "util.py (filter_bandpass, "
-                             "save_checkpoint)", "ptbxl_eval.py"]},
-        "notes": {"preprocessing_in_graph": steps,
-                  "pooling_in_graph": "mean over time of the last stage (Net1D deep_features)",
-                  "units": "the z-score makes the scale irrelevant; mV is what wfdb.rdsamp gives the authors",
-                  "leads": "standard order I, II, III, aVR, aVL, aVF, V1-V6 (dataset.py reorders MIMIC's to it)"
-                  if len(leads) == 12 else "lead I only (1_lead_ECGFounder)",
-                  "window": "10 s at 500 Hz (5000 samples), as all of the authors' datasets",
-                  "head": f"dense {config['filter_list'][-1]}->{config['n_classes']} is loaded but not exported"},
-        "build": {"builder": "services.embedding.zoo.official.ecgfounder", "exporter": exporter,
-                  "architecture": {**config, "official": official}, "filtered": filtered},
-    }
+    return card_frame(
+        name=DEFAULT_NAME, version=VERSION, license=LICENSE, objective=OBJECTIVE,
+        description=(f"ECGFounder: Net1D (1-D CNN, Swish, squeeze-and-excitation, {len(config['filter_list'])} "
+                     "stages) pre-trained on >10 million ECGs; the embedding is the "
+                     f"{config['filter_list'][-1]}-d time average before the classification layer. Weights: "
+                     "the checkpoint named in build.checkpoint_file (sha256 in build.checkpoint_sha256)."),
+        params=params, sampling_rate_hz=SAMPLING_RATE_HZ, leads=leads, num_samples=NUM_SAMPLES,
+        normalization="none", embedding_dim=int(config["filter_list"][-1]),
+        source={"repository": SOURCE_REPO, "commit": SOURCE_COMMIT, "checkpoint": CHECKPOINT_URL,
+                "paper": PAPER, "license_note": ("MIT as stated for the upstream repository; the LICENSE file "
+                                                 "was not in the snapshot read for this adapter - verify "
+                                                 "before redistributing weights"),
+                "files": ["net1d.py", "finetune_model.py", "dataset.py", "util.py (filter_bandpass, "
+                          "save_checkpoint)", "ptbxl_eval.py"]},
+        notes={"preprocessing_in_graph": steps,
+               "pooling_in_graph": "mean over time of the last stage (Net1D deep_features)",
+               "units": "the z-score makes the scale irrelevant; mV is what wfdb.rdsamp gives the authors",
+               "leads": "standard order I, II, III, aVR, aVL, aVF, V1-V6 (dataset.py reorders MIMIC's to it)"
+               if len(leads) == 12 else "lead I only (1_lead_ECGFounder)",
+               "window": "10 s at 500 Hz (5000 samples), as all of the authors' datasets",
+               "head": f"dense {config['filter_list'][-1]}->{config['n_classes']} is loaded but not exported"},
+        build={"builder": "services.embedding.zoo.official.ecgfounder", "exporter": exporter,
+               "architecture": {**config, "official": official}, "filtered": filtered})
 
 
 def export(module: Net1D, out_dir: Path | str, filtered: bool = True) -> dict:
     """Write out_dir/model.onnx (preprocessing + Net1D + pooling, dynamic batch) and return the card data."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     wrapper = ECGFounderEmbedding(module.eval(), filtered=filtered).eval()
-    example = torch.zeros(2, module.in_channels, NUM_SAMPLES)
-    exporter = export_onnx(wrapper, example, out_dir / "model.onnx")
-    head = sum(p.numel() for p in module.dense.parameters())  # loaded, not exported
-    return card(module.config(), param_count(module) - head, exporter, bool(filtered))
+    exporter = write_onnx(wrapper, torch.zeros(2, module.in_channels, NUM_SAMPLES), out_dir)
+    return card(module.config(), encoder_params(module, module.dense), exporter, bool(filtered))

@@ -48,13 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.embedding.zoo.official import (
-    OfficialCheckpointError,
-    export_onnx,
-    load_checkpoint,
-    load_strict,
-    param_count,
-)
+from services.embedding.zoo.official.checkpoint import OfficialCheckpointError, load_checkpoint, load_strict
+from services.embedding.zoo.official.export import card_frame, param_count, without_weight_norm, write_onnx
 
 FM = "hubert-ecg"
 DEFAULT_NAME = "hubert-ecg"
@@ -469,21 +464,16 @@ def _size(config: HubertEcgConfig) -> str:
 def card(params: int, config: HubertEcgConfig, build: dict | None = None) -> dict:
     """The package's card.yaml content."""
     frames = config.frames(NUM_SAMPLES * len(LEADS))
-    return {
-        "name": DEFAULT_NAME, "version": VERSION, "backend": "onnxruntime", "license": LICENSE,
-        "kind": "imported", "objective": OBJECTIVE,
-        "description": (f"HuBERT-ECG {_size(config)} ({config.num_hidden_layers} layers, {config.hidden_size}-d, "
-                        f"{params / 1e6:.1f}M encoder params): the official checkpoint in a plain-PyTorch port "
-                        "of its transformers HubertModel. 12 leads at 100 Hz, 5 s, concatenated lead after lead "
-                        "into one 6000-sample sequence; embedding = mean of the last hidden state over time. "
-                        "Licence CC BY-NC 4.0 (non-commercial)."),
-        "weights": "model.onnx", "params": params,
-        "input": {"sampling_rate_hz": SAMPLING_RATE_HZ, "leads": list(LEADS), "num_samples": NUM_SAMPLES,
-                  "layout": "BLT", "units": "mV", "normalization": "none", "input_name": "ecg"},
-        "output": {"name": "embedding", "embedding_dim": config.hidden_size, "pooling": "none"},
-        "serving": {"max_batch_size": 32, "max_queue_delay_ms": 2.0, "max_queue_ecgs": 4096},
-        "source": dict(SOURCE),
-        "notes": {
+    return card_frame(
+        name=DEFAULT_NAME, version=VERSION, license=LICENSE, objective=OBJECTIVE,
+        description=(f"HuBERT-ECG {_size(config)} ({config.num_hidden_layers} layers, {config.hidden_size}-d, "
+                     f"{params / 1e6:.1f}M encoder params): the official checkpoint in a plain-PyTorch port "
+                     "of its transformers HubertModel. 12 leads at 100 Hz, 5 s, concatenated lead after lead "
+                     "into one 6000-sample sequence; embedding = mean of the last hidden state over time. "
+                     "Licence CC BY-NC 4.0 (non-commercial)."),
+        params=params, sampling_rate_hz=SAMPLING_RATE_HZ, leads=LEADS, num_samples=NUM_SAMPLES,
+        normalization="none", embedding_dim=config.hidden_size, source=dict(SOURCE),
+        notes={
             "in_graph": ["per record and lead: 2 * (x - min) / (max - min + 1e-8) - 1 over the 5-s window "
                          "(official code/utils.py scaling)",
                          "leads concatenated I, II, ..., V6 -> one sequence of 6000 samples (dataset.py reshape(-1))",
@@ -500,25 +490,15 @@ def card(params: int, config: HubertEcgConfig, build: dict | None = None) -> dic
                             "lead vs decimate over the concatenated sequence, whose filter spans lead "
                             "boundaries)"],
         },
-        "build": {"builder": __name__, "torch": str(torch.__version__), "config": config.to_dict(),
-                  "frames": frames, **(build or {})},
-    }
+        build={"builder": __name__, "torch": str(torch.__version__), "config": config.to_dict(),
+               "frames": frames, **(build or {})})
 
 
 def export(module: HubertEcgModel, out_dir: Path | str) -> dict:
     """Write model.onnx (scaling + concatenation + encoder + mean pooling, dynamic batch); return the card."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # A fresh instance, not copy.deepcopy: a deep copy shares the parametrized class with the original, and
-    # removing the parametrization from one would strip the `weight` property from both.
-    model = HubertEcgModel(module.config)
-    model.load_state_dict(module.state_dict())
-    model.eval()
-    # Fold the weight norm into a plain convolution weight (same values; no parametrization in the graph).
-    nn.utils.parametrize.remove_parametrizations(model.encoder.pos_conv_embed.conv, "weight",
-                                                 leave_parametrized=True)
+    model = without_weight_norm(module, "encoder.pos_conv_embed.conv")
     example = torch.randn(2, len(LEADS), NUM_SAMPLES)
-    exporter = export_onnx(HubertEcgEmbedder(model), example, out_dir / "model.onnx")
+    exporter = write_onnx(HubertEcgEmbedder(model), example, out_dir)
     meta = getattr(module, "official_meta", {})
     return card(param_count(module), module.config,
                 {"exporter": exporter, "dropped_keys": meta.get("dropped_keys", []),

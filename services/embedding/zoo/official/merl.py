@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.embedding.zoo.official import (OfficialCheckpointError, export_onnx, key_indices,
-                                             load_checkpoint, load_strict, param_count, strip_prefix)
+from services.embedding.zoo.official.checkpoint import (OfficialCheckpointError, key_indices, load_checkpoint,
+                                                        load_strict, strip_prefix)
+from services.embedding.zoo.official.export import card_frame, encoder_params, write_onnx
 
 FM = "merl"
 DEFAULT_NAME = "merl-resnet18"
@@ -250,43 +251,35 @@ class MERLEmbedding(nn.Module):
 def card(config: dict, params: int, exporter: str = "") -> dict:
     """The package's card.yaml content for a loaded ResNet configuration."""
     dim = 512 * (4 if config["block"] == "Bottleneck" else 1)
-    return {
-        "name": DEFAULT_NAME, "version": VERSION, "backend": "onnxruntime", "license": LICENSE,
-        "kind": "imported", "objective": OBJECTIVE,
-        "description": (f"MERL ECG encoder ({config['architecture']}, 1-D) pre-trained by multimodal ECG-report "
-                        f"alignment on MIMIC-IV-ECG; the embedding is the {dim}-d time average of the last stage "
-                        "(what MERL's linear probes see). Weights: the checkpoint named in "
-                        "build.checkpoint_file (sha256 in build.checkpoint_sha256)."),
-        "weights": "model.onnx", "params": params,
-        "input": {"sampling_rate_hz": SAMPLING_RATE_HZ, "leads": list(LEADS), "num_samples": NUM_SAMPLES,
-                  "layout": "BLT", "units": "mV", "normalization": "none", "input_name": "ecg"},
-        "output": {"name": "embedding", "embedding_dim": dim, "pooling": "none"},
-        "serving": {"max_batch_size": 32, "max_queue_delay_ms": 2.0, "max_queue_ecgs": 4096},
-        "source": {"repository": SOURCE_REPO, "commit": SOURCE_COMMIT, "checkpoint": CHECKPOINT_URL,
-                   "paper": PAPER, "license_file": "LICENSE (MIT, Copyright (c) 2024 Che Liu)",
-                   "files": ["utils/resnet1d.py", "finetune/models/resnet1d.py", "utils/utils_builder.py",
-                             "utils/utils_trainer.py", "finetune/finetune_dataset.py", "finetune/main_single.py",
-                             "pretrain/preprocess.ipynb"]},
-        "notes": {"preprocessing_in_graph": ["min-max over the whole record: (x - min) / (max - min + 1e-8), "
-                                             "one min and max for all leads"],
-                  "pooling_in_graph": "AdaptiveAvgPool1d(1) over time of layer4, flattened",
-                  "leads": "MIMIC-IV-ECG order I, II, III, aVR, aVF, aVL, V1-V6 (aVF before aVL), as the authors "
-                           "feed the model",
-                  "window": "first 10 s at 500 Hz (5000 samples)",
-                  "units": "min-max scaling makes the scale irrelevant; no filtering in the authors' pipeline",
-                  "pretraining_quantisation": "pre-training stored the scaled signal as int16(x * 1000) / 1000; "
-                                              "linear probing (reproduced here) does not",
-                  "head": ("no linear layer in the checkpoint" if config["num_classes"] is None else
-                           f"linear {dim}->{config['num_classes']} is loaded but not exported")},
-        "build": {"builder": "services.embedding.zoo.official.merl", "exporter": exporter, "architecture": config},
-    }
+    return card_frame(
+        name=DEFAULT_NAME, version=VERSION, license=LICENSE, objective=OBJECTIVE,
+        description=(f"MERL ECG encoder ({config['architecture']}, 1-D) pre-trained by multimodal ECG-report "
+                     f"alignment on MIMIC-IV-ECG; the embedding is the {dim}-d time average of the last stage "
+                     "(what MERL's linear probes see). Weights: the checkpoint named in "
+                     "build.checkpoint_file (sha256 in build.checkpoint_sha256)."),
+        params=params, sampling_rate_hz=SAMPLING_RATE_HZ, leads=LEADS, num_samples=NUM_SAMPLES,
+        normalization="none", embedding_dim=dim,
+        source={"repository": SOURCE_REPO, "commit": SOURCE_COMMIT, "checkpoint": CHECKPOINT_URL,
+                "paper": PAPER, "license_file": "LICENSE (MIT, Copyright (c) 2024 Che Liu)",
+                "files": ["utils/resnet1d.py", "finetune/models/resnet1d.py", "utils/utils_builder.py",
+                          "utils/utils_trainer.py", "finetune/finetune_dataset.py", "finetune/main_single.py",
+                          "pretrain/preprocess.ipynb"]},
+        notes={"preprocessing_in_graph": ["min-max over the whole record: (x - min) / (max - min + 1e-8), "
+                                          "one min and max for all leads"],
+               "pooling_in_graph": "AdaptiveAvgPool1d(1) over time of layer4, flattened",
+               "leads": "MIMIC-IV-ECG order I, II, III, aVR, aVF, aVL, V1-V6 (aVF before aVL), as the authors "
+                        "feed the model",
+               "window": "first 10 s at 500 Hz (5000 samples)",
+               "units": "min-max scaling makes the scale irrelevant; no filtering in the authors' pipeline",
+               "pretraining_quantisation": "pre-training stored the scaled signal as int16(x * 1000) / 1000; "
+                                           "linear probing (reproduced here) does not",
+               "head": ("no linear layer in the checkpoint" if config["num_classes"] is None else
+                        f"linear {dim}->{config['num_classes']} is loaded but not exported")},
+        build={"builder": "services.embedding.zoo.official.merl", "exporter": exporter, "architecture": config})
 
 
 def export(module: ResNet, out_dir: Path | str) -> dict:
     """Write out_dir/model.onnx (min-max + ResNet + average pooling, dynamic batch); return the card data."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     wrapper = MERLEmbedding(module.eval()).eval()
-    exporter = export_onnx(wrapper, torch.zeros(2, len(LEADS), NUM_SAMPLES), out_dir / "model.onnx")
-    head = sum(p.numel() for p in module.linear.parameters())
-    return card(module.config(), param_count(module) - head, exporter)
+    exporter = write_onnx(wrapper, torch.zeros(2, len(LEADS), NUM_SAMPLES), out_dir)
+    return card(module.config(), encoder_params(module, module.linear), exporter)

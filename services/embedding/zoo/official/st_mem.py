@@ -41,8 +41,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.embedding.zoo.official import (OfficialCheckpointError, export_onnx, first_shape, key_indices,
-                                             load_checkpoint, load_strict, param_count, strip_prefix)
+from services.embedding.zoo.official.checkpoint import (OfficialCheckpointError, first_shape, key_indices,
+                                                        load_checkpoint, load_strict, strip_prefix)
+from services.embedding.zoo.official.export import card_frame, encoder_params, write_onnx
 
 FM = "st-mem"
 DEFAULT_NAME = "st-mem"
@@ -406,45 +407,37 @@ def card(config: dict, params: int, exporter: str = "") -> dict:
     size = ("ViT-B" if official == {k: OFFICIAL_CONFIG[k] for k in official} else
             "ViT-S" if official == {k: SMALL_CONFIG[k] for k in official} else "non-published variant")
     n = config["seq_len"] // config["patch_size"]
-    return {
-        "name": DEFAULT_NAME, "version": VERSION, "backend": "onnxruntime", "license": LICENSE,
-        "kind": "imported", "objective": OBJECTIVE,
-        "description": (f"ST-MEM encoder ({size}): each of 12 leads cut into {n} patches of "
-                        f"{config['patch_size']} samples, with SEP, positional and lead embeddings, "
-                        f"{config['depth']} transformer blocks; embedding = LayerNorm of the mean over all lead "
-                        f"patches ({config['width']}-d). Weights: the checkpoint named in build.checkpoint_file "
-                        "(sha256 in build.checkpoint_sha256)."),
-        "weights": "model.onnx", "params": params,
-        "input": {"sampling_rate_hz": SAMPLING_RATE_HZ, "leads": list(LEADS), "num_samples": config["seq_len"],
-                  "layout": "BLT", "units": "mV", "normalization": "none", "input_name": "ecg"},
-        "output": {"name": "embedding", "embedding_dim": int(config["width"]), "pooling": "none"},
-        "serving": {"max_batch_size": 32, "max_queue_delay_ms": 2.0, "max_queue_ecgs": 4096},
-        "source": {"repository": SOURCE_REPO, "commit": SOURCE_COMMIT, "checkpoint": CHECKPOINT_URL,
-                   "paper": PAPER, "license_file": "LICENSE (MIT, Copyright (c) 2024 Minje Park)",
-                   "files": ["models/encoder/st_mem_vit.py", "models/encoder/vit.py", "models/st_mem.py",
-                             "util/transforms.py", "util/dataset.py", "util/misc.py", "main_pretrain.py",
-                             "main_downstream.py", "configs/downstream/st_mem.yaml"]},
-        "notes": {"preprocessing_in_graph": ["Butterworth high-pass 0.67 Hz, order 5 (sosfiltfilt)",
-                                             "Butterworth low-pass 40 Hz, order 5 (sosfiltfilt)",
-                                             "standardize over the whole crop (axis -1, -2; 0 where std == 0)"],
-                  "pooling_in_graph": "mean over leads and patches without SEP tokens, then LayerNorm "
-                                      "(ST_MEM_ViT.forward_encoding)",
-                  "window": (f"{config['seq_len'] / SAMPLING_RATE_HZ:g} s at 250 Hz ({config['seq_len']} samples); "
-                             "the authors' evaluation averages 3 crops of a 10 s record"),
-                  "units": "standardisation makes the scale irrelevant",
-                  "head": ("no classification head (pre-trained encoder)" if config["num_classes"] is None else
-                           f"head {config['width']}->{config['num_classes']} is loaded but not exported")},
-        "build": {"builder": "services.embedding.zoo.official.st_mem", "exporter": exporter,
-                  "architecture": {**config, "published_size": size}},
-    }
+    return card_frame(
+        name=DEFAULT_NAME, version=VERSION, license=LICENSE, objective=OBJECTIVE,
+        description=(f"ST-MEM encoder ({size}): each of 12 leads cut into {n} patches of "
+                     f"{config['patch_size']} samples, with SEP, positional and lead embeddings, "
+                     f"{config['depth']} transformer blocks; embedding = LayerNorm of the mean over all lead "
+                     f"patches ({config['width']}-d). Weights: the checkpoint named in build.checkpoint_file "
+                     "(sha256 in build.checkpoint_sha256)."),
+        params=params, sampling_rate_hz=SAMPLING_RATE_HZ, leads=LEADS, num_samples=config["seq_len"],
+        normalization="none", embedding_dim=int(config["width"]),
+        source={"repository": SOURCE_REPO, "commit": SOURCE_COMMIT, "checkpoint": CHECKPOINT_URL,
+                "paper": PAPER, "license_file": "LICENSE (MIT, Copyright (c) 2024 Minje Park)",
+                "files": ["models/encoder/st_mem_vit.py", "models/encoder/vit.py", "models/st_mem.py",
+                          "util/transforms.py", "util/dataset.py", "util/misc.py", "main_pretrain.py",
+                          "main_downstream.py", "configs/downstream/st_mem.yaml"]},
+        notes={"preprocessing_in_graph": ["Butterworth high-pass 0.67 Hz, order 5 (sosfiltfilt)",
+                                          "Butterworth low-pass 40 Hz, order 5 (sosfiltfilt)",
+                                          "standardize over the whole crop (axis -1, -2; 0 where std == 0)"],
+               "pooling_in_graph": "mean over leads and patches without SEP tokens, then LayerNorm "
+                                   "(ST_MEM_ViT.forward_encoding)",
+               "window": (f"{config['seq_len'] / SAMPLING_RATE_HZ:g} s at 250 Hz ({config['seq_len']} samples); "
+                          "the authors' evaluation averages 3 crops of a 10 s record"),
+               "units": "standardisation makes the scale irrelevant",
+               "head": ("no classification head (pre-trained encoder)" if config["num_classes"] is None else
+                        f"head {config['width']}->{config['num_classes']} is loaded but not exported")},
+        build={"builder": "services.embedding.zoo.official.st_mem", "exporter": exporter,
+               "architecture": {**config, "published_size": size}})
 
 
 def export(module: ST_MEM_ViT, out_dir: Path | str) -> dict:
     """Write out_dir/model.onnx (filters + standardize + encoder + pooling, dynamic batch); return the card."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     wrapper = STMEMEmbedding(module.eval()).eval()
     example = torch.zeros(2, len(module.lead_embeddings), module.config()["seq_len"])
-    exporter = export_onnx(wrapper, example, out_dir / "model.onnx")
-    head = sum(p.numel() for p in module.head.parameters())
-    return card(module.config(), param_count(module) - head, exporter)
+    exporter = write_onnx(wrapper, example, out_dir)
+    return card(module.config(), encoder_params(module, module.head), exporter)

@@ -1,9 +1,9 @@
 """In-project self-supervised ECG encoders: contrastive (CMSC/SimCLR) and masked-signal-modelling (MAE/ST-MEM).
 
-`pretrain()` trains a compact 1-D ResNet on an unlabelled synthetic corpus (all four simulated sites, seeds that the
-demo never uses, labels never read) and writes an ONNX model package (kind: pretrained) whose card records exactly
+`pretrain()` trains the zoo's compact 1-D ResNet (services.embedding.zoo.ssl_encoder) on an unlabelled synthetic
+corpus (all four simulated sites, seeds that the demo never uses, labels never read) and writes an ONNX model package (kind: pretrained) whose card records exactly
 how it was trained. The zoo's `cmsc-ecg-small` and `msm-ecg-small` builders do not retrain: they load the shipped
-state dicts in `weights/` and export them (`build_from_weights`).
+state dicts in `weights/` and export them (`ssl_encoder.build_from_weights`); `--export-weights` writes that format.
 
 Inputs follow the serving contract: 12 leads, 500 Hz, 10 s, per-lead z-score (the server applies it, so training
 z-scores too). The encoder is length-agnostic (global average pooling): contrastive-cmsc trains on the two adjacent
@@ -30,21 +30,11 @@ from torch import nn
 from orchestrator.datasets.synthetic import SITES, SyntheticDataset
 from orchestrator.preprocess import fit_window, resample
 from services.embedding.card import load_card, parse_card, write_card
-from services.embedding.zoo.random_resnet import LEADS, NUM_SAMPLES, SAMPLING_RATE_HZ, export_onnx
+from services.embedding.zoo.random_resnet import LEADS, NUM_SAMPLES, SAMPLING_RATE_HZ
+from services.embedding.zoo.ssl_encoder import (EMBEDDING_DIM, OBJECTIVES, PACKAGE_NAMES, VERSION, ECGEncoder,
+                                                param_count, state_dict_sha256, write_package)
 
 log = logging.getLogger(__name__)
-
-OBJECTIVES = ("contrastive-cmsc", "masked-signal-modelling")
-PACKAGE_NAMES = {"contrastive-cmsc": "cmsc-ecg-small", "masked-signal-modelling": "msm-ecg-small"}
-VERSION = "1.0.0"
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-
-# Encoder shape. Changing any of these invalidates the shipped state dicts in weights/.
-WIDTHS = (32, 64, 128, 256)
-STAGE_STRIDES = (2, 2, 4, 4)
-STEM_STRIDE = 4
-KERNEL = 7
-EMBEDDING_DIM = WIDTHS[-1]
 
 CORPUS_SEED_OFFSET = 1000  # corpus seed = 1000 + seed: the demo and the probes use seed 0
 PATCH = 100  # 0.2 s at 500 Hz: the masking unit of masked-signal-modelling
@@ -75,47 +65,7 @@ AUGMENT = {"gaussian_noise_std_max": 0.1, "baseline_wander_amp_max": 0.3, "basel
            "lead_dropout_p": 0.15}
 
 
-# --------------------------------------------------------------------------------------------------- model
-
-
-class ResidualBlock(nn.Module):
-    """Two convolutions with a (strided) shortcut."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv1d(c_in, c_out, KERNEL, stride=stride, padding=KERNEL // 2, bias=False)
-        self.bn1 = nn.BatchNorm1d(c_out)
-        self.conv2 = nn.Conv1d(c_out, c_out, KERNEL, padding=KERNEL // 2, bias=False)
-        self.bn2 = nn.BatchNorm1d(c_out)
-        self.skip = (nn.Sequential() if stride == 1 and c_in == c_out else
-                     nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm1d(c_out)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """conv-bn-relu-conv-bn + shortcut, relu."""
-        y = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(y)) + self.skip(x))
-
-
-class ECGEncoder(nn.Module):
-    """[B, 12, T] z-scored ECG -> [B, 256]: strided stem, four residual stages (total stride 256), mean pooling."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv1d(len(LEADS), WIDTHS[0], 15, stride=STEM_STRIDE, padding=7, bias=False),
-                                  nn.BatchNorm1d(WIDTHS[0]), nn.ReLU())
-        blocks, c_in = [], WIDTHS[0]
-        for width, stride in zip(WIDTHS, STAGE_STRIDES):
-            blocks.append(ResidualBlock(c_in, width, stride))
-            c_in = width
-        self.stages = nn.Sequential(*blocks)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Frame features [B, 256, ~T/256] before pooling (the MSM decoder reads these)."""
-        return self.stages(self.stem(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Embed a batch by global average pooling (so any length works)."""
-        return self.features(x).mean(dim=-1)
+# ----------------------------------------------------------------------------------------- training-only heads
 
 
 class ProjectionHead(nn.Module):
@@ -144,11 +94,6 @@ class PatchDecoder(nn.Module):
         grid = F.interpolate(feats, size=self.num_patches, mode="linear", align_corners=False)
         out = self.net(grid)  # [B, 12*100, P]
         return out.view(out.shape[0], len(LEADS), PATCH, self.num_patches).transpose(2, 3)
-
-
-def param_count(module: nn.Module) -> int:
-    """Number of parameters."""
-    return sum(p.numel() for p in module.parameters())
 
 
 # --------------------------------------------------------------------------------------------------- corpus
@@ -369,52 +314,7 @@ def _optimise(encoder: ECGEncoder, aux: nn.Module, loss_fn: Callable, data: torc
     return losses, time.perf_counter() - started
 
 
-# --------------------------------------------------------------------------------------------------- packaging
-
-
-def card(objective: str, params: int, training: dict, builder: str) -> dict:
-    """The package's card.yaml content."""
-    name = PACKAGE_NAMES[objective]
-    what = ("contrastive multi-segment coding (CMSC/SimCLR, NT-Xent over adjacent 5-s halves)"
-            if objective == "contrastive-cmsc" else "masked signal modelling (MAE/ST-MEM, 75% of 0.2-s patches)")
-    return {
-        "name": name, "version": VERSION, "backend": "onnxruntime", "license": "Apache-2.0",
-        "kind": "pretrained", "objective": objective,
-        "description": (f"A compact 1-D ResNet ({params / 1e6:.2f}M params, 256-d) pre-trained in-project by {what} "
-                        "on an unlabelled synthetic corpus from all four simulated sites. Small and briefly "
-                        "trained: a reference point for SSL objectives, not a clinical foundation model."),
-        "weights": "model.onnx", "params": params,
-        "input": {"sampling_rate_hz": SAMPLING_RATE_HZ, "leads": list(LEADS), "num_samples": NUM_SAMPLES,
-                  "layout": "BLT", "units": "mV", "normalization": "zscore", "input_name": "ecg"},
-        "output": {"name": "embedding", "embedding_dim": EMBEDDING_DIM, "pooling": "none"},
-        "serving": {"max_batch_size": 32, "max_queue_delay_ms": 2.0, "max_queue_ecgs": 4096},
-        "training": training,
-        "build": {"builder": builder, "torch": str(torch.__version__), "reproduce": reproduce_command(training)},
-    }
-
-
-def reproduce_command(training: dict) -> str:
-    """The `ecglens pretrain` call that retrains these weights (bit-identical with the same torch, CPU and threads)."""
-    return (f"ecglens pretrain --objective {training['objective']} --out DIR --steps {training['steps']} "
-            f"--batch-size {training['batch_size']} --lr {training['optimizer']['lr']:g} --seed {training['seed']} "
-            f"--corpus-records {training['corpus']['records']}")
-
-
-def write_package(encoder: ECGEncoder, objective: str, training: dict, out_dir: Path, builder: str) -> dict:
-    """Export model.onnx into out_dir and return the card data (not yet written)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    export_onnx(encoder.eval(), out_dir / "model.onnx")
-    return card(objective, param_count(encoder), training, builder)
-
-
-def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of a state dict, in key order (independent of pickling)."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        tensor = state[key].detach().contiguous().cpu()
-        digest.update(f"{key}|{tensor.dtype}|{list(tensor.shape)}|".encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()
+# --------------------------------------------------------------------------------------------------- outputs
 
 
 def export_weights(encoder: ECGEncoder, training: dict, path: Path) -> Path:
@@ -431,39 +331,13 @@ def export_weights(encoder: ECGEncoder, training: dict, path: Path) -> Path:
     return path
 
 
-def load_encoder(path: Path) -> ECGEncoder:
-    """An eval-mode encoder from a shipped state dict, refusing one whose hash differs from its .json."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    meta = json.loads(Path(path).with_suffix(".json").read_text())
-    if state_dict_sha256(state) != meta["state_dict_sha256"]:
-        raise ValueError(f"{path}: state dict sha256 does not match {Path(path).with_suffix('.json').name}")
-    encoder = ECGEncoder()
-    encoder.load_state_dict(state)
-    return encoder.eval()
-
-
-def build_from_weights(objective: str, out_dir: Path, builder: str) -> dict:
-    """Zoo build: shipped weights -> model.onnx in out_dir; returns the card data (fast, deterministic)."""
-    path = WEIGHTS_DIR / f"{PACKAGE_NAMES[objective]}.pt"
-    meta = json.loads(path.with_suffix(".json").read_text())
-    data = write_package(load_encoder(path), objective, meta["training"], Path(out_dir), builder)
-    data["build"]["weights_sha256"] = meta["state_dict_sha256"]
-    return data
-
-
-def describe_entry(objective: str) -> dict:
-    """Zoo listing entry, without building."""
-    return {"name": PACKAGE_NAMES[objective], "version": VERSION, "kind": "pretrained", "objective": objective,
-            "embedding_dim": EMBEDDING_DIM, "params": param_count(ECGEncoder())}
-
-
 def pretrain(objective: str, out_dir: Path, steps: int | None = None, batch_size: int | None = None,
              seed: int = 0, corpus_records: int = CORPUS_RECORDS, lr: float | None = None,
              export_weights_to: Path | None = None, threads: int = THREADS) -> dict:
     """Train one objective and write a validated package (model.onnx + card.yaml) to out_dir; return the card."""
     result = train(objective, steps, batch_size, seed, corpus_records, lr, threads=threads)
     out_dir = Path(out_dir)
-    data = write_package(result.encoder, objective, result.record, out_dir, "services.embedding.zoo.pretrain")
+    data = write_package(result.encoder, objective, result.record, out_dir, "orchestrator.pretrain")
     write_card(parse_card(data, f"pretrain:{objective}"), out_dir)
     load_card(out_dir)
     if export_weights_to:
@@ -499,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m services.embedding.zoo.pretrain`: train one SSL encoder and package it."""
+    """`python -m orchestrator.pretrain`: train one SSL encoder and package it."""
     parser = argparse.ArgumentParser(prog="ecglens pretrain", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
