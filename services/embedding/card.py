@@ -83,8 +83,9 @@ class ModelCard:
 
 _TOP_KEYS = {"name", "version", "backend", "input", "output", "serving", "license", "kind", "objective",
              "description", "weights", "entry_point", "params"}
-# Free-form sections that travel with the card but do not affect serving.
-_EXTRA_KEYS = {"source", "training", "build", "notes"}
+# Free-form sections that travel with the card but do not affect serving. A tuple, not a set: its order is
+# the order they are written back in, which must not depend on PYTHONHASHSEED.
+_EXTRA_KEYS = ("source", "training", "build", "notes")
 
 
 def _need(section: dict, key: str, where: str) -> Any:
@@ -119,7 +120,7 @@ def parse_card(data: Any, source: str = "card") -> ModelCard:
     """Validate a card's plain data and return a ModelCard; raise CardError naming the bad key."""
     if not isinstance(data, dict):
         raise CardError(f"{source}: expected a mapping at the top level")
-    _check_keys(data, _TOP_KEYS | _EXTRA_KEYS, source)
+    _check_keys(data, _TOP_KEYS | set(_EXTRA_KEYS), source)
     backend = _choice(_need(data, "backend", source), BACKENDS, f"{source}: backend")
     inp = _need(data, "input", source)
     out = _need(data, "output", source)
