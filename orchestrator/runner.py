@@ -636,8 +636,9 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         "counts": counts,
     }
     from orchestrator.findings import findings
+    from orchestrator.results import Results
 
-    results["findings"] = findings(results)
+    results["findings"] = [f.to_dict() for f in findings(Results.from_dict(results))]
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
     report = write_report(results, run.figures, out_dir)
     run.timings["total_s"] = time.perf_counter() - started
