@@ -286,7 +286,8 @@ def test_demo_findings_are_unchanged() -> None:
     results = Results.read(Path(__file__).parent / "fixtures" / "demo-results-trimmed.json")
     stored = [f.to_dict() for f in results.findings]
     derived = [f.to_dict() for f in fnd.findings(results)]
-    clinical = [f for f in stored if "lead attributions" in f["text"] and f["model"] == results.representations[0].model]
+    model = results.representations[0].model
+    clinical = [f for f in stored if "lead attributions" in f["text"] and f["model"] == model]
     assert clinical and all(f in derived for f in clinical)
 
 

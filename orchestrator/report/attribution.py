@@ -65,7 +65,8 @@ def attribution_block(reps: list[Representation], figs: list[dict]) -> str:
         if lead:
             parts.append(f"<p>Share of the attribution per lead on {esc(r.dataset)} (mean over classes):</p>{lead}")
         if s.get("clinical_notes"):
-            parts.append("<p>Do the leads match the textbook?</p>" + _clinical_list(s["clinical_notes"], s.get("lead_importance_per_class") or {}))
+            notes = _clinical_list(s["clinical_notes"], s.get("lead_importance_per_class") or {})
+            parts.append("<p>Do the leads match the textbook?</p>" + notes)
         detail = _matrix_table(s.get("lead_importance_per_class") or {}, "class \\ lead")
         detail += _matrix_table(s.get("segment_importance_per_class") or {}, "class \\ segment")
         if detail:

@@ -17,7 +17,7 @@ def errors_section(results: Results) -> str:
         # record "*" marks a whole step (a probe fit, a UMAP) that failed rather than one ECG.
         rows = [[e.dataset, "(whole step)" if e.record == "*" else e.record, e.stage,
                  e.model or None, e.reason]
-                for e in sorted(errors, key=lambda e: tuple(str(getattr(e, k)) for k in ("dataset", "record", "stage")))]
+                for e in sorted(errors, key=lambda e: (str(e.dataset), str(e.record), str(e.stage)))]
         table = html_table(["dataset", "record", "stage", "model", "reason"], rows)
         parts.append(details_html(f"{len(errors):,} record problem(s)", table, open_=len(errors) <= MAX_OPEN_ERRORS))
     else:

@@ -1,7 +1,7 @@
 """The experiment and models sections: datasets, split, scarcity settings; what each model is."""
 from __future__ import annotations
 
-from orchestrator.report.format import DASH, fmt_count, fraction_label
+from orchestrator.report.format import DASH, fmt_count, fraction_label, or_dash
 from orchestrator.report.markup import Raw, esc, html_table, para
 from orchestrator.results import Results
 from orchestrator.results.queries import is_num
@@ -60,7 +60,7 @@ def models_section(results: Results) -> str:
     for m in (results.models or []):
         name = Raw(f"<b>{esc(m.name)}</b> <span class=\"note\">v{esc(m.version)}</span>"
                    + (f"<br><span class=\"note\">{esc(m.description)}</span>" if m.description else ""))
-        served = f"{(m.backend if m.backend is not None else DASH)}, {(m.endpoint if m.endpoint is not None else DASH)}, {(m.replicas if m.replicas is not None else DASH)} replica(s)"
+        served = f"{or_dash(m.backend)}, {or_dash(m.endpoint)}, {or_dash(m.replicas)} replica(s)"
         rows.append([name, m.kind, m.objective, fmt_count(m.params), fmt_count(m.embedding_dim),
                      _input_spec(m), m.normalization, served])
     table = html_table(["model", "kind", "objective", "parameters", "embedding dim", "input", "normalisation",

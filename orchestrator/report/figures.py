@@ -8,7 +8,8 @@ from orchestrator.findings import METRIC_NAMES
 from orchestrator.report.cells import dataset_task_pairs, mean_of, metric_stats
 from orchestrator.report.format import CHANCE, DASH, LINESTYLES, fraction_label
 from orchestrator.results import Results
-from orchestrator.results.queries import cached, interval, is_num, model_order, ordered_probes, primary_metric, probe_kind, probe_label
+from orchestrator.results.queries import (cached, interval, is_num, model_order, ordered_probes, primary_metric,
+                                          probe_kind, probe_label)
 from services.common.figures import figure_png
 
 

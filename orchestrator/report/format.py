@@ -45,6 +45,11 @@ def fmt_pm(stats: dict | None) -> str:
     return f"{mean:.3f} \u00b1 {std:.3f}" if is_num(std) else f"{mean:.3f}"
 
 
+def or_dash(value: Any) -> Any:
+    """The value, or the dash when it is missing (None)."""
+    return DASH if value is None else value
+
+
 def fmt_ci(ci: tuple[float, float] | None) -> str:
     """'[0.970, 0.990]' or the dash."""
     return DASH if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"

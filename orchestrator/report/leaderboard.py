@@ -9,7 +9,8 @@ from orchestrator.results import ProbeResult, Results, SummaryRow
 from orchestrator.results.queries import comparison, interval, leaderboard, leaderboard_cells, metric_ci, probe_label
 
 
-def _board_note(results: Results, rank: int, row: SummaryRow | ProbeResult, best: SummaryRow, metric: str, vs_best: dict | None) -> str:
+def _board_note(results: Results, rank: int, row: SummaryRow, best: SummaryRow, metric: str,
+                vs_best: dict | None) -> str:
     """The leaderboard note of one model: best, not clearly different from it, or clearly below it."""
     if rank == 0:
         return "best"

@@ -118,7 +118,8 @@ def _shap_table(reps: list[Representation], dim: int | None) -> str:
         of = f" of {dim:,}" if dim else ""
         n90 = s.get("dims_for_90pct")
         rows.append([r.dataset, s.get("task"), fraction_label(s.get("train_fraction"), None), s.get("seed"),
-                     fmt_count(s.get("dims_for_50pct")), fmt_count(n90) + (of if is_num(n90) else ""), fmt(s.get("gini"), 2),
+                     fmt_count(s.get("dims_for_50pct")), fmt_count(n90) + (of if is_num(n90) else ""),
+                     fmt(s.get("gini"), 2),
                      Raw(_top_dims(s.get("top_dims"))),
                      f"{err:.1e}" if is_num(err) else DASH])  # tiny by design: 3 decimals would read 0.000
     if not rows:

@@ -7,7 +7,8 @@ from collections import defaultdict
 from orchestrator.findings import EFFICIENT_FRACTION, HUNGRY_FRACTION
 from orchestrator.report.cells import cell_key, metric_stats, n_train_by_cell, probe_rank, scarcity_sort
 from orchestrator.report.figures import scarcity_figure
-from orchestrator.report.format import DASH, METRICS, METRIC_LABELS, REGRESSION_METRICS, fmt, fmt_ci, fmt_pm, fraction_label
+from orchestrator.report.format import (DASH, METRICS, METRIC_LABELS, REGRESSION_METRICS, fmt, fmt_ci, fmt_pm,
+                                        fraction_label)
 from orchestrator.report.markup import Raw, badge, esc, figure_html, html_table, para
 from orchestrator.results import Results
 from orchestrator.results.queries import is_num, metric_ci, model_order, primary_metric, probe_kind, probe_label

@@ -1,7 +1,8 @@
 """The summary section: one card of findings (strengths, risks, notes) per model."""
 from __future__ import annotations
 
-from orchestrator.findings import COLLAPSE_SHARE, GAP_RISK, JACCARD_FRAGILE, JACCARD_STABLE, KINDS, SITE_OK, SITE_RISK, findings
+from orchestrator.findings import (COLLAPSE_SHARE, GAP_RISK, JACCARD_FRAGILE, JACCARD_STABLE, KINDS, SITE_OK,
+                                   SITE_RISK, findings)
 from orchestrator.report.markup import esc, para
 from orchestrator.results import Finding, Results
 from orchestrator.results.queries import model_order

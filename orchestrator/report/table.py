@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from orchestrator.report.cells import cell_key, mean_of, metric_stats, n_train_by_cell, probe_rank, scarcity_sort
-from orchestrator.report.format import DASH, fmt, fmt_pm, fraction_label
+from orchestrator.report.format import DASH, fmt, fmt_pm, fraction_label, or_dash
 from orchestrator.results import Results
 from orchestrator.results.queries import model_order, probe_kind, probe_label
 
@@ -22,7 +22,7 @@ def results_table(results: Results | Mapping[str, Any]) -> str:
                                           probe_rank(probe_kind(r)), scarcity_sort(r)))
     lines = [[r.model, r.dataset, r.task, probe_label(probe_kind(r)),
               fraction_label(r.train_fraction, r.k_shot),
-              n_train.get(cell_key(r), DASH), str((r.n_seeds if r.n_seeds is not None else DASH)),
+              n_train.get(cell_key(r), DASH), str(or_dash(r.n_seeds)),
               fmt_pm(metric_stats(r, "auroc_macro")), fmt(mean_of(r, "auprc_macro")), fmt(mean_of(r, "f1_macro")),
               fmt(mean_of(r, "balanced_accuracy"))]
              + ([fmt_pm(metric_stats(r, "r2")), fmt(mean_of(r, "mae"))] if regression else []) for r in rows]

@@ -21,7 +21,8 @@ def transfer_section(results: Results, figures: list[dict]) -> str:
              para("Can a probe trained on ECGs from one acquisition source (hospital, device, database) recognise the "
                 "same classes at another? Each matrix trains on the row's source and tests on the column's. The gap "
                 "is the mean in-domain AUROC (same source) minus the mean out-of-domain AUROC (other sources): a large "
-                "gap means the embedding carries site-specific signal the probe leans on."), figures_html(figs, grid=True)]
+                "gap means the embedding carries site-specific signal the probe leans on."),
+             figures_html(figs, grid=True)]
     if gaps:
         order = {m: i for i, m in enumerate(model_order(results))}
         rows = []
