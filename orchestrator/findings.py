@@ -1,7 +1,7 @@
-"""Plain-language findings per foundation model, derived deterministically from results.json (schema 1.1).
+"""Plain-language findings per foundation model, derived deterministically from `Results` (schema 1.1).
 
-findings(results) returns [{"model", "kind", "text"}], kind one of "strength", "risk", "note", ordered by
-model (results["models"] order, then any other name sorted), then kind (strengths, risks, notes), then
+findings(results) returns Finding rows (model, kind, text), kind one of "strength", "risk", "note", ordered by
+model (results.models order, then any other name sorted), then kind (strengths, risks, notes), then
 rule order below. Every sentence carries the number it rests on, so a reader can check it against the
 tables. Missing or null inputs simply produce no finding; 1.0 results (no probe kinds, CIs, comparisons,
 structure) still yield the leaderboard findings.
@@ -26,21 +26,22 @@ Rules and thresholds (all inclusive where written so):
 - Concentration: a note "90% of the probe's reliance sits in n of D dimensions" (dims_for_90pct).
 - SHAP stability (mean Jaccard of per-class top-k dims across seeds, training fractions, sources):
   < 0.3 -> risk; >= 0.6 -> strength; else note; each quoted against the chance Jaccard of random top-k sets.
-- Clinical plausibility (attribution clinical_notes): any class whose top leads "do not agree" with the
-  textbook expectation -> risk naming it; otherwise, if some classes with an expectation agree (fully or
-  partly) -> strength "agree for n of m classes".
+- Clinical plausibility (LeadVerdicts from shap.lead_importance_per_class, the same verdicts that wrote
+  shap.clinical_notes): any class whose top leads do not agree with the textbook expectation -> risk naming
+  it; otherwise, if some classes with an expectation agree (fully or partly) -> strength "agree for n of m
+  classes".
 """
 from __future__ import annotations
 
-import math
-import re
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Mapping
+
+from orchestrator.attribution.clinical import AGREES, DISAGREES, PARTLY, lead_verdicts
+from orchestrator.results import Finding, Representation, Results, SummaryRow
+from orchestrator.results.queries import (PROBE_ORDER, cached, comparison, effective_rank, embedding_dims, is_num,
+                                          leaderboard, leaderboard_cells, metric_ci, metric_mean, metric_std,
+                                          model_order, primary_metric, probe_kind, probe_label, site_separability)
 
 KINDS = ("strength", "risk", "note")
-PROBE_ORDER = ("linear", "knn", "mlp")
-PROBE_LABELS = {"linear": "linear", "knn": "kNN", "mlp": "MLP"}
 METRIC_NAMES = {"auroc_macro": "macro AUROC", "r2": "R\u00b2", "pearson_r": "Pearson r"}
 
 SITE_RISK = 0.8  # above: sites are separable from the embedding alone
@@ -53,236 +54,7 @@ GAP_OK = 0.02
 MIN_IN_DOMAIN = 0.6  # below: the probe barely works even in domain, so a small gap is no strength
 EFFICIENT_FRACTION = 0.10
 HUNGRY_FRACTION = 0.50
-ALPHA = 0.05  # only used when a comparison has no CI
-
-# Within cached(), lookups that would rescan probes/comparisons for every row share one index per results dict.
-_CACHE: ContextVar[dict | None] = ContextVar("ecglens_findings_cache", default=None)
-_NOTE_RE = re.compile(r"^(?P<cls>[^:]+):\s*top leads (?P<leads>.*?)\s+-\s+"
-                      r"(?P<verdict>does not agree with|partly agrees with|agrees with)")
-
-
-# --------------------------------------------------------------------------- reading helpers (shared with report)
-
-
-def is_num(x: Any) -> bool:
-    """A finite real number (bools and NaN excluded)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def fkey(fraction: Any) -> float | None:
-    """A training fraction usable as a dict key despite JSON round-trips."""
-    return round(float(fraction), 9) if is_num(fraction) else None
-
-
-def probe_kind(row: dict) -> str:
-    """The probe kind of a probe, summary or comparison row ('linear' when absent, as in schema 1.0)."""
-    return str(row.get("probe") or "linear")
-
-
-def probe_label(kind: str) -> str:
-    """'kNN' for 'knn' etc.; unknown kinds as given."""
-    return PROBE_LABELS.get(kind, kind)
-
-
-def ordered_probes(kinds: Iterable[str]) -> list[str]:
-    """Probe kinds in the canonical order linear, kNN, MLP, then others sorted."""
-    kinds = set(kinds)
-    return [k for k in PROBE_ORDER if k in kinds] + sorted(kinds - set(PROBE_ORDER))
-
-
-def model_order(results: dict) -> list[str]:
-    """Model names in results['models'] order, then any other name in the rows, sorted."""
-    listed = [m["name"] for m in (results.get("models") or []) if m.get("name") is not None]
-    seen = {r.get("model") for key in ("summary", "probes", "representations", "label_efficiency", "transfer",
-                                        "transfer_gap") for r in results.get(key) or []}
-    seen |= {r.get(k) for r in results.get("comparisons") or [] for k in ("model_a", "model_b")}
-    extra = sorted(str(m) for m in seen - set(listed) - {None, ""})
-    return list(dict.fromkeys(listed)) + extra
-
-
-def metric_mean(row: dict, metric: str) -> float | None:
-    """The mean of a summary row's metric, or None."""
-    stats = (row.get("metrics") or {}).get(metric)
-    mean = stats.get("mean") if isinstance(stats, dict) else None
-    return mean if is_num(mean) else None
-
-
-def metric_std(row: dict, metric: str) -> float | None:
-    """The SD over seeds of a summary row's metric, or None."""
-    stats = (row.get("metrics") or {}).get(metric)
-    std = stats.get("std") if isinstance(stats, dict) else None
-    return std if is_num(std) else None
-
-
-def primary_metric(rows: Sequence[dict]) -> str:
-    """macro AUROC when any row has it, else R^2, else Pearson r (regression); higher is better for all."""
-    for metric in ("auroc_macro", "r2", "pearson_r"):
-        if any(metric_mean(r, metric) is not None for r in rows):
-            return metric
-    return "auroc_macro"
-
-
-def _pair(value: Any) -> tuple[float, float] | None:
-    """[low, high] as a tuple of numbers, or None."""
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(is_num(v) for v in value):
-        return float(value[0]), float(value[1])
-    return None
-
-
-@contextmanager
-def cached() -> Iterator[None]:
-    """Inside the block, probe CIs and comparisons are indexed once per results dict (do not mutate it there)."""
-    token = _CACHE.set({})
-    try:
-        yield
-    finally:
-        _CACHE.reset(token)
-
-
-def _indexed(results: dict, name: str, build: Callable[[dict], dict]) -> dict:
-    """build(results), memoised for the current cached() block; rebuilt on every call outside one."""
-    cache = _CACHE.get()
-    if cache is None:
-        return build(results)
-    key = (id(results), name)
-    if key not in cache:
-        cache[key] = build(results)
-    return cache[key]
-
-
-def _cell(row: dict) -> tuple:
-    """The (model, dataset, task, probe, training set) identity of a probe or summary row."""
-    return (row.get("model"), row.get("dataset"), row.get("task"), probe_kind(row), fkey(row.get("train_fraction")),
-            row.get("k_shot"))
-
-
-def _probe_cis(results: dict, metric: str) -> dict[tuple, list[tuple[float, float]]]:
-    """Cell -> the per-seed CIs of `metric` in its probe rows."""
-    index: dict[tuple, list] = {}
-    for p in results.get("probes") or []:
-        ci = _pair((p.get("metrics") or {}).get(f"{metric}_ci"))
-        if ci is not None:
-            index.setdefault(_cell(p), []).append(ci)
-    return index
-
-
-def metric_ci(results: dict, row: dict, metric: str) -> tuple[float, float] | None:
-    """95% bootstrap CI of a summary row's metric: its own, else the mean over seeds of the probes' bounds."""
-    own = _pair((row.get("metrics") or {}).get(f"{metric}_ci"))
-    if own is not None:
-        return own
-    cis = _indexed(results, f"ci:{metric}", lambda res: _probe_cis(res, metric)).get(_cell(row))
-    if not cis:
-        return None
-    return sum(c[0] for c in cis) / len(cis), sum(c[1] for c in cis) / len(cis)
-
-
-def interval(results: dict, row: dict, metric: str) -> tuple[float, float] | None:
-    """The 95% CI when known, else mean +- SD; None when the metric is undefined."""
-    mean = metric_mean(row, metric)
-    if mean is None:
-        return None
-    ci = metric_ci(results, row, metric)
-    if ci is not None:
-        return ci
-    std = metric_std(row, metric) or 0.0
-    return mean - std, mean + std
-
-
-def leaderboard_cells(results: dict) -> list[tuple[str, str, str]]:
-    """(dataset, task, probe kind) with training-fraction summary rows, in a stable order."""
-    dataset_order = [d.get("name") for d in (results.get("datasets") or [])]
-    cells = {(r["dataset"], r["task"], probe_kind(r)) for r in (results.get("summary") or [])
-             if r.get("train_fraction") is not None}
-    datasets = [d for d in dataset_order if d in {c[0] for c in cells}]
-    datasets += sorted({c[0] for c in cells} - set(datasets))
-    out = []
-    for d in datasets:
-        for t in sorted({c[1] for c in cells if c[0] == d}):
-            out += [(d, t, p) for p in ordered_probes(c[2] for c in cells if c[:2] == (d, t))]
-    return out
-
-
-def leaderboard(results: dict, dataset: str, task: str, probe: str) -> tuple[float | None, str, list[dict]]:
-    """(largest training fraction, primary metric, summary rows there best first; undefined scores last)."""
-    cell = [r for r in (results.get("summary") or [])
-            if (r["dataset"], r["task"], probe_kind(r)) == (dataset, task, probe)
-            and r.get("train_fraction") is not None]
-    if not cell:
-        return None, "auroc_macro", []
-    top = max(r["train_fraction"] for r in cell)
-    rows = [r for r in cell if fkey(r["train_fraction"]) == fkey(top)]
-    metric = primary_metric(rows)
-    # Name breaks ties so the order never depends on input order.
-    ranked = sorted(rows, key=lambda r: (metric_mean(r, metric) is None, -(metric_mean(r, metric) or 0.0), r["model"]))
-    return top, metric, ranked
-
-
-def comparison(results: dict, dataset: str, task: str, probe: str, fraction: float | None, model_a: str,
-               model_b: str, metric: str = "auroc_macro") -> dict | None:
-    """The paired comparison a - b at one cell, over seeds: the most conservative one plus 'clear' (see docstring)."""
-    found = []
-    index = _indexed(results, "comparisons", _comparison_index)
-    for c in index.get((dataset, task, probe, fkey(fraction), metric), []):
-        if (c.get("model_a"), c.get("model_b")) == (model_a, model_b):
-            found.append(_oriented(c, flip=False))
-        elif (c.get("model_a"), c.get("model_b")) == (model_b, model_a):
-            found.append(_oriented(c, flip=True))
-    found = [c for c in found if c["side"] is not None]
-    if not found:
-        return None
-    sides = {c["side"] for c in found}
-    rep = max(found, key=lambda c: (c["p_value"] if is_num(c["p_value"]) else -1.0, str(c.get("seed"))))
-    return {**rep, "clear": sides in ({1}, {-1}), "n": len(found)}
-
-
-def _comparison_index(results: dict) -> dict[tuple, list[dict]]:
-    """(dataset, task, probe, fraction, metric) -> its comparison rows."""
-    index: dict[tuple, list] = {}
-    for c in results.get("comparisons") or []:
-        key = (c.get("dataset"), c.get("task"), probe_kind(c), fkey(c.get("train_fraction")),
-               c.get("metric") or "auroc_macro")
-        index.setdefault(key, []).append(c)
-    return index
-
-
-def _oriented(c: dict, flip: bool) -> dict:
-    """A comparison as a - b with side = +1 (a better), -1 (b better), 0 (CI includes 0), None (unknown)."""
-    diff, lo, hi = c.get("diff"), c.get("ci_low"), c.get("ci_high")
-    if flip:
-        diff = -diff if is_num(diff) else None
-        lo, hi = (-hi if is_num(hi) else None), (-lo if is_num(lo) else None)
-    p = c.get("p_value")
-    if is_num(lo) and is_num(hi):
-        side = 1 if lo > 0 else -1 if hi < 0 else 0
-    elif is_num(p) and is_num(diff):
-        side = 0 if p >= ALPHA else (1 if diff > 0 else -1)
-    else:
-        side = None
-    return {"diff": diff if is_num(diff) else None, "ci_low": lo, "ci_high": hi, "p_value": p if is_num(p) else None,
-            "delong_p": c.get("delong_p") if is_num(c.get("delong_p")) else None, "seed": c.get("seed"), "side": side}
-
-
-def site_separability(rep: dict) -> float | None:
-    """A representation row's site separability (top level, else in structure)."""
-    value = rep.get("site_separability")
-    if not is_num(value):
-        value = (rep.get("structure") or {}).get("site_separability")
-    return value if is_num(value) else None
-
-
-def effective_rank(rep: dict) -> float | None:
-    """A representation row's effective rank (top level, else in structure)."""
-    value = rep.get("effective_rank")
-    if not is_num(value):
-        value = (rep.get("structure") or {}).get("effective_rank")
-    return value if is_num(value) else None
-
-
-def embedding_dims(results: dict) -> dict[str, int]:
-    """Embedding dimension per model name, where known."""
-    return {m["name"]: int(m["embedding_dim"]) for m in (results.get("models") or [])
-            if is_num(m.get("embedding_dim")) and m["embedding_dim"] > 0}
+NEAR_CHANCE_AUROC = 0.6
 
 
 def stability_band(jaccard: float) -> str:
@@ -298,15 +70,6 @@ def site_band(auroc: float) -> str:
 def gap_band(gap: float) -> str:
     """'risk', 'strength' or 'note' for an in-domain minus out-of-domain AUROC gap."""
     return "risk" if gap >= GAP_RISK else "strength" if gap <= GAP_OK else "note"
-
-
-def parse_clinical_note(note: str) -> tuple[str, str, str] | None:
-    """(class, top leads, verdict 'agrees'|'partly'|'disagrees') of an attribution note; None otherwise."""
-    m = _NOTE_RE.match(str(note))
-    if m is None:
-        return None
-    verdict = {"does not agree with": "disagrees", "partly agrees with": "partly"}.get(m["verdict"], "agrees")
-    return m["cls"].strip(), m["leads"].strip(), verdict
 
 
 # --------------------------------------------------------------------------- formatting
@@ -334,14 +97,14 @@ def _where(dataset: str, task: str, probe: str | None = None) -> str:
     return f"{dataset}/{task}" + (f" ({probe_label(probe)} probe)" if probe else "")
 
 
-def _score(results: dict, row: dict, metric: str) -> str:
+def _score(results: Results, row: SummaryRow, metric: str) -> str:
     """'0.985 [0.970, 0.990]' with the bootstrap CI, else '0.985 ± 0.004' over seeds."""
     mean = metric_mean(row, metric)
     ci = metric_ci(results, row, metric)
     if ci is not None:
         return f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
     std = metric_std(row, metric)
-    if std is not None and (row.get("n_seeds") or 0) > 1:
+    if std is not None and (row.n_seeds or 0) > 1:
         return f"{mean:.3f} \u00b1 {std:.3f} (SD over seeds)"
     return f"{mean:.3f}"
 
@@ -349,15 +112,12 @@ def _score(results: dict, row: dict, metric: str) -> str:
 # --------------------------------------------------------------------------- rules
 
 
-Finding = dict[str, str]
-
-
 def _f(model: str, kind: str, text: str) -> Finding:
     """One finding."""
-    return {"model": model, "kind": kind, "text": text}
+    return Finding(model=model, kind=kind, text=text)
 
 
-def _leaderboard_findings(results: dict) -> list[Finding]:
+def _leaderboard_findings(results: Results) -> list[Finding]:
     """Best, worst (or lone) model per leaderboard cell."""
     out = []
     for dataset, task, probe in leaderboard_cells(results):
@@ -365,12 +125,12 @@ def _leaderboard_findings(results: dict) -> list[Finding]:
         scored = [r for r in ranked if metric_mean(r, metric) is not None]
         name, where = METRIC_NAMES.get(metric, metric), _where(dataset, task, probe)
         if len(scored) == 1:
-            out.append(_f(scored[0]["model"], "note", f"{name} on {where}: {_score(results, scored[0], metric)}"))
+            out.append(_f(scored[0].model, "note", f"{name} on {where}: {_score(results, scored[0], metric)}"))
         elif len(scored) > 1:
             best, worst = scored[0], scored[-1]
-            out.append(_f(best["model"], "strength", f"highest {name} on {where} among {len(scored)} models: "
+            out.append(_f(best.model, "strength", f"highest {name} on {where} among {len(scored)} models: "
                           f"{_score(results, best, metric)}"))
-            out.append(_f(worst["model"], "note", f"lowest {name} on {where} among {len(scored)} models: "
+            out.append(_f(worst.model, "note", f"lowest {name} on {where} among {len(scored)} models: "
                           f"{_score(results, worst, metric)}"))
     return out
 
@@ -387,14 +147,14 @@ def comparison_text(c: dict, metric: str) -> str:
     return text + (f"; DeLong (Holm) {p_text(c['delong_p'])}" if c["delong_p"] is not None else "")
 
 
-def _comparison_findings(results: dict) -> list[Finding]:
+def _comparison_findings(results: Results) -> list[Finding]:
     """Per model and cell: the models it is not clearly different from, and those it clearly beats."""
-    if not results.get("comparisons"):
+    if not results.comparisons:
         return []
     out = []
     for dataset, task, probe in leaderboard_cells(results):
         top, metric, ranked = leaderboard(results, dataset, task, probe)
-        models = [r["model"] for r in ranked if metric_mean(r, metric) is not None]
+        models = [r.model for r in ranked if metric_mean(r, metric) is not None]
         where = _where(dataset, task, probe)
         for a in models:
             same, beats = [], []
@@ -413,80 +173,77 @@ def _comparison_findings(results: dict) -> list[Finding]:
     return out
 
 
-NEAR_CHANCE_AUROC = 0.6
-
-
-def _full_mean(cell: list[dict], model: str, score: str) -> float | None:
+def _full_mean(cell: list[SummaryRow], model: str, score: str) -> float | None:
     """Mean macro AUROC of a model at its largest training fraction (None unless the metric is AUROC)."""
-    rows = [s for s in cell if s.get("model") == model and is_num(s.get("train_fraction"))]
+    rows = [s for s in cell if s.model == model and is_num(s.train_fraction)]
     if score != "AUROC" or not rows:
         return None
-    return metric_mean(max(rows, key=lambda s: s["train_fraction"]), "auroc_macro")
+    return metric_mean(max(rows, key=lambda s: s.train_fraction), "auroc_macro")
 
 
-def _efficiency_findings(results: dict) -> list[Finding]:
+def _efficiency_findings(results: Results) -> list[Finding]:
     """Fraction of labels needed to reach 95% of the full-data score."""
     out = []
-    rows = sorted(results.get("label_efficiency") or [],
-                  key=lambda r: (str(r.get("dataset")), str(r.get("task")), PROBE_ORDER.index(probe_kind(r))
+    rows = sorted(results.label_efficiency or [],
+                  key=lambda r: (str(r.dataset), str(r.task), PROBE_ORDER.index(probe_kind(r))
                                  if probe_kind(r) in PROBE_ORDER else 9, probe_kind(r)))
     for r in rows:
-        frac = r.get("fraction_to_95pct")
+        frac = r.fraction_to_95pct
         if not is_num(frac):
             continue
-        cell = [s for s in (results.get("summary") or []) if (s["dataset"], s["task"], probe_kind(s))
-                == (r.get("dataset"), r.get("task"), probe_kind(r))]
+        cell = [s for s in results.summary or [] if (s.dataset, s.task, probe_kind(s))
+                == (r.dataset, r.task, probe_kind(r))]
         score = "AUROC" if primary_metric(cell) == "auroc_macro" else "score"
-        aulc = f"; AULC {_n(r['aulc'])}" if is_num(r.get("aulc")) else ""
-        where = f"{r.get('dataset')}/{r.get('task')} ({probe_label(probe_kind(r))} probe{aulc})"
-        full = _full_mean(cell, r["model"], score)
+        aulc = f"; AULC {_n(r.aulc)}" if is_num(r.aulc) else ""
+        where = f"{r.dataset}/{r.task} ({probe_label(probe_kind(r))} probe{aulc})"
+        full = _full_mean(cell, r.model, score)
         if full is not None and full < NEAR_CHANCE_AUROC:
             # Reaching 95% of a near-chance score says nothing about label efficiency.
-            out.append(_f(r["model"], "note", f"label efficiency on {where} is not informative: its full-data "
+            out.append(_f(r.model, "note", f"label efficiency on {where} is not informative: its full-data "
                           f"AUROC is only {_n(full)}"))
             continue
         if frac <= EFFICIENT_FRACTION:
-            out.append(_f(r["model"], "strength", f"reaches 95% of its full-data {score} with {pct(frac)} of the "
+            out.append(_f(r.model, "strength", f"reaches 95% of its full-data {score} with {pct(frac)} of the "
                           f"labels on {where}"))
         elif frac >= HUNGRY_FRACTION:
-            out.append(_f(r["model"], "risk", f"needs {pct(frac)} of the labels to reach 95% of its full-data "
+            out.append(_f(r.model, "risk", f"needs {pct(frac)} of the labels to reach 95% of its full-data "
                           f"{score} on {where}: label-hungry"))
         else:
-            out.append(_f(r["model"], "note", f"reaches 95% of its full-data {score} with {pct(frac)} of the "
+            out.append(_f(r.model, "note", f"reaches 95% of its full-data {score} with {pct(frac)} of the "
                           f"labels on {where}"))
     return out
 
 
-def _transfer_findings(results: dict) -> list[Finding]:
+def _transfer_findings(results: Results) -> list[Finding]:
     """In-domain vs out-of-domain AUROC per model and task."""
     out = []
-    for r in sorted(results.get("transfer_gap") or [], key=lambda r: (str(r.get("model")), str(r.get("task")))):
-        gap, inside, outside = r.get("gap"), r.get("in_domain"), r.get("out_of_domain")
+    for r in sorted(results.transfer_gap or [], key=lambda r: (str(r.model), str(r.task))):
+        gap, inside, outside = r.gap, r.in_domain, r.out_of_domain
         if not is_num(gap):
             continue
         both = f"in-domain {_n(inside)}, out-of-domain {_n(outside)}" if is_num(inside) and is_num(outside) else ""
         band = gap_band(gap)
         if is_num(inside) and inside < MIN_IN_DOMAIN:
-            out.append(_f(r["model"], "note", f"out-of-domain gap {_n(gap)} on {r.get('task')} is not informative: "
+            out.append(_f(r.model, "note", f"out-of-domain gap {_n(gap)} on {r.task} is not informative: "
                           f"in-domain AUROC is only {_n(inside)}"))
             continue
         if band == "strength":
-            text = f"keeps its AUROC out of domain on {r.get('task')} (gap {_n(gap)}" + (f"; {both})" if both else ")")
+            text = f"keeps its AUROC out of domain on {r.task} (gap {_n(gap)}" + (f"; {both})" if both else ")")
         else:
-            text = f"loses {_n(gap)} AUROC out of domain on {r.get('task')}" + (f" ({both})" if both else "")
+            text = f"loses {_n(gap)} AUROC out of domain on {r.task}" + (f" ({both})" if both else "")
             text += ": it may not carry over to new sites" if band == "risk" else ""
-        out.append(_f(r["model"], band, text))
+        out.append(_f(r.model, band, text))
     return out
 
 
-def _site_finding(rep: dict) -> list[Finding]:
+def _site_finding(rep: Representation) -> list[Finding]:
     """Can the acquisition site be read off the embedding?"""
     auroc = site_separability(rep)
     if auroc is None:
         return []
-    per = {k: v for k, v in ((rep.get("structure") or {}).get("site_per_source") or {}).items() if is_num(v)}
+    per = {k: v for k, v in ((rep.structure or {}).get("site_per_source") or {}).items() if is_num(v)}
     most = max(sorted(per), key=lambda s: per[s]) if per else None
-    where = f" on {rep['dataset']}"
+    where = f" on {rep.dataset}"
     band = site_band(auroc)
     if band == "risk":
         extra = f"; most distinct: {most} {_n(per[most])}" if most is not None else ""
@@ -495,37 +252,37 @@ def _site_finding(rep: dict) -> list[Finding]:
         text = f"embeddings barely separate acquisition sites (AUROC {_n(auroc)}{where}): little site signal"
     else:
         text = f"embeddings partly separate acquisition sites (AUROC {_n(auroc)}{where})"
-    return [_f(rep["model"], band, text)]
+    return [_f(rep.model, band, text)]
 
 
-def _rank_finding(rep: dict, dim: int | None) -> list[Finding]:
+def _rank_finding(rep: Representation, dim: int | None) -> list[Finding]:
     """Effective rank relative to the embedding dimension."""
     rank = effective_rank(rep)
     if rank is None or dim is None:
         return []
     share = rank / dim
-    text = f"effective rank {rank:.1f} of {dim} dimensions ({share * 100:.1f}%) on {rep['dataset']}"
+    text = f"effective rank {rank:.1f} of {dim} dimensions ({share * 100:.1f}%) on {rep.dataset}"
     if share < COLLAPSE_SHARE:
-        return [_f(rep["model"], "risk", text + ": the embedding uses few directions (dimensional-collapse risk)")]
-    return [_f(rep["model"], "note", text)]
+        return [_f(rep.model, "risk", text + ": the embedding uses few directions (dimensional-collapse risk)")]
+    return [_f(rep.model, "note", text)]
 
 
-def _concentration_finding(rep: dict, dim: int | None) -> list[Finding]:
+def _concentration_finding(rep: Representation, dim: int | None) -> list[Finding]:
     """How many dimensions carry 90% of the probe's SHAP mass."""
-    shap = rep.get("shap") or {}
+    shap = rep.shap or {}
     n90 = shap.get("dims_for_90pct")
     if not is_num(n90):
         return []
     of = f" of {dim}" if dim else ""
     half = f" (50% in {int(shap['dims_for_50pct'])})" if is_num(shap.get("dims_for_50pct")) else ""
     gini = f", Gini {_n(shap['gini'])}" if is_num(shap.get("gini")) else ""
-    return [_f(rep["model"], "note", f"90% of the probe's reliance sits in {int(n90)}{of} dimensions{half} on "
-               f"{rep['dataset']}/{shap.get('task')}{gini}")]
+    return [_f(rep.model, "note", f"90% of the probe's reliance sits in {int(n90)}{of} dimensions{half} on "
+               f"{rep.dataset}/{shap.get('task')}{gini}")]
 
 
-def _stability_findings(rep: dict) -> list[Finding]:
+def _stability_findings(rep: Representation) -> list[Finding]:
     """Do the top-k SHAP dims stay the same across seeds, training fractions and sources?"""
-    shap = rep.get("shap") or {}
+    shap = rep.shap or {}
     out = []
     for key, across in (("stability_seeds", "across seeds"), ("stability_fractions", "across training fractions"),
                         ("cross_source_agreement", "across acquisition sources")):
@@ -535,56 +292,58 @@ def _stability_findings(rep: dict) -> list[Finding]:
         j = s["mean_jaccard"]
         k = f"top-{int(s['k'])}" if is_num(s.get("k")) else "top"
         chance = f" vs chance {_n(s['chance'])}" if is_num(s.get("chance")) else ""
-        where = f"{rep['dataset']}/{shap.get('task')}"
+        where = f"{rep.dataset}/{shap.get('task')}"
         band = stability_band(j)
         verb = {"risk": "change", "strength": "are stable", "note": "partly change"}[band]
         tail = {"stability_fractions": ": what the probe relies on shifts when labels are scarce",
                 "cross_source_agreement": ": the probe relies on different features at different sites"}
         text = f"{k} SHAP dimensions {verb} {across} on {where} (Jaccard {_n(j)}{chance})"
-        out.append(_f(rep["model"], band, text + (tail.get(key, "") if band == "risk" else "")))
+        out.append(_f(rep.model, band, text + (tail.get(key, "") if band == "risk" else "")))
     return out
 
 
-def _clinical_findings(rep: dict) -> list[Finding]:
+def _clinical_findings(rep: Representation) -> list[Finding]:
     """Do the leads the probe relies on match textbook expectations?"""
-    notes = [n for n in map(parse_clinical_note, (rep.get("shap") or {}).get("clinical_notes") or []) if n]
-    if not notes:
+    per_class = (rep.shap or {}).get("lead_importance_per_class")
+    if not isinstance(per_class, Mapping):
         return []
-    judged = notes
-    bad = [n for n in judged if n[2] == "disagrees"]
-    good = [n for n in judged if n[2] in ("agrees", "partly")]
-    partly = sum(1 for n in good if n[2] == "partly")
+    verdicts = [v for v in lead_verdicts({c: imp for c, imp in per_class.items() if isinstance(imp, Mapping)})
+                if v.judged]
+    bad = [v for v in verdicts if v.status == DISAGREES]
+    good = [v for v in verdicts if v.status in (AGREES, PARTLY)]
+    partly = sum(1 for v in good if v.status == PARTLY)
     out = []
     if bad:
-        names = "; ".join(f"{c} (top leads {leads})" for c, leads, _ in bad)
-        out.append(_f(rep["model"], "risk", f"lead attributions do not match textbook expectations for {len(bad)} of "
-                      f"{len(judged)} classes on {rep['dataset']}: {names}"))
+        names = "; ".join(f"{v.class_name} (top leads {', '.join(v.top_leads)})" for v in bad)
+        out.append(_f(rep.model, "risk", f"lead attributions do not match textbook expectations for {len(bad)} of "
+                      f"{len(verdicts)} classes on {rep.dataset}: {names}"))
     elif good:
         part = f" ({partly} only partly)" if partly else ""
-        out.append(_f(rep["model"], "strength", f"lead attributions agree with textbook expectations for "
-                      f"{len(good)} of {len(judged)} classes{part} on {rep['dataset']}"))
+        out.append(_f(rep.model, "strength", f"lead attributions agree with textbook expectations for "
+                      f"{len(good)} of {len(verdicts)} classes{part} on {rep.dataset}"))
     return out
 
 
-def _representation_findings(results: dict) -> list[Finding]:
+def _representation_findings(results: Results) -> list[Finding]:
     """Site, rank, concentration, stability and clinical findings per representation row."""
     dims = embedding_dims(results)
     out = []
-    for rep in sorted(results.get("representations") or [], key=lambda r: (str(r.get("model")), str(r.get("dataset")))):
-        if not rep.get("model"):
+    for rep in sorted(results.representations or [], key=lambda r: (str(r.model), str(r.dataset))):
+        if not rep.model:
             continue
-        dim = dims.get(rep["model"])
+        dim = dims.get(rep.model)
         out += (_site_finding(rep) + _rank_finding(rep, dim) + _concentration_finding(rep, dim)
                 + _stability_findings(rep) + _clinical_findings(rep))
     return out
 
 
-def findings(results: dict) -> list[dict]:
+def findings(results: Results | Mapping) -> list[Finding]:
     """Per-model plain-language findings with their numbers, ordered by model, then kind, then rule."""
+    results = Results.coerce(results)
     rules = (_leaderboard_findings, _comparison_findings, _efficiency_findings, _transfer_findings,
              _representation_findings)
     with cached():
         found = [f for rule in rules for f in rule(results)]
     rank = {m: i for i, m in enumerate(model_order(results))}
     # sorted() is stable, so rule order survives within a (model, kind).
-    return sorted(found, key=lambda f: (rank.get(f["model"], len(rank)), f["model"], KINDS.index(f["kind"])))
+    return sorted(found, key=lambda f: (rank.get(f.model, len(rank)), f.model, KINDS.index(f.kind)))

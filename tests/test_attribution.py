@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator import attribution as attr
+from orchestrator.attribution import clinical, figure
+from orchestrator.attribution import compute as attr
 from services.common.process import start_server
 from services.embedding.client import EmbeddingClient
 from services.probing.core import fit_linear_probe, linear_logits
@@ -262,7 +263,7 @@ def test_clinical_notes_compare_top_leads_with_the_textbook():
         "LBBB": ranked("V6", "V3", "V4"), "SB": ranked("I", "II", "V1"), "XYZ": ranked("V4"),
         "ref": {lead: 0.0 for lead in am.LEADS},
     })
-    notes = dict(zip(result.class_names, attr.clinical_notes(result)))
+    notes = dict(zip(result.class_names, clinical.clinical_notes(result)))
     assert notes["BBB"].startswith("BBB: top leads V1, V2, V3 - agrees with the expectation (V1/V2 for right "
                                    "bundle-branch block")
     assert "agrees with the expectation (II/III/aVF for inferior ST elevation" in notes["STE"]
@@ -272,9 +273,25 @@ def test_clinical_notes_compare_top_leads_with_the_textbook():
     assert "no attribution" in notes["ref"]
 
 
+def test_lead_verdicts_are_structured_and_render_the_notes():
+    importance = {"BBB": ranked("V1", "V2", "V3"), "AF": ranked("V5", "V6", "I"), "LBBB": ranked("V6", "V3", "V4"),
+                  "SB": ranked("I"), "ref": {lead: 0.0 for lead in am.LEADS}}
+    verdicts = {v.class_name: v for v in clinical.lead_verdicts(importance, list(am.LEADS))}
+    assert verdicts["BBB"].status == clinical.AGREES and verdicts["BBB"].top_leads == ("V1", "V2", "V3")
+    assert verdicts["BBB"].expected_leads == ("V1", "V2") and verdicts["BBB"].cite == "AHA/ACCF/HRS 2009"
+    assert verdicts["AF"].status == clinical.DISAGREES and verdicts["AF"].judged
+    assert verdicts["LBBB"].status == clinical.PARTLY
+    assert verdicts["SB"].status == clinical.RATE_CLASS and not verdicts["SB"].judged
+    assert verdicts["ref"].status == clinical.NO_ATTRIBUTION and verdicts["ref"].top_leads == ()
+    # The sentences in results.json are the verdicts rendered; dict order alone gives the lead order.
+    notes = clinical.clinical_notes(synthetic_result(importance))
+    assert [v.note() for v in verdicts.values()] == notes
+    assert [v.note() for v in clinical.lead_verdicts(importance)] == notes
+
+
 def test_lead_heatmap_is_a_png_normalised_per_class():
     result = synthetic_result({"BBB": ranked("V1", "V2"), "ref": {lead: 0.0 for lead in am.LEADS}})
-    matrix = attr.lead_matrix(result)
+    matrix = figure.lead_matrix(result)
     assert matrix.shape == (2, 12) and matrix[0].max() == 1.0 and not matrix[1].any()
-    png = attr.lead_heatmap(result, result.class_names, result.leads)
+    png = figure.lead_heatmap(result, result.class_names, result.leads)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000

@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import copy
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from orchestrator import findings as fnd
-from orchestrator.findings import findings
+from orchestrator.results import Results
+from orchestrator.results import queries
+
+
+def findings(results: dict) -> list[dict]:
+    """The findings of a results.json dict, as the dicts written to results.json."""
+    return [f.to_dict() for f in fnd.findings(Results.from_dict(results))]
 
 
 def stats(mean: float, std: float = 0.01, n: int = 2) -> dict:
@@ -114,7 +121,7 @@ def test_one_seed_including_zero_makes_the_pair_not_clear() -> None:
     results["summary"] = [summary("a", 0.95), summary("b", 0.90)]
     results["comparisons"] = [comparison("a", "b", 0.05, 0.03, 0.07, 0.002, seed=0),
                               comparison("a", "b", 0.02, -0.01, 0.05, 0.21, seed=1)]
-    c = fnd.comparison(results, "ds", "cond", "linear", 1.0, "a", "b")
+    c = queries.comparison(Results.from_dict(results), "ds", "cond", "linear", 1.0, "a", "b")
     assert c is not None and not c["clear"] and c["p_value"] == 0.21 and c["n"] == 2  # the most conservative seed
     assert any("p=0.21" in f["text"] for f in only(findings(results), "a", "note"))
 
@@ -238,28 +245,24 @@ def test_fragile_fractions_explain_scarcity() -> None:
     assert f["kind"] == "risk" and "shifts when labels are scarce" in f["text"] and "Jaccard 0.10" in f["text"]
 
 
-def test_clinical_notes_from_the_attribution_module() -> None:
-    attr = pytest.importorskip("orchestrator.attribution")
-    leads = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
-    def ranked(*top: str) -> dict[str, float]:
-        values = {lead: 0.01 for lead in leads}
-        values.update({lead: 1.0 - 0.1 * i for i, lead in enumerate(top)})
-        return values
 
-    def notes(importance: dict) -> list[str]:
-        classes = list(importance)
-        return attr.clinical_notes(attr.AttributionResult(
-            shap_values=np.zeros((1, len(classes), 12, 4)), base_values=np.zeros((1, len(classes))),
-            logits=np.zeros((1, len(classes))), class_names=classes, leads=leads, segments=[],
-            lead_importance=importance, segment_importance={}, explainer={}, n_embeddings=0))
+def ranked(*top: str) -> dict[str, float]:
+    """Lead importance with `top` first (descending), every other lead small."""
+    values = {lead: 0.01 for lead in LEADS}
+    values.update({lead: 1.0 - 0.1 * i for i, lead in enumerate(top)})
+    return values
 
+
+def test_clinical_findings_from_the_lead_importance() -> None:
+    per_class_a = {"BBB": ranked("V1", "V2", "V3"), "AF": ranked("V5", "V6", "I"), "SB": ranked("I", "II")}
+    per_class_b = {"BBB": ranked("V1", "V2", "V3"), "LBBB": ranked("V6", "V3", "V4"), "XYZ": ranked("V4")}
     results = base()
+    # Notes that contradict the importance: the findings must follow the numbers, never the sentences.
     results["representations"] = [
-        rep("a", shap={"clinical_notes": notes({"BBB": ranked("V1", "V2", "V3"), "AF": ranked("V5", "V6", "I"),
-                                                "SB": ranked("I", "II")})}),
-        rep("b", shap={"clinical_notes": notes({"BBB": ranked("V1", "V2", "V3"), "LBBB": ranked("V6", "V3", "V4"),
-                                                "XYZ": ranked("V4")})})]
+        rep("a", shap={"lead_importance_per_class": per_class_a, "clinical_notes": ["AF: top leads II - agrees with"]}),
+        rep("b", shap={"lead_importance_per_class": per_class_b})]
     out = findings(results)
     (risk,) = only(out, "a", "risk")
     assert risk["text"] == ("lead attributions do not match textbook expectations for 1 of 2 classes on ds: "
@@ -269,10 +272,23 @@ def test_clinical_notes_from_the_attribution_module() -> None:
                                 "(1 only partly) on ds")
 
 
-def test_unparseable_clinical_notes_are_ignored() -> None:
+def test_classes_without_an_expectation_or_attribution_give_no_finding() -> None:
     results = base()
-    results["representations"] = [rep("a", shap={"clinical_notes": ["free text", "SB: top leads I - a rate class."]})]
+    results["representations"] = [rep("a", shap={"clinical_notes": ["AF: top leads V5 - does not agree with it"],
+                                                  "lead_importance_per_class": {
+                                                      "SB": ranked("I"), "XYZ": ranked("V4"),
+                                                      "AF": dict.fromkeys(LEADS, 0.0)}})]
     assert findings(results) == []
+
+
+def test_demo_findings_are_unchanged() -> None:
+    """The findings re-derived from the demo's numbers are the ones its results.json holds."""
+    results = Results.read(Path(__file__).parent / "fixtures" / "demo-results-trimmed.json")
+    stored = [f.to_dict() for f in results.findings]
+    derived = [f.to_dict() for f in fnd.findings(results)]
+    model = results.representations[0].model
+    clinical = [f for f in stored if "lead attributions" in f["text"] and f["model"] == model]
+    assert clinical and all(f in derived for f in clinical)
 
 
 # --------------------------------------------------------------------------- order, robustness
@@ -342,17 +358,18 @@ def test_cached_lookups_match_uncached_ones() -> None:
     results = full_results()
     results["probes"] = [{"model": "b", "dataset": "ds", "task": "cond", "probe": "linear", "train_fraction": 1.0,
                           "k_shot": None, "seed": 0, "metrics": {"auroc_macro_ci": [0.85, 0.95]}}]
-    row = results["summary"][1]
-    plain = (fnd.metric_ci(results, row, "auroc_macro"), fnd.comparison(results, "ds", "cond", "linear", 1.0, "b", "a"))
-    with fnd.cached():
-        assert (fnd.metric_ci(results, row, "auroc_macro"),
-                fnd.comparison(results, "ds", "cond", "linear", 1.0, "b", "a")) == plain
+    results = Results.from_dict(results)
+    row = results.summary[1]
+    plain = (queries.metric_ci(results, row, "auroc_macro"),
+             queries.comparison(results, "ds", "cond", "linear", 1.0, "b", "a"))
+    with queries.cached():
+        assert (queries.metric_ci(results, row, "auroc_macro"),
+                queries.comparison(results, "ds", "cond", "linear", 1.0, "b", "a")) == plain
     assert plain[0] == (0.85, 0.95) and plain[1]["diff"] == -0.05 and plain[1]["side"] == -1
 
 
 def test_label_efficiency_of_a_near_chance_model_is_only_a_note():
-    from orchestrator.findings import findings as derive
-
+    derive = findings
     summary = [{"model": "m", "dataset": "d", "task": "t", "probe": "linear", "train_fraction": f, "k_shot": None,
                 "n_seeds": 1, "metrics": {"auroc_macro": {"mean": v, "std": 0.0, "min": v, "max": v, "n": 1}}}
                for f, v in ((0.1, 0.56), (1.0, 0.57))]

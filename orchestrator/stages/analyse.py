@@ -325,7 +325,9 @@ class _RepresentationStage:
 
     # --- lead attribution ------------------------------------------------------------------------
     def _attribution(self, views: list, linear: Callable, endpoints: dict, cards: dict, preps: dict) -> None:
-        from orchestrator.attribution import attribute, clinical_notes, lead_heatmap
+        from orchestrator.attribution.clinical import clinical_notes
+        from orchestrator.attribution.compute import attribute
+        from orchestrator.attribution.figure import lead_heatmap
         from orchestrator.preprocess import preprocess
 
         cfg = self.exp.analyses["attribution"]

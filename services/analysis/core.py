@@ -6,7 +6,6 @@ stays cheap for callers that only want the dataclasses.
 """
 from __future__ import annotations
 
-import io
 import math
 import re
 import threading
@@ -15,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+
+from services.common.figures import figure_png
 
 # Metrics that both umap-learn and sklearn.manifold.trustworthiness understand by name.
 SUPPORTED_METRICS = ("euclidean", "cosine", "correlation", "manhattan", "chebyshev")
@@ -306,16 +307,6 @@ def _palette(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def _png(fig) -> bytes:
-    """Render a matplotlib Figure to PNG bytes without pyplot (thread-safe) or timestamps."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    return buf.getvalue()
-
-
 def _scatter(projection: np.ndarray, labels: Sequence[str], title: str, legend_title: str) -> bytes:
     """One UMAP scatter coloured by labels, legend outside when there are many groups."""
     from matplotlib.figure import Figure
@@ -341,7 +332,7 @@ def _scatter(projection: np.ndarray, labels: Sequence[str], title: str, legend_t
                   title_fontsize=8, markerscale=max(1.0, 20 / size), frameon=False, ncol=1 + len(groups) // 25)
     else:
         ax.legend(title=legend_title, loc="best", fontsize=8, title_fontsize=8, markerscale=max(1.0, 20 / size))
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _fmt(score: float | None) -> str:
@@ -393,4 +384,4 @@ def shap_figure(result: ShapResult, class_names: Sequence[str], title: str) -> t
     caption = (f"Mean absolute linear SHAP value (logit units) of the probe on {title} embeddings for the "
                f"top dimensions of each class; on average {result.dims_for_90pct} dimensions carry 90% "
                f"of the attribution mass.")
-    return f"shap/{slug(title)}/top-dims", _png(fig), caption
+    return f"shap/{slug(title)}/top-dims", figure_png(fig), caption

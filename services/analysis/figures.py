@@ -9,7 +9,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from services.analysis.core import _palette, _png, slug
+from services.analysis.core import _palette, slug
+from services.common.figures import figure_png
 
 # Points per UMAP panel; all panels show the same rows so models are compared point for point.
 GRID_MAX_POINTS = 3_000
@@ -41,7 +42,7 @@ def cka_heatmap(names: Sequence[str], matrix: np.ndarray, title: str = "") -> by
             ax.text(j, i, text, ha="center", va="center", fontsize=8 if m <= 8 else 6, color=colour)
     ax.set_title(f"{title + ': ' if title else ''}linear CKA between models", fontsize=11)
     fig.colorbar(image, ax=ax, label="linear CKA", fraction=0.046, pad=0.03)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def similarity_figure(names: Sequence[str], cka: Mapping[tuple[str, str], float | None],
@@ -99,4 +100,4 @@ def umap_grid(projections: Mapping[str, tuple[np.ndarray, Sequence[str]]], colou
     fig.legend(handles=handles, title=colour_by, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
                title_fontsize=8, frameon=False, ncol=1 + len(groups) // 25)
     fig.suptitle(f"{title + ': ' if title else ''}UMAP by {colour_by} ({len(rows)} shared records)", fontsize=11)
-    return _png(fig)
+    return figure_png(fig)

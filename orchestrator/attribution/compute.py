@@ -46,7 +46,6 @@ attribution).
 """
 from __future__ import annotations
 
-import io
 import sys
 import threading
 import time
@@ -57,6 +56,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from orchestrator.attribution.clinical import TOP_K, top_leads
 from services.probing.core import linear_logits
 
 BASELINES: dict[str, str] = {
@@ -65,7 +65,6 @@ BASELINES: dict[str, str] = {
 }
 DEFAULT_SEGMENTS = 4
 DEFAULT_NSAMPLES = 256
-TOP_K = 3
 
 # shap samples with the global np.random: one explainer at a time, so a seed means the same coalitions.
 _RNG_LOCK = threading.Lock()
@@ -95,8 +94,7 @@ class AttributionResult:
 
     def top_leads(self, class_name: str, k: int = TOP_K) -> list[str]:
         """The k leads with the largest importance for a class, most important first (ties in lead order)."""
-        imp = self.lead_importance[class_name]
-        return sorted(self.leads, key=lambda lead: -imp[lead])[:k]
+        return top_leads(self.lead_importance[class_name], self.leads, k)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (mean |phi| per class, lead and segment instead of per-ECG arrays)."""
@@ -467,138 +465,3 @@ def _describe(card: Any, client: Any, n_groups: int, segments: int, baseline: st
         "endpoint": getattr(client, "address", ""), "batch_size": job.batch_size, "in_flight": job.in_flight,
         "parallel": parallel,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Figure
-# ---------------------------------------------------------------------------------------------
-
-def _png(fig: Any) -> bytes:
-    """PNG bytes of a matplotlib Figure without pyplot (thread-safe) and without a Software stamp."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    return buf.getvalue()
-
-
-def lead_matrix(result: AttributionResult, class_names: Sequence[str] | None = None,
-                leads: Sequence[str] | None = None) -> np.ndarray:
-    """[classes, leads] lead importance, each row divided by its maximum (all-zero rows stay zero)."""
-    classes, cols = list(class_names or result.class_names), list(leads or result.leads)
-    m = np.array([[result.lead_importance[c][lead] for lead in cols] for c in classes], dtype=np.float64)
-    peak = m.max(axis=1, keepdims=True) if m.size else m
-    return np.divide(m, peak, out=np.zeros_like(m), where=peak > 0)
-
-
-def lead_heatmap(result: AttributionResult, class_names: Sequence[str] | None = None,
-                 leads: Sequence[str] | None = None) -> bytes:
-    """PNG: class x lead heatmap of mean |SHAP| (summed over segments), normalised per class, annotated."""
-    from matplotlib.figure import Figure
-
-    classes, cols = list(class_names or result.class_names), list(leads or result.leads)
-    norm = lead_matrix(result, classes, cols)
-    fig = Figure(figsize=(0.55 * len(cols) + 2.4, 0.42 * len(classes) + 1.6))
-    ax = fig.add_subplot(1, 1, 1)
-    image = ax.imshow(norm, cmap="Reds", vmin=0.0, vmax=1.0, aspect="auto")
-    for r in range(norm.shape[0]):
-        for c in range(norm.shape[1]):
-            ax.text(c, r, f"{norm[r, c]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[r, c] > 0.6 else "black")
-    ax.set_xticks(range(len(cols)), cols, fontsize=8)
-    ax.set_yticks(range(len(classes)), classes, fontsize=8)
-    ax.set_xlabel("lead", fontsize=8)
-    model = result.explainer.get("model", "")
-    ax.set_title(f"{model}: lead attribution (mean |SHAP|, {result.explainer.get('segments', '?')} segments "
-                 f"summed; per-class max = 1)", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
-    fig.tight_layout()
-    return _png(fig)
-
-
-# ---------------------------------------------------------------------------------------------
-# Clinical expectations
-# ---------------------------------------------------------------------------------------------
-
-LIMB_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF")
-
-
-@dataclass(frozen=True)
-class Expectation:
-    """Where a class is classically seen: one or more (leads, wording) patterns and the source."""
-
-    aliases: tuple[str, ...]
-    patterns: tuple[tuple[tuple[str, ...], str], ...]
-    cite: str  # short form used in the sentences
-    source: str
-
-
-_AHA_IVCD = ("AHA/ACCF/HRS 2009",
-             "Surawicz et al., AHA/ACCF/HRS recommendations for the standardization and interpretation of the "
-             "ECG, part III: intraventricular conduction disturbances, Circulation 2009;119:e235-e240")
-_GOLDBERGER = ("Goldberger 2018", "Goldberger, Goldberger & Shvilkin, Goldberger's Clinical Electrocardiography: "
-               "A Simplified Approach, 9th ed., Elsevier 2018")
-_UDMI = ("UDMI 2018", "Thygesen et al., Fourth universal definition of myocardial infarction, "
-         "Circulation 2018;138:e618-e651")
-
-# Deliberately small; aliases are matched case-insensitively. Synthetic "BBB" is RBBB-like (R' in V1, wide S in
-# I/V6; orchestrator.datasets.synthetic), so it shares the RBBB row.
-EXPECTATIONS: tuple[Expectation, ...] = (
-    Expectation(("RBBB", "CRBBB", "IRBBB", "BBB"),
-                ((("V1", "V2"), "V1/V2 for right bundle-branch block: rsR' in V1-V2"),), *_AHA_IVCD),
-    Expectation(("LBBB", "CLBBB"),
-                ((("V1", "V5", "V6", "I", "aVL"),
-                  "I, aVL, V5-V6 (broad notched R) and V1 (QS) for left bundle-branch block"),), *_AHA_IVCD),
-    Expectation(("STE", "STEMI", "ASTE", "AMI", "ANMI"),
-                ((("V1", "V2", "V3", "V4"), "V1-V4 for anterior ST elevation"),
-                 (("II", "III", "aVF"), "II/III/aVF for inferior ST elevation")), *_UDMI),
-    Expectation(("ISTE", "IMI", "INFERIOR"),
-                ((("II", "III", "aVF"), "II/III/aVF for inferior ST elevation"),), *_UDMI),
-    Expectation(("AF", "AFIB", "AFL", "AFLT"),
-                ((("II", "III", "aVF", "V1"), "II/III/aVF and V1, where P waves or f waves are best seen"),),
-                *_GOLDBERGER),
-    Expectation(("1DAVB", "IAVB", "1AVB", "LPR"),
-                ((("II", "V1"), "II and V1, where the P wave that starts the PR interval is clearest"),),
-                *_GOLDBERGER),
-    Expectation(("LAD", "RAD", "LAFB", "LANFB", "LPFB", "AXIS"),
-                ((LIMB_LEADS, "the limb leads, which define the frontal-plane axis"),), *_GOLDBERGER),
-)
-# Rate classes are read from RR intervals, visible in every lead: no lead is expected to dominate.
-RATE_CLASSES = frozenset({"NSR", "SR", "SB", "SBRAD", "BRADY", "STACH", "TACHY", "NORM"})
-
-
-def expectation_for(class_name: str) -> Expectation | None:
-    """The table row whose aliases include the class name (case-insensitive), if any."""
-    key = class_name.strip().upper()
-    return next((e for e in EXPECTATIONS if key in {a.upper() for a in e.aliases}), None)
-
-
-def _verdict(top: Sequence[str], expected: Sequence[str]) -> int:
-    """2 = agrees (>= min(2, |expected|) of the top leads expected), 1 = partly (one), 0 = not."""
-    hits = sum(lead in expected for lead in top)
-    return 2 if hits >= min(2, len(expected)) else (1 if hits else 0)
-
-
-def clinical_notes(result: AttributionResult, top_k: int = TOP_K) -> list[str]:
-    """One sentence per class comparing its top leads with the textbook expectation."""
-    words = {2: "agrees with", 1: "partly agrees with", 0: "does not agree with"}
-    notes = []
-    for name in result.class_names:
-        if not any(result.lead_importance[name].values()):
-            notes.append(f"{name}: no attribution - the probe's logit for this class is constant "
-                         "(the reference class of a binary probe).")
-            continue
-        top = result.top_leads(name, top_k)
-        head = f"{name}: top leads {', '.join(top)}"
-        exp = expectation_for(name)
-        if exp is None:
-            tail = ("a rate/rhythm class read from RR intervals in every lead, so no lead is expected to dominate"
-                    if name.strip().upper() in RATE_CLASSES else "no clinical expectation recorded for this class")
-            notes.append(f"{head} - {tail}.")
-            continue
-        score, text = max((_verdict(top, leads), text) for leads, text in exp.patterns)
-        if score == 0:
-            text = " or ".join(t for _, t in exp.patterns)
-        notes.append(f"{head} - {words[score]} the expectation ({text}; {exp.cite}).")
-    return notes

@@ -1,0 +1,16 @@
+"""The report: results.json rendered as one self-contained HTML page, a scarcity figure and a terminal table.
+
+Everything here reads `Results` only (docs/results-schema.md, schema 1.0 and 1.1); no model, server or
+dataset is touched. The page is a Jinja2 template with autoescaping on (templates/), one module per section
+builds its HTML from escaped values, every image is an inline data: URI, and the page needs no network, fonts
+or JavaScript, so it can be mailed or archived as a single file. Sections backed by schema 1.1 keys (probe
+kinds, CIs, comparisons, label efficiency, transfer, structure, attribution, similarity, findings) are left
+out when their data is absent. The public API below is what orchestrator/report.py exposed.
+"""
+from orchestrator.report.figures import scarcity_figure, transfer_figure
+from orchestrator.report.format import DASH, fmt, fmt_pm
+from orchestrator.report.page import render_html, write_report
+from orchestrator.report.table import results_table
+
+__all__ = ["DASH", "fmt", "fmt_pm", "render_html", "results_table", "scarcity_figure", "transfer_figure",
+           "write_report"]

@@ -1,0 +1,61 @@
+"""The "What was measured" section: plain-language intro and glossary (templates/intro.html.j2)."""
+from __future__ import annotations
+
+from markupsafe import Markup
+
+from orchestrator.report.templating import render
+
+# Trusted, hand-written markup (only <em>): marked safe so the template does not escape it.
+INTRO = Markup(
+    "Each ECG foundation model turned every ECG into a fixed-length vector of numbers (an "
+    "<em>embedding</em>) without being retrained; the models stay frozen. For each model, simple "
+    "classifiers (<em>probes</em>) were then trained on those embeddings to recognise the diagnostic classes, "
+    "and scored on ECGs from patients they never saw: a <em>linear</em> probe (logistic regression) and, where "
+    "listed, a <em>kNN</em> probe (a vote of the most similar training ECGs) or a small neural network "
+    "(<em>MLP</em>). A model whose embeddings let such a simple probe work well has captured clinically useful "
+    "information. The main score is the <em>AUROC</em>: the probability that the probe ranks a random ECG with "
+    "a condition above a random ECG without it (0.5 = chance, 1.0 = perfect), averaged over classes (macro). "
+    "Where given, <em>95% confidence intervals</em> (in brackets) come from resampling the test patients "
+    "(bootstrap): they show how much the score could move on another sample of patients. "
+    "<em>Data scarcity</em> was simulated by training the probe on only a fraction of the labelled "
+    "training ECGs (or on a fixed number per class), repeated with several random seeds; \u00b1 is the "
+    "standard deviation over those seeds. <em>Transfer</em> trains on one acquisition source (hospital, "
+    "device, database) and tests on another. <em>SHAP</em> shows which embedding dimensions (and, through "
+    "the model, which ECG leads) the probe relies on, and <em>UMAP</em> draws a 2-D map of the embedding space "
+    "in which nearby points are ECGs the model considers similar."
+)
+GLOSSARY = (
+    ("AUROC", "ranking quality, 0.5 = chance, 1.0 = perfect; macro = mean over classes."),
+    ("AUPRC", "area under the precision-recall curve; more sensitive to rare classes than AUROC."),
+    ("F1", "harmonic mean of precision and recall of the probe's decisions, averaged over classes."),
+    ("Balanced accuracy", "mean per-class recall (sensitivity), so large classes do not dominate."),
+    ("95% CI", "patient-level bootstrap confidence interval: the range of plausible scores on other patients."),
+    ("Paired bootstrap", "both models are scored on the same resampled patients; if the 95% CI of the "
+                         "difference includes 0, the two are \u201cnot clearly different\u201d."),
+    ("AULC", "area under the label-efficiency curve: the mean score over the training fractions (log scale); "
+             "higher = good with few labels."),
+    ("Silhouette (class)", "from \u22121 to 1: how well ECGs of the same class cluster together in the "
+                           "embedding space; high = classes are well separated."),
+    ("Silhouette (source)", "the same for acquisition source (hospital, device, database); high = the "
+                            "embedding separates sites, a generalisation risk."),
+    ("Trustworthiness", "from 0 to 1: how faithfully the 2-D UMAP map keeps true neighbours together; "
+                        "near 1 = the picture can be trusted, below ~0.8 = read it with caution."),
+    ("Continuity", "from 0 to 1: how many true neighbours the 2-D map keeps close (the converse of trustworthiness)."),
+    ("kNN agreement", "share of an ECG's nearest neighbours in the embedding that have the same class; compare "
+                      "with chance (what random neighbours would give)."),
+    ("Site separability", "AUROC of telling the acquisition site from the embedding alone; 0.5 = sites look "
+                          "alike (good), near 1 = sites are easy to tell apart (a generalisation risk)."),
+    ("Effective rank", "how many directions of the embedding carry variance; far below the embedding size means "
+                       "the embedding has collapsed onto a few directions."),
+    ("Participation ratio", "another count of the directions that carry variance, dominated by the largest ones."),
+    ("Alignment / uniformity", "mean distance between same-class ECGs (lower = tighter classes) and how evenly "
+                               "embeddings spread over the sphere (more negative = more uniform)."),
+    ("Jaccard", "overlap of two sets of top dimensions, 0 = none shared, 1 = identical; compared with chance."),
+    ("Gini", "from 0 to 1: how unequally the probe's reliance is spread over dimensions; high = concentrated."),
+    ("CKA", "centred kernel alignment, 0 to 1: how similar two models' embedding geometries are on the same ECGs."),
+)
+
+
+def intro_section() -> str:
+    """What was measured, in plain language, and a glossary of the scores."""
+    return render("intro.html.j2", intro=INTRO, glossary=GLOSSARY)
