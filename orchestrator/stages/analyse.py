@@ -13,12 +13,19 @@ from typing import Callable
 import numpy as np
 import ray
 
+from orchestrator.attribution.clinical import clinical_notes
+from orchestrator.attribution.compute import attribute
+from orchestrator.attribution.figure import lead_heatmap
 from orchestrator.dispatch import RecordProblem
+from orchestrator.endpoints import EndpointError, open_client
 from orchestrator.experiment import Experiment
+from orchestrator.preprocess import preprocess
 from orchestrator.results import Representation, SimilarityRow
 from orchestrator.stages.launch import ANALYSES
 from orchestrator.stages.probe import Probed
 from orchestrator.stages.types import DatasetView, Embedded, Figure, Launched
+from services.analysis.client import AnalysisClient
+from services.analysis.figures import umap_grid
 
 log = logging.getLogger(__name__)
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
@@ -28,7 +35,6 @@ AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75
 def umap_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], params: dict,
                 title: str) -> tuple[dict, list, np.ndarray]:
     """UMAP of one model's embeddings on the analysis service: scores, figures, projection."""
-    from services.analysis.client import AnalysisClient
 
     with AnalysisClient(address) as client:
         result, figures = client.umap(emb, classes, sources, n_neighbors=params["n_neighbors"],
@@ -44,7 +50,6 @@ def umap_remote(address: str, emb: np.ndarray, classes: list[str], sources: list
 def structure_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], groups: list[str],
                      projection: np.ndarray | None, params: dict, seed: int) -> dict:
     """Structure metrics (kNN agreement, site separability, rank, alignment/uniformity, continuity)."""
-    from services.analysis.client import AnalysisClient
 
     with AnalysisClient(address) as client:
         return client.structure(emb, classes, sources, groups=groups, projection=projection, k=params["k"],
@@ -55,7 +60,6 @@ def structure_remote(address: str, emb: np.ndarray, classes: list[str], sources:
 def shap_remote(address: str, probe: dict, background: np.ndarray, samples: np.ndarray, class_names: list[str],
                 top_k: int, title: str) -> tuple[dict, list, np.ndarray]:
     """Exact linear SHAP of one probe: summary, figures, mean |SHAP| [C, D]."""
-    from services.analysis.client import AnalysisClient
 
     with AnalysisClient(address) as client:
         result, figures = client.shap(probe["coef"], probe["intercept"], probe["mean"], probe["scale"], background,
@@ -69,7 +73,6 @@ def shap_remote(address: str, probe: dict, background: np.ndarray, samples: np.n
 @ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
 def similarity_remote(address: str, embeddings: dict[str, np.ndarray], title: str) -> tuple[dict, list]:
     """Linear CKA between every pair of models on the same records."""
-    from services.analysis.client import AnalysisClient
 
     with AnalysisClient(address) as client:
         return client.similarity(embeddings, title=title)
@@ -299,7 +302,6 @@ class _RepresentationStage:
             self.keep_figures(figures, "", "cka")
 
     def _umap_grids(self, views: list, projections: dict) -> None:
-        from services.analysis.figures import umap_grid
 
         for view in views:
             panels = {m.name: projections.get((m.name, view.dataset.name)) for m in self.exp.models}
@@ -325,10 +327,6 @@ class _RepresentationStage:
 
     # --- lead attribution ------------------------------------------------------------------------
     def _attribution(self, views: list, linear: Callable, endpoints: dict, cards: dict, preps: dict) -> None:
-        from orchestrator.attribution.clinical import clinical_notes
-        from orchestrator.attribution.compute import attribute
-        from orchestrator.attribution.figure import lead_heatmap
-        from orchestrator.preprocess import preprocess
 
         cfg = self.exp.analyses["attribution"]
         for view in views[:1]:  # one dataset is enough to see which leads drive decisions; it is costly
@@ -386,7 +384,6 @@ class _RepresentationStage:
 
     def _live_client(self, addresses: list[str], connection: dict):
         """A client of the first replica that answers quickly (a replica may have died during embedding)."""
-        from orchestrator.endpoints import EndpointError, open_client
 
         for address in addresses:
             try:
