@@ -95,7 +95,7 @@ class AnalysisClient:
                   groups: Sequence[str] | None = None, projection: np.ndarray | None = None, k: int = 0,
                   metric: str = "", projection_metric: str = "", seed: int = 0, cv_folds: int = 0,
                   request_id: str = "", timeout_s: float | None = None) -> dict[str, object]:
-        """Structure metrics of embeddings [N, D] as metrics.structure_summary's flat dict (None = undefined)."""
+        """Structure metrics of embeddings [N, D] as structure.structure_summary's flat dict (None = undefined)."""
         request = analysis_pb2.StructureRequest(
             request_id=request_id, embeddings=to_tensor(embeddings), class_labels=list(class_labels),
             sources=list(sources), groups=list(groups or []), k=k, metric=metric,
@@ -117,7 +117,7 @@ class AnalysisClient:
 
     def similarity(self, embeddings: Mapping[str, np.ndarray], title: str = "", request_id: str = "",
                    timeout_s: float | None = None) -> tuple[CkaMatrix, Figures]:
-        """Linear CKA of every ordered model pair (a, b), a == b included, as metrics.cka_matrix returns it."""
+        """Linear CKA of every ordered model pair (a, b), a == b included, as similarity.cka_matrix returns it."""
         request = analysis_pb2.SimilarityRequest(
             request_id=request_id, title=title,
             models=[analysis_pb2.NamedEmbeddings(name=name, embeddings=to_tensor(x)) for name, x in embeddings.items()])

@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 
 from protos.ecglens.v1 import analysis_pb2, analysis_pb2_grpc, tensor_pb2
-from services.analysis import core, metrics
+from services.analysis import core, inputs, neighbourhood, separability, similarity, structure
 from services.analysis.figures import similarity_figure
 from services.common.process import write_port_file
 from services.common.runtime import serve_blocking
@@ -91,7 +91,7 @@ def _labels(values, n: int, name: str) -> list[str]:
 
 
 def _validate_structure(request: analysis_pb2.StructureRequest) -> dict:
-    """Decode and check a StructureRequest; return keyword arguments of metrics.structure_metrics."""
+    """Decode and check a StructureRequest; return keyword arguments of structure.structure_metrics."""
     x = _decode(request.embeddings, "embeddings", 2)
     n = x.shape[0]
     if n < 4 or x.shape[1] < 1:
@@ -110,10 +110,10 @@ def _validate_structure(request: analysis_pb2.StructureRequest) -> dict:
         "x": x, "class_labels": _labels(request.class_labels, n, "class_labels"),
         "sources": _labels(request.sources, n, "sources"),
         "groups": _labels(request.groups, n, "groups") if len(request.groups) else None,
-        "projection": projection, "k": request.k or metrics.DEFAULT_K,
-        "metric": request.metric or metrics.DEFAULT_KNN_METRIC,
+        "projection": projection, "k": request.k or inputs.DEFAULT_K,
+        "metric": request.metric or neighbourhood.DEFAULT_KNN_METRIC,
         "projection_metric": request.projection_metric or "euclidean", "seed": request.seed,
-        "cv": request.cv_folds or metrics.DEFAULT_CV_FOLDS,
+        "cv": request.cv_folds or separability.DEFAULT_CV_FOLDS,
     }
 
 
@@ -141,7 +141,7 @@ def _scores(values: dict[str, float]) -> list[analysis_pb2.LabelScore]:
     return [analysis_pb2.LabelScore(label=k, value=v) for k, v in values.items()]
 
 
-def _structure_response(request_id: str, result: metrics.StructureResult) -> analysis_pb2.StructureResponse:
+def _structure_response(request_id: str, result: structure.StructureResult) -> analysis_pb2.StructureResponse:
     """A StructureResult as its response message (undefined scores as NaN)."""
     au, site, pres = result.alignment_uniformity, result.site, result.preservation
     return analysis_pb2.StructureResponse(
@@ -159,7 +159,7 @@ def _structure_response(request_id: str, result: metrics.StructureResult) -> ana
 
 
 class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
-    """Umap, Shap, Structure and Similarity RPCs on top of services.analysis.core and .metrics."""
+    """Umap, Shap, Structure and Similarity RPCs on top of services.analysis.core, .structure and .similarity."""
 
     def _run(self, method: str, request_id: str, context: grpc.ServicerContext, work: Callable[[], Reply]) -> Reply:
         """Run work(); map validation errors to INVALID_ARGUMENT and anything else to INTERNAL."""
@@ -196,14 +196,14 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
     @staticmethod
     def _structure(request: analysis_pb2.StructureRequest) -> analysis_pb2.StructureResponse:
         """Validated Structure request to response."""
-        result = metrics.structure_metrics(**_validate_structure(request))
+        result = structure.structure_metrics(**_validate_structure(request))
         return _structure_response(request.request_id, result)
 
     @staticmethod
     def _similarity(request: analysis_pb2.SimilarityRequest) -> analysis_pb2.SimilarityResponse:
         """Validated Similarity request to response."""
         arrays = _validate_similarity(request)
-        cka = metrics.cka_matrix(arrays)
+        cka = similarity.cka_matrix(arrays)
         names = list(arrays)
         pairs = [analysis_pb2.CkaPair(model_a=a, model_b=b, cka=_nan_if_none(cka[(a, b)]))
                  for i, a in enumerate(names) for b in names[i:]]
