@@ -13,8 +13,7 @@ import numpy as np
 from protos.ecglens.v1 import analysis_pb2, analysis_pb2_grpc, tensor_pb2
 from services.analysis import core, inputs, neighbourhood, separability, similarity, structure
 from services.analysis.figures import similarity_figure
-from services.common.process import write_port_file
-from services.common.runtime import serve_blocking
+from services.common.runtime import add_server_arguments, serve_threaded
 from services.common.tensors import TensorError, from_tensor, to_tensor
 
 SERVICE_NAME = "ecglens.v1.AnalysisService"
@@ -245,24 +244,13 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options of the analysis server."""
     parser = argparse.ArgumentParser(prog="python -m services.analysis", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8700, help="TCP port; 0 picks a free one (default 8700)")
-    parser.add_argument("--port-file", default=None, help="write the bound port here once SERVING")
-    parser.add_argument("--workers", type=int, default=4, help="concurrent RPCs (default 4)")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    return parser.parse_args(argv)
+    return add_server_arguments(parser, port=8700, workers_help="concurrent RPCs").parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve AnalysisService until SIGTERM/SIGINT."""
-    args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def register(server: grpc.Server) -> None:
-        analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(AnalysisServicer(), server)
-
-    serve_blocking(register, [SERVICE_NAME], port=args.port, host=args.host, max_workers=args.workers,
-                   on_ready=lambda port: write_port_file(args.port_file, port))
+    serve_threaded(analysis_pb2_grpc.add_AnalysisServiceServicer_to_server, AnalysisServicer(), SERVICE_NAME,
+                   parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,7 @@ import grpc
 import numpy as np
 
 from protos.ecglens.v1 import probing_pb2, probing_pb2_grpc
-from services.common.process import write_port_file
-from services.common.runtime import serve_blocking
+from services.common.runtime import add_server_arguments, serve_threaded
 from services.common.tensors import TensorError, from_tensor, to_tensor
 from services.probing import mlp as mlp_probe
 from services.probing.core import ProbeResult
@@ -249,28 +248,16 @@ class ProbingServicer(probing_pb2_grpc.ProbingServiceServicer):
         return build_response(request.request_id, result)
 
 
-def _register(server: grpc.Server) -> None:
-    """Add the probing servicer to a server."""
-    probing_pb2_grpc.add_ProbingServiceServicer_to_server(ProbingServicer(), server)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options of the probing server."""
     parser = argparse.ArgumentParser(prog="python -m services.probing", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
-    parser.add_argument("--port", type=int, default=8600, help="TCP port (0 = any free port)")
-    parser.add_argument("--port-file", default=None, help="write the bound port here once SERVING")
-    parser.add_argument("--workers", type=int, default=4, help="concurrent Evaluate calls")
-    parser.add_argument("--log-level", default="INFO", help="logging level")
-    return parser.parse_args(argv)
+    return add_server_arguments(parser, port=8600, workers_help="concurrent Evaluate calls").parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve ecglens.v1.ProbingService until SIGTERM/SIGINT."""
-    args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_blocking(_register, [SERVICE_NAME], port=args.port, host=args.host, max_workers=args.workers,
-                   on_ready=lambda port: write_port_file(args.port_file, port))
+    serve_threaded(probing_pb2_grpc.add_ProbingServiceServicer_to_server, ProbingServicer(), SERVICE_NAME,
+                   parse_args(argv))
 
 
 if __name__ == "__main__":
