@@ -1,13 +1,15 @@
-"""The committed stubs are exactly what protos/generate.py makes from the .proto files."""
+"""The committed ecglens.v1 stubs are exactly what protos/generate.py makes from the .proto files."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from protos.generate import PACKAGE_DIR, generate
+from protos.generate import generate, package_dir
+
+PACKAGE_DIR = package_dir("ecglens.v1")
 
 
 def test_generated_stubs_are_not_stale(tmp_path):
-    written = generate(tmp_path)
+    written = generate(tmp_path, "ecglens.v1")
     assert written
     for fresh in written:
         committed = PACKAGE_DIR / fresh.name
