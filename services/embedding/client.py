@@ -10,6 +10,7 @@ import numpy as np
 
 from protos.ecglens.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.grpc_options import channel_options
+from services.common.proto_enums import from_enum, to_enum
 from services.common.tensors import from_tensor, to_tensor
 
 SERVICE = "ecglens.v1.EmbeddingService"
@@ -21,6 +22,15 @@ class EmbedError(RuntimeError):
     def __init__(self, code: grpc.StatusCode, message: str, request_id: str = "") -> None:
         super().__init__(f"{code.name}: {message}" + (f" (request {request_id})" if request_id else ""))
         self.code, self.details, self.request_id = code, message, request_id
+
+
+def complete_kind(card: embedding_pb2.ModelCard) -> embedding_pb2.ModelCard:
+    """Fill whichever of model_kind / kind a server left empty from the other (old or enum-only servers)."""
+    if not card.model_kind:
+        card.model_kind = to_enum(embedding_pb2.ModelKind, card.kind)
+    if not card.kind:
+        card.kind = from_enum(embedding_pb2.ModelKind, card.model_kind) or ""
+    return card
 
 
 class EmbeddingClient:
@@ -40,12 +50,13 @@ class EmbeddingClient:
         self.stub = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
 
     def card(self) -> embedding_pb2.ModelCard:
-        """The served model's card."""
+        """The served model's card, with model_kind and the deprecated text kind both filled when either is."""
         try:
-            return self.stub.GetModelCard(embedding_pb2.GetModelCardRequest(), timeout=self.timeout_s, metadata=self.metadata,
-                                          wait_for_ready=True)
+            card = self.stub.GetModelCard(embedding_pb2.GetModelCardRequest(), timeout=self.timeout_s,
+                                          metadata=self.metadata, wait_for_ready=True)
         except grpc.RpcError as err:
             raise EmbedError(err.code(), err.details()) from None
+        return complete_kind(card)
 
     def request(self, x: np.ndarray, request_id: str | None = None) -> embedding_pb2.EmbedRequest:
         """Build an EmbedRequest for a [B, L, T] batch."""

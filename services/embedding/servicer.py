@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 
 from protos.ecglens.v1 import embedding_pb2, embedding_pb2_grpc, tensor_pb2
+from services.common.proto_enums import to_enum
 from services.common.tensors import TensorError, from_tensor, to_tensor
 from services.embedding.backends import BackendError
 from services.embedding.batcher import Draining, DynamicBatcher, QueueFull
@@ -30,7 +31,7 @@ class RequestFailed(Exception):
 
 
 def card_message(model: EmbeddingModel) -> embedding_pb2.ModelCard:
-    """The card as the protocol's ModelCard."""
+    """The card as the protocol's ModelCard (the kind both as model_kind and as the deprecated text)."""
     card = model.card
     return embedding_pb2.ModelCard(
         name=card.name, version=card.version, embedding_dim=card.output.embedding_dim,
@@ -38,7 +39,7 @@ def card_message(model: EmbeddingModel) -> embedding_pb2.ModelCard:
         num_samples=card.input.num_samples, max_batch_size=card.serving.max_batch_size, license=card.license,
         backend=card.backend, kind=card.kind, objective=card.objective, normalization=card.input.normalization,
         input_units=card.input.units, params=model.params, fingerprint=model.fingerprint,
-        description=card.description)
+        description=card.description, model_kind=to_enum(embedding_pb2.ModelKind, card.kind))
 
 
 class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):

@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 
 from protos.ecglens.v1 import probing_pb2, probing_pb2_grpc
+from services.common.proto_enums import enum_names, from_enum, to_enum
 from services.common.runtime import add_server_arguments, serve_threaded
 from services.common.tensors import TensorError, from_tensor, to_tensor
 from services.probing import mlp as mlp_probe
@@ -133,12 +134,24 @@ def _check_evaluation(inputs: ProbeInputs) -> None:
         raise RequestError(f"bootstrap must be in [0, {MAX_BOOTSTRAP}], got {inputs.bootstrap}")
 
 
-def _decode_config(config: probing_pb2.ProbeConfig) -> tuple[int, list[float], int]:
-    """(seed, cs, cv_folds) from ProbeConfig; RequestError for an unknown probe or bad values."""
+def _decode_probe(config: probing_pb2.ProbeConfig) -> str:
+    """The probe kind: probe_kind when set, else the deprecated text ("" = linear); RequestError if unknown."""
+    if config.probe_kind:
+        probe = from_enum(probing_pb2.ProbeKind, config.probe_kind)
+        if probe not in ALLOWED_PROBES:
+            raise RequestError(f"config.probe_kind {config.probe_kind} is not supported; allowed: "
+                               f"{', '.join(enum_names(probing_pb2.ProbeKind))} (unspecified = config.probe)")
+        return probe
     probe = config.probe or "linear"
     if probe not in ALLOWED_PROBES:
         raise RequestError(f"config.probe {config.probe!r} is not supported; allowed: {', '.join(ALLOWED_PROBES)} "
                            "(empty = linear)")
+    return probe
+
+
+def _decode_config(config: probing_pb2.ProbeConfig) -> tuple[int, list[float], int]:
+    """(seed, cs, cv_folds) from ProbeConfig; RequestError for an unknown probe or bad values."""
+    _decode_probe(config)
     cs = [float(c) for c in config.cs]
     if any(not np.isfinite(c) or c <= 0 for c in cs):
         raise RequestError(f"config.cs must be finite and > 0, got {cs}")
@@ -174,12 +187,18 @@ def _decode_settings(config: probing_pb2.ProbeConfig, cs: list[float], cv_folds:
         val_fraction=float(val_fraction))
 
 
-def _decode_target_type(value: str) -> str:
-    """The target type ("" = classification); RequestError for an unknown one."""
-    target_type = value or "classification"
+def _decode_target_type(request: probing_pb2.EvaluateRequest) -> str:
+    """target_kind when set, else the deprecated target_type text ("" = classification); RequestError if unknown."""
+    if request.target_kind:
+        target_type = from_enum(probing_pb2.TargetKind, request.target_kind)
+        if target_type not in TARGET_TYPES:
+            raise RequestError(f"target_kind {request.target_kind} is not supported; allowed: "
+                               f"{', '.join(enum_names(probing_pb2.TargetKind))} (unspecified = target_type)")
+        return target_type
+    target_type = request.target_type or "classification"
     if target_type not in TARGET_TYPES:
-        raise RequestError(f"target_type {value!r} is not supported; allowed: {', '.join(TARGET_TYPES)} "
-                           "(empty = classification)")
+        raise RequestError(f"target_type {request.target_type!r} is not supported; allowed: "
+                           f"{', '.join(TARGET_TYPES)} (empty = classification)")
     return target_type
 
 
@@ -192,8 +211,8 @@ def decode_request(request: probing_pb2.EvaluateRequest) -> ProbeInputs:
         test_x=_decode(request.test_embeddings, "test_embeddings", 2),
         test_y=_decode(request.test_labels, "test_labels", 2),
         class_names=list(request.class_names), multi_label=bool(request.multi_label),
-        seed=seed, cs=cs, cv_folds=cv_folds, probe=request.config.probe or "linear",
-        target_type=_decode_target_type(request.target_type),
+        seed=seed, cs=cs, cv_folds=cv_folds, probe=_decode_probe(request.config),
+        target_type=_decode_target_type(request),
         settings=_decode_settings(request.config, cs, cv_folds), test_groups=list(request.test_groups) or None,
         bootstrap=int(request.bootstrap), bootstrap_seed=int(request.bootstrap_seed))
     _check_rows(inputs.train_x, inputs.train_y, "train")
@@ -210,7 +229,9 @@ def build_response(request_id: str, result: ProbeResult) -> probing_pb2.Evaluate
         request_id=request_id, metrics=result.metrics, per_class_auroc=result.per_class_auroc,
         test_logits=to_tensor(result.test_logits), warnings=result.warnings,
         metrics_ci_low=result.metrics_ci_low, metrics_ci_high=result.metrics_ci_high, probe=result.probe,
-        target_type=result.target_type, hyperparameters=result.hyperparameters, bootstrap=result.bootstrap)
+        target_type=result.target_type, hyperparameters=result.hyperparameters, bootstrap=result.bootstrap,
+        probe_kind=to_enum(probing_pb2.ProbeKind, result.probe),
+        target_kind=to_enum(probing_pb2.TargetKind, result.target_type))
     if result.probe == "linear":
         reply.model.CopyFrom(probing_pb2.LinearModel(
             coef=to_tensor(result.coef), intercept=to_tensor(result.intercept), mean=to_tensor(result.mean),
