@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 
 from protos.ecglens.v1 import embedding_pb2, embedding_pb2_grpc
-from services.common.grpc_options import channel_options
+from services.common.grpc_options import ChannelClient, open_channel
 from services.common.proto_enums import from_enum, to_enum
 from services.common.tensors import from_tensor, to_tensor
 
@@ -33,7 +33,7 @@ def complete_kind(card: embedding_pb2.ModelCard) -> embedding_pb2.ModelCard:
     return card
 
 
-class EmbeddingClient:
+class EmbeddingClient(ChannelClient):
     """Talks to one embedding endpoint; thread-safe (one channel, many calls)."""
 
     def __init__(self, address: str, timeout_s: float = 120.0, wire_dtype: str = "float32",
@@ -44,9 +44,7 @@ class EmbeddingClient:
         self.metadata = tuple(metadata)  # e.g. (("authorization", "Bearer ..."),); never logged
         self.timeout_s = timeout_s
         self.wire_dtype = wire_dtype
-        options = channel_options(SERVICE) + list(extra_options or [])
-        self.channel = (grpc.secure_channel(address, credentials, options) if credentials
-                        else grpc.insecure_channel(address, options))
+        self.channel = open_channel(address, SERVICE, credentials, extra_options)
         self.stub = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
 
     def card(self) -> embedding_pb2.ModelCard:
@@ -104,13 +102,3 @@ class EmbeddingClient:
                 yield from_tensor(reply.embedding, "embedding")
         except grpc.RpcError as err:
             raise EmbedError(err.code(), err.details()) from None
-
-    def close(self) -> None:
-        """Close the channel."""
-        self.channel.close()
-
-    def __enter__(self) -> "EmbeddingClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

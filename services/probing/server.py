@@ -134,19 +134,25 @@ def _check_evaluation(inputs: ProbeInputs) -> None:
         raise RequestError(f"bootstrap must be in [0, {MAX_BOOTSTRAP}], got {inputs.bootstrap}")
 
 
+def _decode_choice(enum, number: int, text: str, allowed: tuple[str, ...], default: str, enum_field: str,
+                   text_field: str) -> str:
+    """The enum's value when set, else the deprecated text (empty = default); RequestError if not allowed."""
+    if number:
+        value = from_enum(enum, number)
+        if value not in allowed:
+            raise RequestError(f"{enum_field} {number} is not supported; allowed: {', '.join(enum_names(enum))} "
+                               f"(unspecified = {text_field})")
+        return value
+    value = text or default
+    if value not in allowed:
+        raise RequestError(f"{text_field} {text!r} is not supported; allowed: {', '.join(allowed)} (empty = {default})")
+    return value
+
+
 def _decode_probe(config: probing_pb2.ProbeConfig) -> str:
-    """The probe kind: probe_kind when set, else the deprecated text ("" = linear); RequestError if unknown."""
-    if config.probe_kind:
-        probe = from_enum(probing_pb2.ProbeKind, config.probe_kind)
-        if probe not in ALLOWED_PROBES:
-            raise RequestError(f"config.probe_kind {config.probe_kind} is not supported; allowed: "
-                               f"{', '.join(enum_names(probing_pb2.ProbeKind))} (unspecified = config.probe)")
-        return probe
-    probe = config.probe or "linear"
-    if probe not in ALLOWED_PROBES:
-        raise RequestError(f"config.probe {config.probe!r} is not supported; allowed: {', '.join(ALLOWED_PROBES)} "
-                           "(empty = linear)")
-    return probe
+    """probe_kind when set, else the deprecated probe text ("" = linear); RequestError if unknown."""
+    return _decode_choice(probing_pb2.ProbeKind, config.probe_kind, config.probe, ALLOWED_PROBES, "linear",
+                          "config.probe_kind", "config.probe")
 
 
 def _decode_config(config: probing_pb2.ProbeConfig) -> tuple[int, list[float], int]:
@@ -189,17 +195,8 @@ def _decode_settings(config: probing_pb2.ProbeConfig, cs: list[float], cv_folds:
 
 def _decode_target_type(request: probing_pb2.EvaluateRequest) -> str:
     """target_kind when set, else the deprecated target_type text ("" = classification); RequestError if unknown."""
-    if request.target_kind:
-        target_type = from_enum(probing_pb2.TargetKind, request.target_kind)
-        if target_type not in TARGET_TYPES:
-            raise RequestError(f"target_kind {request.target_kind} is not supported; allowed: "
-                               f"{', '.join(enum_names(probing_pb2.TargetKind))} (unspecified = target_type)")
-        return target_type
-    target_type = request.target_type or "classification"
-    if target_type not in TARGET_TYPES:
-        raise RequestError(f"target_type {request.target_type!r} is not supported; allowed: "
-                           f"{', '.join(TARGET_TYPES)} (empty = classification)")
-    return target_type
+    return _decode_choice(probing_pb2.TargetKind, request.target_kind, request.target_type, TARGET_TYPES,
+                          "classification", "target_kind", "target_type")
 
 
 def decode_request(request: probing_pb2.EvaluateRequest) -> ProbeInputs:
