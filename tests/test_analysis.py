@@ -9,7 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.ecglens.v1 import analysis_pb2, analysis_pb2_grpc
-from services.analysis import core, metrics
+from services.analysis import core, shap_stats, similarity, structure
 from services.analysis.client import AnalysisClient, linear_model
 from services.common.process import start_server
 from services.common.tensors import to_tensor
@@ -110,9 +110,9 @@ def test_equal_contributions_need_ninety_percent_of_dimensions():
 
 
 def test_dims_for_mass_edge_cases():
-    assert core.dims_for_mass(np.array([0.0, 0.0])) == 0
-    assert core.dims_for_mass(np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])) == 9
-    assert core.dims_for_mass(np.array([0.05, 0.95])) == 1
+    assert shap_stats.dims_for_mass(np.array([0.0, 0.0])) == 0
+    assert shap_stats.dims_for_mass(np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])) == 9
+    assert shap_stats.dims_for_mass(np.array([0.05, 0.95])) == 1
 
 
 def test_top_dimension_recovered_from_a_fitted_probe():
@@ -298,7 +298,7 @@ def test_grpc_structure_equals_in_process(client, clusters):
     x, labels, _ = clusters
     groups, sources = site_groups(len(x))
     projection = core.umap_projection(x, labels, sources, n_neighbors=10, seed=3).projection
-    local = metrics.structure_summary(metrics.structure_metrics(
+    local = structure.structure_summary(structure.structure_metrics(
         x, labels, sources, groups, projection, k=7, metric="cosine", projection_metric="euclidean", seed=5, cv=4))
     remote = client.structure(x, labels, sources, groups=groups, projection=projection, k=7, seed=5, cv_folds=4)
     assert_same_summary(remote, local)
@@ -310,7 +310,7 @@ def test_grpc_structure_equals_in_process(client, clusters):
 def test_grpc_structure_defaults_and_undefined_scores(client):
     x, labels = blobs(n=40, d=8)
     remote = client.structure(x, labels, ["one-site"] * 40)
-    assert_same_summary(remote, metrics.structure_summary(metrics.structure_metrics(x, labels, ["one-site"] * 40)))
+    assert_same_summary(remote, structure.structure_summary(structure.structure_metrics(x, labels, ["one-site"] * 40)))
     assert (remote["k"], remote["metric"]) == (10, "cosine")
     assert remote["site_separability"] is None and remote["site_per_source"] == {}
     assert remote["trustworthiness"] is None and remote["continuity"] is None
@@ -322,7 +322,7 @@ def test_grpc_similarity_equals_in_process(client):
     models = {"ECGFounder": base, "rotated": (base @ np.linalg.qr(rng.normal(size=(6, 6)))[0]).astype(np.float32),
               "random-resnet": rng.normal(size=(120, 10)).astype(np.float32)}
     remote, figures = client.similarity(models, title="PTB-XL")
-    local = metrics.cka_matrix(models)
+    local = similarity.cka_matrix(models)
     assert remote.keys() == local.keys()
     for pair, value in local.items():
         assert remote[pair] == pytest.approx(value, rel=1e-9), pair
@@ -357,7 +357,7 @@ def _bad_requests() -> list[tuple[str, str, object, list[str]]]:
     narrow = {**p, "samples": p["samples"][:, :-2]}
     no_scale = _shap_request(p)
     no_scale.model.ClearField("scale")
-    structure = analysis_pb2.StructureRequest(embeddings=to_tensor(x), class_labels=labels, sources=["s"] * 20)
+    plain = analysis_pb2.StructureRequest(embeddings=to_tensor(x), class_labels=labels, sources=["s"] * 20)
     nan_structure = analysis_pb2.StructureRequest(embeddings=to_tensor(nan_x), class_labels=labels,
                                                   sources=["s"] * 20)
     short_projection = analysis_pb2.StructureRequest(embeddings=to_tensor(x), class_labels=labels,
@@ -365,19 +365,21 @@ def _bad_requests() -> list[tuple[str, str, object, list[str]]]:
     bad_metric = analysis_pb2.StructureRequest(embeddings=to_tensor(x), class_labels=labels, sources=["s"] * 20,
                                                metric="hamming-ish")
 
-    def similarity(*models: tuple[str, np.ndarray]) -> analysis_pb2.SimilarityRequest:
+    def similarity_request(*models: tuple[str, np.ndarray]) -> analysis_pb2.SimilarityRequest:
         return analysis_pb2.SimilarityRequest(
             models=[analysis_pb2.NamedEmbeddings(name=n, embeddings=to_tensor(e)) for n, e in models])
 
     return [
         ("Structure", "structure-nan", nan_structure, ["embeddings", "non-finite"]),
-        ("Structure", "structure-label-length", _without_last_label(structure), ["class_labels", "19", "20"]),
+        ("Structure", "structure-label-length", _without_last_label(plain), ["class_labels", "19", "20"]),
         ("Structure", "structure-projection-rows", short_projection, ["projection", "19", "20"]),
         ("Structure", "structure-metric", bad_metric, ["metric", "hamming-ish"]),
-        ("Similarity", "similarity-rows", similarity(("a", x), ("b", x[:-1])), ["same rows", "'a': 20", "'b': 19"]),
-        ("Similarity", "similarity-nan", similarity(("a", x), ("b", nan_x)), ["models['b'].embeddings", "non-finite"]),
-        ("Similarity", "similarity-duplicate", similarity(("a", x), ("a", x)), ["models[1].name", "twice"]),
-        ("Similarity", "similarity-empty", similarity(), ["models", "at least one"]),
+        ("Similarity", "similarity-rows", similarity_request(("a", x), ("b", x[:-1])),
+         ["same rows", "'a': 20", "'b': 19"]),
+        ("Similarity", "similarity-nan", similarity_request(("a", x), ("b", nan_x)),
+         ["models['b'].embeddings", "non-finite"]),
+        ("Similarity", "similarity-duplicate", similarity_request(("a", x), ("a", x)), ["models[1].name", "twice"]),
+        ("Similarity", "similarity-empty", similarity_request(), ["models", "at least one"]),
         ("Umap", "label-length", _umap_request(x, labels[:-1], ["s"] * 20), ["class_labels", "19", "20"]),
         ("Umap", "source-length", _umap_request(x, labels, ["s"] * 21), ["sources", "21"]),
         ("Umap", "nan", _umap_request(nan_x, labels, ["s"] * 20), ["embeddings", "non-finite"]),

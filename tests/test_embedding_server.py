@@ -16,7 +16,7 @@ from protos.ecglens.v1 import embedding_pb2, embedding_pb2_grpc, tensor_pb2
 from services.common.grpc_options import channel_options
 from services.common.process import start_server
 from services.common.tensors import from_tensor, to_tensor
-from services.embedding.client import EmbedError, EmbeddingClient
+from services.embedding.client import EmbedError, EmbeddingClient, complete_kind
 from services.embedding.conformance import check_endpoint
 from services.embedding.model import EmbeddingModel
 
@@ -73,6 +73,17 @@ def test_model_card(server, random_resnet_pkg):
     assert (card.name, card.embedding_dim, card.num_samples, card.sampling_rate_hz) == ("random-resnet", 256, 5000, 500)
     assert list(card.leads)[:3] == ["I", "II", "III"] and len(card.leads) == 12
     assert card.max_batch_size == 32 and card.params > 1_000_000 and len(card.fingerprint) == 64
+    with grpc.insecure_channel(server.address) as channel:  # on the wire, not completed by the client
+        wire = embedding_pb2_grpc.EmbeddingServiceStub(channel).GetModelCard(embedding_pb2.GetModelCardRequest(),
+                                                                            timeout=30)
+    assert (wire.kind, wire.model_kind) == ("baseline", embedding_pb2.MODEL_KIND_BASELINE)
+
+
+def test_client_completes_the_kind_of_old_and_enum_only_servers():
+    old = complete_kind(embedding_pb2.ModelCard(kind="imported"))
+    enum_only = complete_kind(embedding_pb2.ModelCard(model_kind=embedding_pb2.MODEL_KIND_PRETRAINED))
+    assert (old.kind, old.model_kind) == ("imported", embedding_pb2.MODEL_KIND_IMPORTED)
+    assert (enum_only.kind, enum_only.model_kind) == ("pretrained", embedding_pb2.MODEL_KIND_PRETRAINED)
 
 
 def test_embed_equals_in_process_onnxruntime(server, in_process):

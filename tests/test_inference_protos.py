@@ -4,20 +4,21 @@ from __future__ import annotations
 import hashlib
 import re
 
-from protos.generate_inference import PACKAGE_DIR, generate
+from protos.generate import generate, package_dir
 
+PACKAGE_DIR = package_dir("inference")
 PROTO = PACKAGE_DIR / "open_inference_grpc.proto"
 MARKER = "// ---- upstream file below ----\n"
 
 
 def test_generated_stubs_are_not_stale(tmp_path):
-    written = generate(tmp_path)
+    written = generate(tmp_path, "inference")
     assert written
     for fresh in written:
         committed = PACKAGE_DIR / fresh.name
-        assert committed.exists(), f"{fresh.name} missing: run `python -m protos.generate_inference`"
+        assert committed.exists(), f"{fresh.name} missing: run `python -m protos.generate inference`"
         assert committed.read_text() == fresh.read_text(), \
-            f"{committed} is stale: run `python -m protos.generate_inference`"
+            f"{committed} is stale: run `python -m protos.generate inference`"
     committed_names = {p.name for p in PACKAGE_DIR.glob("*_pb2*.py*")}
     assert committed_names == {p.name for p in written}, "stubs without a .proto: delete them"
 

@@ -309,11 +309,22 @@ def _short_class_names(request):
 
 
 def _unknown_probe(request):
+    # As an old client sends it: text only (a set probe_kind would take precedence).
     request.config.probe = "svm"
+    request.config.ClearField("probe_kind")
+
+
+def _unknown_probe_kind(request):
+    request.config.probe_kind = 9
 
 
 def _unknown_target_type(request):
     request.target_type = "ordinal"
+    request.ClearField("target_kind")
+
+
+def _unknown_target_kind(request):
+    request.target_kind = 7
 
 
 def _short_test_groups(request):
@@ -321,7 +332,7 @@ def _short_test_groups(request):
 
 
 def _regression_multilabel(request):
-    request.target_type, request.multi_label = "regression", True
+    request.target_kind, request.multi_label = probing_pb2.TARGET_KIND_REGRESSION, True
 
 
 def _negative_bootstrap(request):
@@ -341,8 +352,11 @@ def _truncated_tensor(request):
     (_nan_embedding, "test_embeddings contains NaN or Inf (first at row 4, column 7)"),
     (_short_class_names, "class_names has 2 names but train_labels has 3 columns"),
     (_unknown_probe, "config.probe 'svm' is not supported; allowed: linear, knn, mlp"),
+    (_unknown_probe_kind, "config.probe_kind 9 is not supported; allowed: PROBE_KIND_LINEAR, PROBE_KIND_KNN, "
+                          "PROBE_KIND_MLP"),
     (_truncated_tensor, "train_embeddings: data has"),
     (_unknown_target_type, "target_type 'ordinal' is not supported"),
+    (_unknown_target_kind, "target_kind 7 is not supported; allowed: TARGET_KIND_CLASSIFICATION"),
     (_short_test_groups, "test_groups has 2 entries but test_embeddings has 20 rows"),
     (_regression_multilabel, "multi_label must be false when target_type is 'regression'"),
     (_negative_bootstrap, "bootstrap must be in [0, 100000], got -5"),
@@ -435,7 +449,28 @@ def test_grpc_response_fields_on_the_wire(stub):
     request = build_request(*split(x, y, 60), names(3), multi_label=False, seed=0, probe="knn", bootstrap=50)
     reply = stub.Evaluate(request, timeout=60)
     assert reply.probe == "knn" and reply.target_type == "classification" and reply.bootstrap == 50
+    assert (reply.probe_kind, reply.target_kind) == (probing_pb2.PROBE_KIND_KNN, probing_pb2.TARGET_KIND_CLASSIFICATION)
     assert not reply.HasField("model") and reply.HasField("test_probabilities")
     assert list(reply.test_probabilities.shape) == [30, 3] and set(reply.hyperparameters) == {"k", "distance_weighted"}
     plain = stub.Evaluate(build_request(*split(x, y, 60), names(3), multi_label=False, seed=0), timeout=60)
     assert plain.probe == "linear" and plain.HasField("model") and not plain.metrics_ci_low
+    assert plain.probe_kind == probing_pb2.PROBE_KIND_LINEAR
+
+
+def test_grpc_reads_the_enum_when_set_else_the_deprecated_text(stub):
+    x, y = blobs(90, 3, sep=3.0, seed=24)
+    parts = (*split(x, y, 60), names(3))
+    enum_only = build_request(*parts, multi_label=False, seed=0, probe="knn")
+    enum_only.config.probe = ""  # a client that only knows the enum
+    text_only = build_request(*parts, multi_label=False, seed=0, probe="knn")
+    text_only.config.ClearField("probe_kind")  # a client that predates the enum
+    both_disagree = build_request(*parts, multi_label=False, seed=0, probe="knn")
+    both_disagree.config.probe = "mlp"  # the enum wins
+    for request in (enum_only, text_only, both_disagree):
+        reply = stub.Evaluate(request, timeout=60)
+        assert (reply.probe, reply.probe_kind) == ("knn", probing_pb2.PROBE_KIND_KNN)
+    regression = build_request(x[:60, :], x[:60, :1], x[60:, :], x[60:, :1], ["first-dim"], multi_label=False,
+                               seed=0, target_type="regression")
+    regression.target_type = ""  # enum only: REGRESSION, not the empty text's classification
+    reply = stub.Evaluate(regression, timeout=60)
+    assert (reply.target_type, reply.target_kind) == ("regression", probing_pb2.TARGET_KIND_REGRESSION)

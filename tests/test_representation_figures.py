@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from services.analysis import figures, metrics
+from services.analysis import figures, similarity
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -14,8 +14,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_cka_heatmap_is_a_deterministic_png_with_undefined_cells():
     rng = np.random.default_rng(0)
     base = rng.normal(size=(60, 4))
-    cka = metrics.cka_matrix({"ECGFounder": base, "random-resnet": rng.normal(size=(60, 8)),
-                              "flat": np.zeros((60, 3))})
+    cka = similarity.cka_matrix({"ECGFounder": base, "random-resnet": rng.normal(size=(60, 8)),
+                                 "flat": np.zeros((60, 3))})
     names = ["ECGFounder", "random-resnet", "flat"]
     matrix = figures.cka_matrix_array(names, cka)
     assert matrix.shape == (3, 3) and matrix[0, 0] == pytest.approx(1.0) and math.isnan(matrix[2, 0])

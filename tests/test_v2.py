@@ -263,7 +263,7 @@ def test_ecglens_v2_is_listed_by_reflection(ecglens_v2):
 
 def test_v2_face_before_the_model_is_loaded():
     from services.embedding.metrics import ServerMetrics
-    from services.embedding.server import EmbeddingServicer
+    from services.embedding.servicer import EmbeddingServicer
     from services.embedding.v2_servicer import V2Servicer
 
     class Aborted(Exception):

@@ -86,7 +86,7 @@ def age_band(age) -> str:
 
 
 def _stability(runs: list[np.ndarray], names: list[str], classes: list[str], k: int) -> dict | None:
-    from services.analysis.metrics import shap_stability
+    from services.analysis.shap_stats import shap_stability
 
     if len(runs) < 2:
         return None
@@ -263,7 +263,7 @@ class _RepresentationStage:
             runs["sources"][kind.split(":", 1)[1]] = mean_abs
 
     def _finish_shap(self, entry: dict) -> None:
-        from services.analysis.metrics import cross_source_shap_agreement
+        from services.analysis.shap_stats import cross_source_shap_agreement
 
         runs = entry.pop("_runs", None)
         if runs is None or "main" not in runs:

@@ -1,1 +1,1 @@
-"""Generated stubs of the vendored Open Inference Protocol (V2), package `inference` (see protos/generate_inference.py)."""
+"""Generated stubs of the vendored Open Inference Protocol (V2), package `inference` (see `python -m protos.generate inference`)."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-import grpc
 import numpy as np
 
 from protos.ecglens.v1 import analysis_pb2, analysis_pb2_grpc, probing_pb2
 from services.analysis.core import ShapResult, UmapResult
-from services.common.grpc_options import channel_options
+from services.common.grpc_options import ChannelClient, open_channel
 from services.common.tensors import from_tensor, to_tensor
 
 SERVICE_NAME = "ecglens.v1.AnalysisService"
@@ -34,7 +33,7 @@ def linear_model(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scal
                                    scale=to_tensor(scale), c=c)
 
 
-class AnalysisClient:
+class AnalysisClient(ChannelClient):
     """Blocking client; use as a context manager or call close()."""
 
     def __init__(self, address: str, umap_timeout_s: float = 900.0, shap_timeout_s: float = 300.0,
@@ -44,8 +43,8 @@ class AnalysisClient:
         self.shap_timeout_s = shap_timeout_s
         self.structure_timeout_s = structure_timeout_s
         self.similarity_timeout_s = similarity_timeout_s
-        self._channel = grpc.insecure_channel(address, options=channel_options(SERVICE_NAME))
-        self._stub = analysis_pb2_grpc.AnalysisServiceStub(self._channel)
+        self.channel = open_channel(address, SERVICE_NAME)
+        self._stub = analysis_pb2_grpc.AnalysisServiceStub(self.channel)
 
     def umap(self, embeddings: np.ndarray, class_labels: Sequence[str], sources: Sequence[str],
              n_neighbors: int = 0, min_dist: float = 0.0, metric: str = "", seed: int = 0, title: str = "",
@@ -95,7 +94,7 @@ class AnalysisClient:
                   groups: Sequence[str] | None = None, projection: np.ndarray | None = None, k: int = 0,
                   metric: str = "", projection_metric: str = "", seed: int = 0, cv_folds: int = 0,
                   request_id: str = "", timeout_s: float | None = None) -> dict[str, object]:
-        """Structure metrics of embeddings [N, D] as metrics.structure_summary's flat dict (None = undefined)."""
+        """Structure metrics of embeddings [N, D] as structure.structure_summary's flat dict (None = undefined)."""
         request = analysis_pb2.StructureRequest(
             request_id=request_id, embeddings=to_tensor(embeddings), class_labels=list(class_labels),
             sources=list(sources), groups=list(groups or []), k=k, metric=metric,
@@ -117,7 +116,7 @@ class AnalysisClient:
 
     def similarity(self, embeddings: Mapping[str, np.ndarray], title: str = "", request_id: str = "",
                    timeout_s: float | None = None) -> tuple[CkaMatrix, Figures]:
-        """Linear CKA of every ordered model pair (a, b), a == b included, as metrics.cka_matrix returns it."""
+        """Linear CKA of every ordered model pair (a, b), a == b included, as similarity.cka_matrix returns it."""
         request = analysis_pb2.SimilarityRequest(
             request_id=request_id, title=title,
             models=[analysis_pb2.NamedEmbeddings(name=name, embeddings=to_tensor(x)) for name, x in embeddings.items()])
@@ -126,13 +125,3 @@ class AnalysisClient:
         for pair in reply.pairs:
             cka[(pair.model_a, pair.model_b)] = cka[(pair.model_b, pair.model_a)] = _none_if_nan(pair.cka)
         return cka, _figures(reply.figures)
-
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
-
-    def __enter__(self) -> "AnalysisClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -15,10 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
+from services.analysis.inputs import SUPPORTED_METRICS
+from services.analysis.shap_stats import shap_concentration
 from services.common.figures import figure_png
 
-# Metrics that both umap-learn and sklearn.manifold.trustworthiness understand by name.
-SUPPORTED_METRICS = ("euclidean", "cosine", "correlation", "manhattan", "chebyshev")
 DEFAULT_N_NEIGHBORS = 15
 DEFAULT_MIN_DIST = 0.1
 DEFAULT_METRIC = "euclidean"
@@ -28,7 +28,6 @@ MIN_UMAP_ROWS = 5
 # sizes both are estimated on a deterministic subsample.
 SILHOUETTE_SAMPLE = 2000
 TRUSTWORTHINESS_SAMPLE = 5000
-SHAP_MASS = 0.9
 # Heatmap columns beyond this stop being readable.
 MAX_HEATMAP_DIMS = 30
 
@@ -57,7 +56,7 @@ class ShapResult:
     top_dims: dict[str, list[tuple[int, float]]]
     max_additivity_error: float
     mean_abs: np.ndarray = field(repr=False)  # [C, D] mean |SHAP| over samples
-    # Added with the concentration summaries (metrics.shap_concentration); defaults keep old callers valid.
+    # Added with the concentration summaries (shap_stats.shap_concentration); defaults keep old callers valid.
     dims_for_50pct: int = 0
     gini: float = 0.0  # Gini of each class's mean |SHAP| over dims, averaged over classes
 
@@ -234,17 +233,6 @@ def _validate_probe(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, s
         raise ValueError("class_names: names must be unique")
 
 
-def dims_for_mass(importance: np.ndarray, mass: float = SHAP_MASS) -> int:
-    """Fewest dimensions whose sorted importances reach `mass` of the total (0 if the total is 0)."""
-    ordered = np.sort(np.asarray(importance, np.float64))[::-1]
-    total = ordered.sum()
-    if total <= 0:
-        return 0
-    # The relative slack keeps exact ties (e.g. 9 of 10 equal dims = 90%) from failing on rounding.
-    reached = np.cumsum(ordered) >= mass * total * (1 - 1e-12)
-    return int(np.argmax(reached)) + 1
-
-
 def _top_dims(mean_abs: np.ndarray, class_names: Sequence[str], top_k: int) -> dict[str, list[tuple[int, float]]]:
     """Per class, the top_k dims by decreasing mean |SHAP| (ties broken by lower index)."""
     top: dict[str, list[tuple[int, float]]] = {}
@@ -279,8 +267,6 @@ def linear_shap(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scale
     logits = probe_logits(coef, intercept, mean, scale, samples)  # [N, C]
     additivity = float(np.max(np.abs(phi.sum(axis=2) + base[:, None] - logits.T)))
     mean_abs = np.abs(phi).mean(axis=1)  # [C, D]
-    from services.analysis.metrics import shap_concentration  # metrics imports this module
-
     # Averaged over classes and rounded up, so a single class with diffuse attributions is not hidden.
     concentration = shap_concentration(mean_abs)
     return ShapResult(

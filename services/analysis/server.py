@@ -11,10 +11,9 @@ import grpc
 import numpy as np
 
 from protos.ecglens.v1 import analysis_pb2, analysis_pb2_grpc, tensor_pb2
-from services.analysis import core, metrics
+from services.analysis import core, inputs, neighbourhood, separability, similarity, structure
 from services.analysis.figures import similarity_figure
-from services.common.process import write_port_file
-from services.common.runtime import serve_blocking
+from services.common.runtime import add_server_arguments, serve_threaded
 from services.common.tensors import TensorError, from_tensor, to_tensor
 
 SERVICE_NAME = "ecglens.v1.AnalysisService"
@@ -91,7 +90,7 @@ def _labels(values, n: int, name: str) -> list[str]:
 
 
 def _validate_structure(request: analysis_pb2.StructureRequest) -> dict:
-    """Decode and check a StructureRequest; return keyword arguments of metrics.structure_metrics."""
+    """Decode and check a StructureRequest; return keyword arguments of structure.structure_metrics."""
     x = _decode(request.embeddings, "embeddings", 2)
     n = x.shape[0]
     if n < 4 or x.shape[1] < 1:
@@ -110,10 +109,10 @@ def _validate_structure(request: analysis_pb2.StructureRequest) -> dict:
         "x": x, "class_labels": _labels(request.class_labels, n, "class_labels"),
         "sources": _labels(request.sources, n, "sources"),
         "groups": _labels(request.groups, n, "groups") if len(request.groups) else None,
-        "projection": projection, "k": request.k or metrics.DEFAULT_K,
-        "metric": request.metric or metrics.DEFAULT_KNN_METRIC,
+        "projection": projection, "k": request.k or inputs.DEFAULT_K,
+        "metric": request.metric or neighbourhood.DEFAULT_KNN_METRIC,
         "projection_metric": request.projection_metric or "euclidean", "seed": request.seed,
-        "cv": request.cv_folds or metrics.DEFAULT_CV_FOLDS,
+        "cv": request.cv_folds or separability.DEFAULT_CV_FOLDS,
     }
 
 
@@ -141,7 +140,7 @@ def _scores(values: dict[str, float]) -> list[analysis_pb2.LabelScore]:
     return [analysis_pb2.LabelScore(label=k, value=v) for k, v in values.items()]
 
 
-def _structure_response(request_id: str, result: metrics.StructureResult) -> analysis_pb2.StructureResponse:
+def _structure_response(request_id: str, result: structure.StructureResult) -> analysis_pb2.StructureResponse:
     """A StructureResult as its response message (undefined scores as NaN)."""
     au, site, pres = result.alignment_uniformity, result.site, result.preservation
     return analysis_pb2.StructureResponse(
@@ -159,7 +158,7 @@ def _structure_response(request_id: str, result: metrics.StructureResult) -> ana
 
 
 class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
-    """Umap, Shap, Structure and Similarity RPCs on top of services.analysis.core and .metrics."""
+    """Umap, Shap, Structure and Similarity RPCs on top of services.analysis.core, .structure and .similarity."""
 
     def _run(self, method: str, request_id: str, context: grpc.ServicerContext, work: Callable[[], Reply]) -> Reply:
         """Run work(); map validation errors to INVALID_ARGUMENT and anything else to INTERNAL."""
@@ -196,14 +195,14 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
     @staticmethod
     def _structure(request: analysis_pb2.StructureRequest) -> analysis_pb2.StructureResponse:
         """Validated Structure request to response."""
-        result = metrics.structure_metrics(**_validate_structure(request))
+        result = structure.structure_metrics(**_validate_structure(request))
         return _structure_response(request.request_id, result)
 
     @staticmethod
     def _similarity(request: analysis_pb2.SimilarityRequest) -> analysis_pb2.SimilarityResponse:
         """Validated Similarity request to response."""
         arrays = _validate_similarity(request)
-        cka = metrics.cka_matrix(arrays)
+        cka = similarity.cka_matrix(arrays)
         names = list(arrays)
         pairs = [analysis_pb2.CkaPair(model_a=a, model_b=b, cka=_nan_if_none(cka[(a, b)]))
                  for i, a in enumerate(names) for b in names[i:]]
@@ -245,24 +244,13 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options of the analysis server."""
     parser = argparse.ArgumentParser(prog="python -m services.analysis", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8700, help="TCP port; 0 picks a free one (default 8700)")
-    parser.add_argument("--port-file", default=None, help="write the bound port here once SERVING")
-    parser.add_argument("--workers", type=int, default=4, help="concurrent RPCs (default 4)")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    return parser.parse_args(argv)
+    return add_server_arguments(parser, port=8700, workers_help="concurrent RPCs").parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve AnalysisService until SIGTERM/SIGINT."""
-    args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def register(server: grpc.Server) -> None:
-        analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(AnalysisServicer(), server)
-
-    serve_blocking(register, [SERVICE_NAME], port=args.port, host=args.host, max_workers=args.workers,
-                   on_ready=lambda port: write_port_file(args.port_file, port))
+    serve_threaded(analysis_pb2_grpc.add_AnalysisServiceServicer_to_server, AnalysisServicer(), SERVICE_NAME,
+                   parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import grpc
+
 # A 64-ECG float32 batch of 12 x 5000 samples is 15.4 MB; gRPC's default limit is 4 MB.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
@@ -49,3 +51,28 @@ def channel_options(service: str | None = None) -> list[tuple[str, object]]:
     if service:
         options.append(("grpc.service_config", retry_service_config(service)))
     return options
+
+
+def open_channel(address: str, service: str, credentials: grpc.ChannelCredentials | None = None,
+                 extra_options: list[tuple[str, object]] | None = None) -> grpc.Channel:
+    """A client channel with channel_options(service): TLS when credentials are given, else plaintext."""
+    options = channel_options(service) + list(extra_options or [])
+    if credentials:
+        return grpc.secure_channel(address, credentials, options)
+    return grpc.insecure_channel(address, options)
+
+
+class ChannelClient:
+    """Closes self.channel on close() or at the end of a `with` block."""
+
+    channel: grpc.Channel
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -9,7 +9,8 @@ import grpc
 import numpy as np
 
 from protos.ecglens.v1 import embedding_pb2, embedding_pb2_grpc
-from services.common.grpc_options import channel_options
+from services.common.grpc_options import ChannelClient, open_channel
+from services.common.proto_enums import from_enum, to_enum
 from services.common.tensors import from_tensor, to_tensor
 
 SERVICE = "ecglens.v1.EmbeddingService"
@@ -23,7 +24,16 @@ class EmbedError(RuntimeError):
         self.code, self.details, self.request_id = code, message, request_id
 
 
-class EmbeddingClient:
+def complete_kind(card: embedding_pb2.ModelCard) -> embedding_pb2.ModelCard:
+    """Fill whichever of model_kind / kind a server left empty from the other (old or enum-only servers)."""
+    if not card.model_kind:
+        card.model_kind = to_enum(embedding_pb2.ModelKind, card.kind)
+    if not card.kind:
+        card.kind = from_enum(embedding_pb2.ModelKind, card.model_kind) or ""
+    return card
+
+
+class EmbeddingClient(ChannelClient):
     """Talks to one embedding endpoint; thread-safe (one channel, many calls)."""
 
     def __init__(self, address: str, timeout_s: float = 120.0, wire_dtype: str = "float32",
@@ -34,18 +44,17 @@ class EmbeddingClient:
         self.metadata = tuple(metadata)  # e.g. (("authorization", "Bearer ..."),); never logged
         self.timeout_s = timeout_s
         self.wire_dtype = wire_dtype
-        options = channel_options(SERVICE) + list(extra_options or [])
-        self.channel = (grpc.secure_channel(address, credentials, options) if credentials
-                        else grpc.insecure_channel(address, options))
+        self.channel = open_channel(address, SERVICE, credentials, extra_options)
         self.stub = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
 
     def card(self) -> embedding_pb2.ModelCard:
-        """The served model's card."""
+        """The served model's card, with model_kind and the deprecated text kind both filled when either is."""
         try:
-            return self.stub.GetModelCard(embedding_pb2.GetModelCardRequest(), timeout=self.timeout_s, metadata=self.metadata,
-                                          wait_for_ready=True)
+            card = self.stub.GetModelCard(embedding_pb2.GetModelCardRequest(), timeout=self.timeout_s,
+                                          metadata=self.metadata, wait_for_ready=True)
         except grpc.RpcError as err:
             raise EmbedError(err.code(), err.details()) from None
+        return complete_kind(card)
 
     def request(self, x: np.ndarray, request_id: str | None = None) -> embedding_pb2.EmbedRequest:
         """Build an EmbedRequest for a [B, L, T] batch."""
@@ -93,13 +102,3 @@ class EmbeddingClient:
                 yield from_tensor(reply.embedding, "embedding")
         except grpc.RpcError as err:
             raise EmbedError(err.code(), err.details()) from None
-
-    def close(self) -> None:
-        """Close the channel."""
-        self.channel.close()
-
-    def __enter__(self) -> "EmbeddingClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -17,7 +17,7 @@ import numpy as np
 
 from protos.inference import open_inference_grpc_pb2 as pb
 from protos.inference import open_inference_grpc_pb2_grpc as pb_grpc
-from services.common.grpc_options import channel_options
+from services.common.grpc_options import ChannelClient, open_channel
 from services.embedding import adapt
 from services.embedding.client import EmbedError
 
@@ -43,7 +43,7 @@ def _tensor_meta(t: pb.ModelMetadataResponse.TensorMetadata) -> dict[str, Any]:
     return {"name": t.name, "datatype": t.datatype, "shape": [int(s) for s in t.shape]}
 
 
-class V2Client:
+class V2Client(ChannelClient):
     """Embeds ECGs with one model of a V2 server; thread-safe (one channel, many calls)."""
 
     def __init__(self, address: str, model_name: str, input_name: str = "ecg", output_name: str | None = None,
@@ -61,9 +61,7 @@ class V2Client:
         self.call_metadata = tuple(metadata or ())
         # Client-side adaptation for servers that take a model's own input and return its raw output.
         self.layout, self.normalization, self.pooling, self.pool_axis = layout, normalization, pooling, pool_axis
-        options = channel_options(SERVICE)
-        self.channel = (grpc.secure_channel(address, credentials, options) if credentials
-                        else grpc.insecure_channel(address, options))
+        self.channel = open_channel(address, SERVICE, credentials)
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
 
     def _call(self, method: Callable, request, request_id: str = "", **kwargs):
@@ -123,16 +121,6 @@ class V2Client:
         if len(emb) != len(x):
             raise _malformed(f"{len(x)} ECGs in, {len(emb)} embeddings out", req.id)
         return emb
-
-    def close(self) -> None:
-        """Close the channel."""
-        self.channel.close()
-
-    def __enter__(self) -> "V2Client":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _pick_output(reply: pb.ModelInferResponse, name: str | None, request_id: str) -> int:

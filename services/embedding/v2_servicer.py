@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from importlib import metadata as _dist
-from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -17,13 +16,8 @@ import numpy as np
 from protos.ecglens.v1 import embedding_pb2, tensor_pb2
 from protos.inference import open_inference_grpc_pb2 as pb
 from protos.inference import open_inference_grpc_pb2_grpc as pb_grpc
-# A module import, not names: server.py imports this module to register the V2 face, and a module
-# reference survives that cycle whichever of the two is imported first.
-from services.embedding import server as embedding_server
-
-if TYPE_CHECKING:
-    from services.embedding.model import EmbeddingModel
-    from services.embedding.server import EmbeddingServicer
+from services.embedding.model import EmbeddingModel
+from services.embedding.servicer import EmbeddingServicer, RequestFailed
 
 log = logging.getLogger("ecglens.embedding.v2")
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -45,19 +39,18 @@ def server_version() -> str:
         return "unknown"
 
 
-def _invalid(message: str) -> embedding_server.RequestFailed:
-    return embedding_server.RequestFailed(grpc.StatusCode.INVALID_ARGUMENT, message)
+def _invalid(message: str) -> RequestFailed:
+    return RequestFailed(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def _check_model(model: EmbeddingModel, name: str, version: str | None) -> None:
     """Raise NOT_FOUND unless name (and version, when given) are the hosted model's."""
     card = model.card
     if name != card.name:
-        raise embedding_server.RequestFailed(UNKNOWN_MODEL, f"unknown model {name!r}; this server hosts "
-                                                            f"{card.name!r}")
+        raise RequestFailed(UNKNOWN_MODEL, f"unknown model {name!r}; this server hosts {card.name!r}")
     if version and version != card.version:
-        raise embedding_server.RequestFailed(UNKNOWN_MODEL, f"model {name!r} has no version {version!r}; "
-                                                            f"this server hosts version {card.version!r}")
+        raise RequestFailed(UNKNOWN_MODEL, f"model {name!r} has no version {version!r}; "
+                                           f"this server hosts version {card.version!r}")
 
 
 def _properties(model: EmbeddingModel) -> dict[str, str]:
@@ -193,7 +186,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             model, _ = self.embedding._ready()
             _check_model(model, request.name, _optional(request, "version"))
-        except embedding_server.RequestFailed as failed:
+        except RequestFailed as failed:
             await context.abort(failed.code, failed.message)
         return model_metadata(model)
 
@@ -203,7 +196,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
             model, _ = self.embedding._ready()
             _check_model(model, request.model_name, _optional(request, "model_version"))
             emb = await self.embedding._embed(to_embed_request(request))
-        except embedding_server.RequestFailed as failed:
+        except RequestFailed as failed:
             self.embedding.metrics.count("ModelInfer", failed.code.name)
             log.warning("rejected", extra={"request_id": request.id, "code": failed.code.name,
                                            "reason": failed.message, "method": "ModelInfer"})

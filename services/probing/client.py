@@ -9,6 +9,7 @@ import numpy as np
 
 from protos.ecglens.v1 import probing_pb2, probing_pb2_grpc
 from services.common.grpc_options import channel_options
+from services.common.proto_enums import from_enum, to_enum
 from services.common.tensors import from_tensor, to_tensor
 from services.probing.core import ProbeResult
 
@@ -32,8 +33,10 @@ def build_request(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, 
                   test_groups: Sequence | None = None, bootstrap: int = 0,
                   bootstrap_seed: int = 0) -> probing_pb2.EvaluateRequest:
     """An EvaluateRequest with FLOAT32 tensors (0 / empty options mean the server's defaults)."""
+    # Both the enum and its deprecated text: new servers read the enum, old ones the text.
     config = probing_pb2.ProbeConfig(
-        probe=probe, seed=int(seed), cs=list(cs or []), cv_folds=int(cv_folds), ks=[int(k) for k in ks or []],
+        probe=probe, probe_kind=to_enum(probing_pb2.ProbeKind, probe), seed=int(seed), cs=list(cs or []),
+        cv_folds=int(cv_folds), ks=[int(k) for k in ks or []],
         distance_weighted=bool(distance_weighted), alphas=[float(a) for a in alphas or []],
         hidden_units=int(hidden_units), max_epochs=int(max_epochs), patience=int(patience),
         val_fraction=float(val_fraction))
@@ -41,6 +44,7 @@ def build_request(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, 
         request_id=request_id or uuid.uuid4().hex, train_embeddings=to_tensor(train_x),
         train_labels=to_tensor(train_y), test_embeddings=to_tensor(test_x), test_labels=to_tensor(test_y),
         class_names=list(class_names), multi_label=bool(multi_label), config=config, target_type=target_type,
+        target_kind=to_enum(probing_pb2.TargetKind, target_type),
         test_groups=[str(g) for g in (test_groups if test_groups is not None else [])], bootstrap=int(bootstrap),
         bootstrap_seed=int(bootstrap_seed))
 
@@ -68,7 +72,8 @@ def result_from_response(reply: probing_pb2.EvaluateResponse) -> ProbeResult:
     return ProbeResult(
         metrics=dict(reply.metrics), per_class_auroc=dict(reply.per_class_auroc), **_model_arrays(reply),
         test_logits=_array(reply.test_logits, "test_logits"), warnings=list(reply.warnings),
-        probe=reply.probe or "linear", target_type=reply.target_type or "classification",
+        probe=from_enum(probing_pb2.ProbeKind, reply.probe_kind) or reply.probe or "linear",
+        target_type=from_enum(probing_pb2.TargetKind, reply.target_kind) or reply.target_type or "classification",
         test_probabilities=probs, hyperparameters=dict(reply.hyperparameters),
         metrics_ci_low=dict(reply.metrics_ci_low), metrics_ci_high=dict(reply.metrics_ci_high),
         bootstrap=int(reply.bootstrap))

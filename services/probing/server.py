@@ -10,8 +10,8 @@ import grpc
 import numpy as np
 
 from protos.ecglens.v1 import probing_pb2, probing_pb2_grpc
-from services.common.process import write_port_file
-from services.common.runtime import serve_blocking
+from services.common.proto_enums import enum_names, from_enum, to_enum
+from services.common.runtime import add_server_arguments, serve_threaded
 from services.common.tensors import TensorError, from_tensor, to_tensor
 from services.probing import mlp as mlp_probe
 from services.probing.core import ProbeResult
@@ -134,12 +134,30 @@ def _check_evaluation(inputs: ProbeInputs) -> None:
         raise RequestError(f"bootstrap must be in [0, {MAX_BOOTSTRAP}], got {inputs.bootstrap}")
 
 
+def _decode_choice(enum, number: int, text: str, allowed: tuple[str, ...], default: str, enum_field: str,
+                   text_field: str) -> str:
+    """The enum's value when set, else the deprecated text (empty = default); RequestError if not allowed."""
+    if number:
+        value = from_enum(enum, number)
+        if value not in allowed:
+            raise RequestError(f"{enum_field} {number} is not supported; allowed: {', '.join(enum_names(enum))} "
+                               f"(unspecified = {text_field})")
+        return value
+    value = text or default
+    if value not in allowed:
+        raise RequestError(f"{text_field} {text!r} is not supported; allowed: {', '.join(allowed)} (empty = {default})")
+    return value
+
+
+def _decode_probe(config: probing_pb2.ProbeConfig) -> str:
+    """probe_kind when set, else the deprecated probe text ("" = linear); RequestError if unknown."""
+    return _decode_choice(probing_pb2.ProbeKind, config.probe_kind, config.probe, ALLOWED_PROBES, "linear",
+                          "config.probe_kind", "config.probe")
+
+
 def _decode_config(config: probing_pb2.ProbeConfig) -> tuple[int, list[float], int]:
     """(seed, cs, cv_folds) from ProbeConfig; RequestError for an unknown probe or bad values."""
-    probe = config.probe or "linear"
-    if probe not in ALLOWED_PROBES:
-        raise RequestError(f"config.probe {config.probe!r} is not supported; allowed: {', '.join(ALLOWED_PROBES)} "
-                           "(empty = linear)")
+    _decode_probe(config)
     cs = [float(c) for c in config.cs]
     if any(not np.isfinite(c) or c <= 0 for c in cs):
         raise RequestError(f"config.cs must be finite and > 0, got {cs}")
@@ -175,13 +193,10 @@ def _decode_settings(config: probing_pb2.ProbeConfig, cs: list[float], cv_folds:
         val_fraction=float(val_fraction))
 
 
-def _decode_target_type(value: str) -> str:
-    """The target type ("" = classification); RequestError for an unknown one."""
-    target_type = value or "classification"
-    if target_type not in TARGET_TYPES:
-        raise RequestError(f"target_type {value!r} is not supported; allowed: {', '.join(TARGET_TYPES)} "
-                           "(empty = classification)")
-    return target_type
+def _decode_target_type(request: probing_pb2.EvaluateRequest) -> str:
+    """target_kind when set, else the deprecated target_type text ("" = classification); RequestError if unknown."""
+    return _decode_choice(probing_pb2.TargetKind, request.target_kind, request.target_type, TARGET_TYPES,
+                          "classification", "target_kind", "target_type")
 
 
 def decode_request(request: probing_pb2.EvaluateRequest) -> ProbeInputs:
@@ -193,8 +208,8 @@ def decode_request(request: probing_pb2.EvaluateRequest) -> ProbeInputs:
         test_x=_decode(request.test_embeddings, "test_embeddings", 2),
         test_y=_decode(request.test_labels, "test_labels", 2),
         class_names=list(request.class_names), multi_label=bool(request.multi_label),
-        seed=seed, cs=cs, cv_folds=cv_folds, probe=request.config.probe or "linear",
-        target_type=_decode_target_type(request.target_type),
+        seed=seed, cs=cs, cv_folds=cv_folds, probe=_decode_probe(request.config),
+        target_type=_decode_target_type(request),
         settings=_decode_settings(request.config, cs, cv_folds), test_groups=list(request.test_groups) or None,
         bootstrap=int(request.bootstrap), bootstrap_seed=int(request.bootstrap_seed))
     _check_rows(inputs.train_x, inputs.train_y, "train")
@@ -211,7 +226,9 @@ def build_response(request_id: str, result: ProbeResult) -> probing_pb2.Evaluate
         request_id=request_id, metrics=result.metrics, per_class_auroc=result.per_class_auroc,
         test_logits=to_tensor(result.test_logits), warnings=result.warnings,
         metrics_ci_low=result.metrics_ci_low, metrics_ci_high=result.metrics_ci_high, probe=result.probe,
-        target_type=result.target_type, hyperparameters=result.hyperparameters, bootstrap=result.bootstrap)
+        target_type=result.target_type, hyperparameters=result.hyperparameters, bootstrap=result.bootstrap,
+        probe_kind=to_enum(probing_pb2.ProbeKind, result.probe),
+        target_kind=to_enum(probing_pb2.TargetKind, result.target_type))
     if result.probe == "linear":
         reply.model.CopyFrom(probing_pb2.LinearModel(
             coef=to_tensor(result.coef), intercept=to_tensor(result.intercept), mean=to_tensor(result.mean),
@@ -249,28 +266,16 @@ class ProbingServicer(probing_pb2_grpc.ProbingServiceServicer):
         return build_response(request.request_id, result)
 
 
-def _register(server: grpc.Server) -> None:
-    """Add the probing servicer to a server."""
-    probing_pb2_grpc.add_ProbingServiceServicer_to_server(ProbingServicer(), server)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options of the probing server."""
     parser = argparse.ArgumentParser(prog="python -m services.probing", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
-    parser.add_argument("--port", type=int, default=8600, help="TCP port (0 = any free port)")
-    parser.add_argument("--port-file", default=None, help="write the bound port here once SERVING")
-    parser.add_argument("--workers", type=int, default=4, help="concurrent Evaluate calls")
-    parser.add_argument("--log-level", default="INFO", help="logging level")
-    return parser.parse_args(argv)
+    return add_server_arguments(parser, port=8600, workers_help="concurrent Evaluate calls").parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve ecglens.v1.ProbingService until SIGTERM/SIGINT."""
-    args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_blocking(_register, [SERVICE_NAME], port=args.port, host=args.host, max_workers=args.workers,
-                   on_ready=lambda port: write_port_file(args.port_file, port))
+    serve_threaded(probing_pb2_grpc.add_ProbingServiceServicer_to_server, ProbingServicer(), SERVICE_NAME,
+                   parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class AnalysisServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """What embeddings encode and how they are structured, and how similar two models' representations are.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -57,7 +58,8 @@ class AnalysisServiceStub:
 
 
 class AnalysisServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """What embeddings encode and how they are structured, and how similar two models' representations are.
+    """
 
     def Umap(self, request, context):
         """2-D UMAP projection of one model's embeddings with structure scores and figures.
@@ -121,7 +123,8 @@ def add_AnalysisServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AnalysisService:
-    """Missing associated documentation comment in .proto file."""
+    """What embeddings encode and how they are structured, and how similar two models' representations are.
+    """
 
     @staticmethod
     def Umap(request,

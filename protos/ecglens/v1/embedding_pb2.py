@@ -25,21 +25,25 @@ _sym_db = _symbol_database.Default()
 from . import tensor_pb2 as ecglens_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65\x63glens/v1/embedding.proto\x12\necglens.v1\x1a\x17\x65\x63glens/v1/tensor.proto\"\x15\n\x13GetModelCardRequest\"\xc0\x02\n\tModelCard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rembedding_dim\x18\x03 \x01(\x03\x12\x18\n\x10sampling_rate_hz\x18\x04 \x01(\x01\x12\r\n\x05leads\x18\x05 \x03(\t\x12\x13\n\x0bnum_samples\x18\x06 \x01(\x03\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\x03\x12\x0f\n\x07license\x18\x08 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\t \x01(\t\x12\x0c\n\x04kind\x18\n \x01(\t\x12\x11\n\tobjective\x18\x0b \x01(\t\x12\x15\n\rnormalization\x18\x0c \x01(\t\x12\x13\n\x0binput_units\x18\r \x01(\t\x12\x0e\n\x06params\x18\x0e \x01(\x03\x12\x13\n\x0b\x66ingerprint\x18\x0f \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x10 \x01(\t\"C\n\x0c\x45mbedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1f\n\x03\x65\x63g\x18\x02 \x01(\x0b\x32\x12.ecglens.v1.Tensor\"n\n\rEmbedResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\tembedding\x18\x02 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12\"\n\x06status\x18\x03 \x01(\x0b\x32\x12.ecglens.v1.Status2\xe0\x01\n\x10\x45mbeddingService\x12\x46\n\x0cGetModelCard\x12\x1f.ecglens.v1.GetModelCardRequest\x1a\x15.ecglens.v1.ModelCard\x12<\n\x05\x45mbed\x12\x18.ecglens.v1.EmbedRequest\x1a\x19.ecglens.v1.EmbedResponse\x12\x46\n\x0b\x45mbedStream\x12\x18.ecglens.v1.EmbedRequest\x1a\x19.ecglens.v1.EmbedResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65\x63glens/v1/embedding.proto\x12\necglens.v1\x1a\x17\x65\x63glens/v1/tensor.proto\"\x15\n\x13GetModelCardRequest\"\xef\x02\n\tModelCard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rembedding_dim\x18\x03 \x01(\x03\x12\x18\n\x10sampling_rate_hz\x18\x04 \x01(\x01\x12\r\n\x05leads\x18\x05 \x03(\t\x12\x13\n\x0bnum_samples\x18\x06 \x01(\x03\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\x03\x12\x0f\n\x07license\x18\x08 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\t \x01(\t\x12\x10\n\x04kind\x18\n \x01(\tB\x02\x18\x01\x12\x11\n\tobjective\x18\x0b \x01(\t\x12\x15\n\rnormalization\x18\x0c \x01(\t\x12\x13\n\x0binput_units\x18\r \x01(\t\x12\x0e\n\x06params\x18\x0e \x01(\x03\x12\x13\n\x0b\x66ingerprint\x18\x0f \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x10 \x01(\t\x12)\n\nmodel_kind\x18\x11 \x01(\x0e\x32\x15.ecglens.v1.ModelKind\"C\n\x0c\x45mbedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1f\n\x03\x65\x63g\x18\x02 \x01(\x0b\x32\x12.ecglens.v1.Tensor\"n\n\rEmbedResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\tembedding\x18\x02 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12\"\n\x06status\x18\x03 \x01(\x0b\x32\x12.ecglens.v1.Status*t\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_KIND_BASELINE\x10\x01\x12\x19\n\x15MODEL_KIND_PRETRAINED\x10\x02\x12\x17\n\x13MODEL_KIND_IMPORTED\x10\x03\x32\xe0\x01\n\x10\x45mbeddingService\x12\x46\n\x0cGetModelCard\x12\x1f.ecglens.v1.GetModelCardRequest\x1a\x15.ecglens.v1.ModelCard\x12<\n\x05\x45mbed\x12\x18.ecglens.v1.EmbedRequest\x1a\x19.ecglens.v1.EmbedResponse\x12\x46\n\x0b\x45mbedStream\x12\x18.ecglens.v1.EmbedRequest\x1a\x19.ecglens.v1.EmbedResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ecglens.v1.embedding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MODELCARD'].fields_by_name['kind']._loaded_options = None
+  _globals['_MODELCARD'].fields_by_name['kind']._serialized_options = b'\030\001'
+  _globals['_MODELKIND']._serialized_start=641
+  _globals['_MODELKIND']._serialized_end=757
   _globals['_GETMODELCARDREQUEST']._serialized_start=67
   _globals['_GETMODELCARDREQUEST']._serialized_end=88
   _globals['_MODELCARD']._serialized_start=91
-  _globals['_MODELCARD']._serialized_end=411
-  _globals['_EMBEDREQUEST']._serialized_start=413
-  _globals['_EMBEDREQUEST']._serialized_end=480
-  _globals['_EMBEDRESPONSE']._serialized_start=482
-  _globals['_EMBEDRESPONSE']._serialized_end=592
-  _globals['_EMBEDDINGSERVICE']._serialized_start=595
-  _globals['_EMBEDDINGSERVICE']._serialized_end=819
+  _globals['_MODELCARD']._serialized_end=458
+  _globals['_EMBEDREQUEST']._serialized_start=460
+  _globals['_EMBEDREQUEST']._serialized_end=527
+  _globals['_EMBEDRESPONSE']._serialized_start=529
+  _globals['_EMBEDRESPONSE']._serialized_end=639
+  _globals['_EMBEDDINGSERVICE']._serialized_start=760
+  _globals['_EMBEDDINGSERVICE']._serialized_end=984
 # @@protoc_insertion_point(module_scope)

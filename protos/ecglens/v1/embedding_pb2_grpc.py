@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class EmbeddingServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """The contract every ECG foundation-model endpoint speaks: one model per server.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -52,7 +53,8 @@ class EmbeddingServiceStub:
 
 
 class EmbeddingServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The contract every ECG foundation-model endpoint speaks: one model per server.
+    """
 
     def GetModelCard(self, request, context):
         """The model's card: input spec, embedding width, batch limit, identity.
@@ -103,7 +105,8 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EmbeddingService:
-    """Missing associated documentation comment in .proto file."""
+    """The contract every ECG foundation-model endpoint speaks: one model per server.
+    """
 
     @staticmethod
     def GetModelCard(request,

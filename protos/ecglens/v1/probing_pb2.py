@@ -25,13 +25,17 @@ _sym_db = _symbol_database.Default()
 from . import tensor_pb2 as ecglens_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x63glens/v1/probing.proto\x12\necglens.v1\x1a\x17\x65\x63glens/v1/tensor.proto\"\xd1\x01\n\x0bProbeConfig\x12\r\n\x05probe\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\n\n\x02\x63s\x18\x03 \x03(\x01\x12\x10\n\x08\x63v_folds\x18\x04 \x01(\x05\x12\n\n\x02ks\x18\x05 \x03(\x05\x12\x19\n\x11\x64istance_weighted\x18\x06 \x01(\x08\x12\x0e\n\x06\x61lphas\x18\x07 \x03(\x01\x12\x14\n\x0chidden_units\x18\x08 \x01(\x05\x12\x12\n\nmax_epochs\x18\t \x01(\x05\x12\x10\n\x08patience\x18\n \x01(\x05\x12\x14\n\x0cval_fraction\x18\x0b \x01(\x01\"\xfb\x02\n\x0f\x45valuateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x10train_embeddings\x18\x02 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12(\n\x0ctrain_labels\x18\x03 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12+\n\x0ftest_embeddings\x18\x04 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12\'\n\x0btest_labels\x18\x05 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12\x13\n\x0b\x63lass_names\x18\x06 \x03(\t\x12\x13\n\x0bmulti_label\x18\x07 \x01(\x08\x12\'\n\x06\x63onfig\x18\x08 \x01(\x0b\x32\x17.ecglens.v1.ProbeConfig\x12\x13\n\x0btarget_type\x18\t \x01(\t\x12\x13\n\x0btest_groups\x18\n \x03(\t\x12\x11\n\tbootstrap\x18\x0b \x01(\x05\x12\x16\n\x0e\x62ootstrap_seed\x18\x0c \x01(\x03\"\xa6\x01\n\x0bLinearModel\x12 \n\x04\x63oef\x18\x01 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12%\n\tintercept\x18\x02 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12 \n\x04mean\x18\x03 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12!\n\x05scale\x18\x04 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12\t\n\x01\x63\x18\x05 \x01(\x01\"\xdd\x06\n\x10\x45valuateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12:\n\x07metrics\x18\x02 \x03(\x0b\x32).ecglens.v1.EvaluateResponse.MetricsEntry\x12H\n\x0fper_class_auroc\x18\x03 \x03(\x0b\x32/.ecglens.v1.EvaluateResponse.PerClassAurocEntry\x12&\n\x05model\x18\x04 \x01(\x0b\x32\x17.ecglens.v1.LinearModel\x12\'\n\x0btest_logits\x18\x05 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12\x10\n\x08warnings\x18\x06 \x03(\t\x12\x46\n\x0emetrics_ci_low\x18\x07 \x03(\x0b\x32..ecglens.v1.EvaluateResponse.MetricsCiLowEntry\x12H\n\x0fmetrics_ci_high\x18\x08 \x03(\x0b\x32/.ecglens.v1.EvaluateResponse.MetricsCiHighEntry\x12.\n\x12test_probabilities\x18\t \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12\r\n\x05probe\x18\n \x01(\t\x12\x13\n\x0btarget_type\x18\x0b \x01(\t\x12J\n\x0fhyperparameters\x18\x0c \x03(\x0b\x32\x31.ecglens.v1.EvaluateResponse.HyperparametersEntry\x12\x11\n\tbootstrap\x18\r \x01(\x05\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12PerClassAurocEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11MetricsCiLowEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12MetricsCiHighEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32W\n\x0eProbingService\x12\x45\n\x08\x45valuate\x12\x1b.ecglens.v1.EvaluateRequest\x1a\x1c.ecglens.v1.EvaluateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x63glens/v1/probing.proto\x12\necglens.v1\x1a\x17\x65\x63glens/v1/tensor.proto\"\x80\x02\n\x0bProbeConfig\x12\x11\n\x05probe\x18\x01 \x01(\tB\x02\x18\x01\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\n\n\x02\x63s\x18\x03 \x03(\x01\x12\x10\n\x08\x63v_folds\x18\x04 \x01(\x05\x12\n\n\x02ks\x18\x05 \x03(\x05\x12\x19\n\x11\x64istance_weighted\x18\x06 \x01(\x08\x12\x0e\n\x06\x61lphas\x18\x07 \x03(\x01\x12\x14\n\x0chidden_units\x18\x08 \x01(\x05\x12\x12\n\nmax_epochs\x18\t \x01(\x05\x12\x10\n\x08patience\x18\n \x01(\x05\x12\x14\n\x0cval_fraction\x18\x0b \x01(\x01\x12)\n\nprobe_kind\x18\x0c \x01(\x0e\x32\x15.ecglens.v1.ProbeKind\"\xac\x03\n\x0f\x45valuateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x10train_embeddings\x18\x02 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12(\n\x0ctrain_labels\x18\x03 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12+\n\x0ftest_embeddings\x18\x04 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12\'\n\x0btest_labels\x18\x05 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12\x13\n\x0b\x63lass_names\x18\x06 \x03(\t\x12\x13\n\x0bmulti_label\x18\x07 \x01(\x08\x12\'\n\x06\x63onfig\x18\x08 \x01(\x0b\x32\x17.ecglens.v1.ProbeConfig\x12\x17\n\x0btarget_type\x18\t \x01(\tB\x02\x18\x01\x12\x13\n\x0btest_groups\x18\n \x03(\t\x12\x11\n\tbootstrap\x18\x0b \x01(\x05\x12\x16\n\x0e\x62ootstrap_seed\x18\x0c \x01(\x03\x12+\n\x0btarget_kind\x18\r \x01(\x0e\x32\x16.ecglens.v1.TargetKind\"\xa6\x01\n\x0bLinearModel\x12 \n\x04\x63oef\x18\x01 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12%\n\tintercept\x18\x02 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12 \n\x04mean\x18\x03 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12!\n\x05scale\x18\x04 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12\t\n\x01\x63\x18\x05 \x01(\x01\"\xbd\x07\n\x10\x45valuateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12:\n\x07metrics\x18\x02 \x03(\x0b\x32).ecglens.v1.EvaluateResponse.MetricsEntry\x12H\n\x0fper_class_auroc\x18\x03 \x03(\x0b\x32/.ecglens.v1.EvaluateResponse.PerClassAurocEntry\x12&\n\x05model\x18\x04 \x01(\x0b\x32\x17.ecglens.v1.LinearModel\x12\'\n\x0btest_logits\x18\x05 \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12\x10\n\x08warnings\x18\x06 \x03(\t\x12\x46\n\x0emetrics_ci_low\x18\x07 \x03(\x0b\x32..ecglens.v1.EvaluateResponse.MetricsCiLowEntry\x12H\n\x0fmetrics_ci_high\x18\x08 \x03(\x0b\x32/.ecglens.v1.EvaluateResponse.MetricsCiHighEntry\x12.\n\x12test_probabilities\x18\t \x01(\x0b\x32\x12.ecglens.v1.Tensor\x12\x11\n\x05probe\x18\n \x01(\tB\x02\x18\x01\x12\x17\n\x0btarget_type\x18\x0b \x01(\tB\x02\x18\x01\x12J\n\x0fhyperparameters\x18\x0c \x03(\x0b\x32\x31.ecglens.v1.EvaluateResponse.HyperparametersEntry\x12\x11\n\tbootstrap\x18\r \x01(\x05\x12)\n\nprobe_kind\x18\x0e \x01(\x0e\x32\x15.ecglens.v1.ProbeKind\x12+\n\x0btarget_kind\x18\x0f \x01(\x0e\x32\x16.ecglens.v1.TargetKind\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12PerClassAurocEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11MetricsCiLowEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12MetricsCiHighEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*f\n\tProbeKind\x12\x1a\n\x16PROBE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11PROBE_KIND_LINEAR\x10\x01\x12\x12\n\x0ePROBE_KIND_KNN\x10\x02\x12\x12\n\x0ePROBE_KIND_MLP\x10\x03*e\n\nTargetKind\x12\x1b\n\x17TARGET_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTARGET_KIND_CLASSIFICATION\x10\x01\x12\x1a\n\x16TARGET_KIND_REGRESSION\x10\x02\x32W\n\x0eProbingService\x12\x45\n\x08\x45valuate\x12\x1b.ecglens.v1.EvaluateRequest\x1a\x1c.ecglens.v1.EvaluateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ecglens.v1.probing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_PROBECONFIG'].fields_by_name['probe']._loaded_options = None
+  _globals['_PROBECONFIG'].fields_by_name['probe']._serialized_options = b'\030\001'
+  _globals['_EVALUATEREQUEST'].fields_by_name['target_type']._loaded_options = None
+  _globals['_EVALUATEREQUEST'].fields_by_name['target_type']._serialized_options = b'\030\001'
   _globals['_EVALUATERESPONSE_METRICSENTRY']._loaded_options = None
   _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_EVALUATERESPONSE_PERCLASSAUROCENTRY']._loaded_options = None
@@ -42,24 +46,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVALUATERESPONSE_METRICSCIHIGHENTRY']._serialized_options = b'8\001'
   _globals['_EVALUATERESPONSE_HYPERPARAMETERSENTRY']._loaded_options = None
   _globals['_EVALUATERESPONSE_HYPERPARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_EVALUATERESPONSE'].fields_by_name['probe']._loaded_options = None
+  _globals['_EVALUATERESPONSE'].fields_by_name['probe']._serialized_options = b'\030\001'
+  _globals['_EVALUATERESPONSE'].fields_by_name['target_type']._loaded_options = None
+  _globals['_EVALUATERESPONSE'].fields_by_name['target_type']._serialized_options = b'\030\001'
+  _globals['_PROBEKIND']._serialized_start=1884
+  _globals['_PROBEKIND']._serialized_end=1986
+  _globals['_TARGETKIND']._serialized_start=1988
+  _globals['_TARGETKIND']._serialized_end=2089
   _globals['_PROBECONFIG']._serialized_start=66
-  _globals['_PROBECONFIG']._serialized_end=275
-  _globals['_EVALUATEREQUEST']._serialized_start=278
-  _globals['_EVALUATEREQUEST']._serialized_end=657
-  _globals['_LINEARMODEL']._serialized_start=660
-  _globals['_LINEARMODEL']._serialized_end=826
-  _globals['_EVALUATERESPONSE']._serialized_start=829
-  _globals['_EVALUATERESPONSE']._serialized_end=1690
-  _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_start=1427
-  _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_end=1473
-  _globals['_EVALUATERESPONSE_PERCLASSAUROCENTRY']._serialized_start=1475
-  _globals['_EVALUATERESPONSE_PERCLASSAUROCENTRY']._serialized_end=1527
-  _globals['_EVALUATERESPONSE_METRICSCILOWENTRY']._serialized_start=1529
-  _globals['_EVALUATERESPONSE_METRICSCILOWENTRY']._serialized_end=1580
-  _globals['_EVALUATERESPONSE_METRICSCIHIGHENTRY']._serialized_start=1582
-  _globals['_EVALUATERESPONSE_METRICSCIHIGHENTRY']._serialized_end=1634
-  _globals['_EVALUATERESPONSE_HYPERPARAMETERSENTRY']._serialized_start=1636
-  _globals['_EVALUATERESPONSE_HYPERPARAMETERSENTRY']._serialized_end=1690
-  _globals['_PROBINGSERVICE']._serialized_start=1692
-  _globals['_PROBINGSERVICE']._serialized_end=1779
+  _globals['_PROBECONFIG']._serialized_end=322
+  _globals['_EVALUATEREQUEST']._serialized_start=325
+  _globals['_EVALUATEREQUEST']._serialized_end=753
+  _globals['_LINEARMODEL']._serialized_start=756
+  _globals['_LINEARMODEL']._serialized_end=922
+  _globals['_EVALUATERESPONSE']._serialized_start=925
+  _globals['_EVALUATERESPONSE']._serialized_end=1882
+  _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_start=1619
+  _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_end=1665
+  _globals['_EVALUATERESPONSE_PERCLASSAUROCENTRY']._serialized_start=1667
+  _globals['_EVALUATERESPONSE_PERCLASSAUROCENTRY']._serialized_end=1719
+  _globals['_EVALUATERESPONSE_METRICSCILOWENTRY']._serialized_start=1721
+  _globals['_EVALUATERESPONSE_METRICSCILOWENTRY']._serialized_end=1772
+  _globals['_EVALUATERESPONSE_METRICSCIHIGHENTRY']._serialized_start=1774
+  _globals['_EVALUATERESPONSE_METRICSCIHIGHENTRY']._serialized_end=1826
+  _globals['_EVALUATERESPONSE_HYPERPARAMETERSENTRY']._serialized_start=1828
+  _globals['_EVALUATERESPONSE_HYPERPARAMETERSENTRY']._serialized_end=1882
+  _globals['_PROBINGSERVICE']._serialized_start=2091
+  _globals['_PROBINGSERVICE']._serialized_end=2178
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class ProbingServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Downstream evaluation of frozen embeddings.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -42,7 +43,8 @@ class ProbingServiceStub:
 
 
 class ProbingServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Downstream evaluation of frozen embeddings.
+    """
 
     def Evaluate(self, request, context):
         """Fit one probe on one training subset and score it on the test split.
@@ -68,7 +70,8 @@ def add_ProbingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ProbingService:
-    """Missing associated documentation comment in .proto file."""
+    """Downstream evaluation of frozen embeddings.
+    """
 
     @staticmethod
     def Evaluate(request,
