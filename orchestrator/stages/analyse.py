@@ -26,6 +26,7 @@ from orchestrator.stages.probe import Probed
 from orchestrator.stages.types import DatasetView, Embedded, Figure, Launched
 from services.analysis.client import AnalysisClient
 from services.analysis.figures import umap_grid
+from services.analysis.shap_stats import cross_source_shap_agreement, shap_stability
 
 log = logging.getLogger(__name__)
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
@@ -86,8 +87,6 @@ def age_band(age) -> str:
 
 
 def _stability(runs: list[np.ndarray], names: list[str], classes: list[str], k: int) -> dict | None:
-    from services.analysis.shap_stats import shap_stability
-
     if len(runs) < 2:
         return None
     s = shap_stability(runs, k=min(k, runs[0].shape[1]), class_names=classes, run_names=names)
@@ -263,8 +262,6 @@ class _RepresentationStage:
             runs["sources"][kind.split(":", 1)[1]] = mean_abs
 
     def _finish_shap(self, entry: dict) -> None:
-        from services.analysis.shap_stats import cross_source_shap_agreement
-
         runs = entry.pop("_runs", None)
         if runs is None or "main" not in runs:
             return

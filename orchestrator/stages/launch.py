@@ -9,6 +9,7 @@ from orchestrator.endpoints import open_client
 from orchestrator.experiment import Experiment
 from orchestrator.stages.types import Hooks, Launched
 from services.common.process import ServerProcess, start_server
+from services.embedding.zoo.registry import resolve_package
 
 ANALYSES = ("umap", "shap", "structure", "similarity")
 
@@ -34,8 +35,6 @@ class Services:
 
 def _plan(exp: Experiment) -> list[tuple[str, list[str], str, str]]:
     """(module, args, process name, owner) of every server to start."""
-    from services.embedding.zoo.registry import resolve_package
-
     plan = []
     for model in exp.models:
         if not model.remote:
