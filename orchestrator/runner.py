@@ -28,8 +28,8 @@ from orchestrator.datasets.base import Dataset, label_matrix, open_dataset
 from orchestrator.dispatch import EmbedJob, RecordProblem, run_embed_job
 from orchestrator.experiment import Experiment
 from orchestrator.preprocess import spec_from_card
-from orchestrator.splits import patient_split
 from services.common.process import ServerProcess, start_server
+from services.probing.sampling import patient_split
 from orchestrator.endpoints import open_client
 
 log = logging.getLogger(__name__)
@@ -485,7 +485,7 @@ class _Run:
                              self.exp.split["seed"])
 
     def _subset(self, y_train, fraction, k_shot, seed, classes, dataset, model, task):
-        from services.probing.core import scarcity_subset
+        from services.probing.sampling import scarcity_subset
 
         try:
             return scarcity_subset(y_train, fraction, k_shot, seed, class_names=classes)
@@ -539,7 +539,7 @@ class _View:
 
 
 def _summaries(probes: list[dict]) -> list[dict]:
-    from services.probing.core import summarise
+    from services.probing.efficiency import summarise
 
     groups: dict[tuple, list[dict]] = {}
     for p in probes:

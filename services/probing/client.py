@@ -10,7 +10,7 @@ import numpy as np
 from protos.ecglens.v1 import probing_pb2, probing_pb2_grpc
 from services.common.grpc_options import channel_options
 from services.common.tensors import from_tensor, to_tensor
-from services.probing.core import ProbeResult
+from services.probing.result import ProbeResult
 
 SERVICE = "ecglens.v1.ProbingService"
 
