@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
@@ -84,6 +85,8 @@ class FitOutcome:
     result: ProbeResult | None
     error: str | None
     shared_from: int | None = None  # seed whose identical fit this reuses (kNN), else None
+    fit_s: float = 0.0  # wall seconds this outcome cost inside its task (a shared one: its own CIs only)
+    fit_cpu_s: float = 0.0  # CPU seconds of the same (on shared cores wall time measures the neighbours too)
 
 
 @dataclass
@@ -231,9 +234,21 @@ def _error_text(err: BaseException) -> str:
     return str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
 
 
+def _clock() -> tuple[float, float]:
+    """(wall, CPU) seconds now."""
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start: tuple[float, float]) -> tuple[float, float]:
+    """(wall, CPU) seconds since start."""
+    wall, cpu = _clock()
+    return wall - start[0], cpu - start[1]
+
+
 def run_job(x: np.ndarray, y: np.ndarray, groups: Sequence | None, test: np.ndarray,
-            job: _Job) -> list[tuple[ProbeResult | None, str | None]]:
-    """(result, error) for each member of the job: one fit, then each member's own bootstrap CIs."""
+            job: _Job) -> list[tuple[ProbeResult | None, str | None, float, float]]:
+    """(result, error, wall s, CPU s) for each member of the job: one fit, then each member's own bootstrap CIs."""
+    start = _clock()
     try:
         if job.settings.cs is not None:
             check_cs(job.settings.cs)  # the service refuses a bad C grid for every probe kind
@@ -245,11 +260,13 @@ def run_job(x: np.ndarray, y: np.ndarray, groups: Sequence | None, test: np.ndar
                          job.settings, test_groups=test_groups, standardiser=job.standardiser,
                          warm_start=job.warm_start)
     except Exception as err:  # one failed fit is reported; the grid goes on
-        return [(None, _error_text(err))] * len(job.members)
+        return [(None, _error_text(err), *_since(start))] * len(job.members)
     out = []
     for number, (_, seed) in enumerate(job.members):
         result = base if number == 0 else copy.deepcopy(base)
-        out.append((with_bootstrap(result, data[3], job.multi_label, test_groups, job.bootstrap, seed), None))
+        result = with_bootstrap(result, data[3], job.multi_label, test_groups, job.bootstrap, seed)
+        out.append((result, None, *_since(start)))
+        start = _clock()
     return out
 
 
@@ -306,7 +323,7 @@ def _run_ray(cells: Sequence[GridCell], jobs: list[_Job], done: Callable[[int, l
         try:
             rows = ray.get(finished[0])
         except Exception as err:  # a worker that died MAX_RETRIES + 1 times, or a task that raised
-            rows = [(None, _error_text(err))] * len(jobs[number].members)
+            rows = [(None, _error_text(err), 0.0, 0.0)] * len(jobs[number].members)
         done(number, rows)
 
 
@@ -329,12 +346,12 @@ def run_grid(cells: Sequence[GridCell], *, executor: str = "auto",
     def done(number: int, rows: list) -> None:
         job = plan.jobs[number]
         cell = cells[job.cell]
-        for position, ((i, seed), (result, error)) in enumerate(zip(job.members, rows)):
+        for position, ((i, seed), (result, error, wall, cpu)) in enumerate(zip(job.members, rows)):
             fraction, k_shot = cell.settings[i]
             shared_from = job.members[0][1] if position else None
             found[(job.cell, job.probe, i, seed)] = FitOutcome(
                 cell.key, job.probe, fraction, k_shot, seed, len(job.rows), len(cell.test), result, error,
-                shared_from)
+                shared_from, wall, cpu)
             tick(1)
 
     (_run_ray if mode == "ray" else _run_serial)(cells, plan.jobs, done)
