@@ -10,7 +10,7 @@ from sklearn.metrics import (average_precision_score, f1_score, mean_absolute_er
 from services.probing.knn import fit_knn
 from services.probing.metrics import point_metrics, score_test_split, weighted_metrics
 from services.probing.probes import ProbeSettings, fit_probe
-from services.probing.sampling import scarcity_subset, scarcity_subsets
+from services.probing.sampling import patient_split, regression_subset, scarcity_subset, scarcity_subsets
 
 D = 16
 
@@ -292,3 +292,23 @@ def test_scarcity_subsets_equal_individual_subsets():
         many = scarcity_subsets(y, SETTINGS + [(None, None)], seed=3, groups=g)
         for (fraction, k_shot), idx in zip(SETTINGS + [(None, None)], many):
             assert np.array_equal(idx, scarcity_subset(y, fraction, k_shot, seed=3, groups=g))
+
+
+def test_patient_split_keeps_patients_whole_and_reaches_rare_classes():
+    patients = [f"p{i // 3}" for i in range(300)]  # 100 patients, 3 records each
+    labels = np.zeros((300, 3))
+    labels[:, 0] = 1
+    labels[:6, :] = [0, 0, 1]  # class 2: two patients only
+    train, test = patient_split(patients, labels, 0.2, seed=4)
+    assert sorted(train + test) == list(range(300))
+    assert not {patients[i] for i in train} & {patients[i] for i in test}
+    assert labels[test, 2].sum() > 0 and labels[train, 2].sum() > 0
+    assert (train, test) == patient_split(patients, labels, 0.2, seed=4)
+    assert test != patient_split(patients, labels, 0.2, seed=5)[1]
+
+
+def test_regression_subsets_are_nested_seeded_prefixes_with_a_floor():
+    small, large = regression_subset(200, 0.1, seed=3), regression_subset(200, 0.5, seed=3)
+    assert len(small) == 20 and len(large) == 100 and set(small) <= set(large)
+    assert np.array_equal(small, np.sort(small)) and not np.array_equal(small, regression_subset(200, 0.1, seed=4))
+    assert len(regression_subset(200, 0.001, seed=3)) == 5
