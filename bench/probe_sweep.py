@@ -1,6 +1,6 @@
-"""Label-efficiency sweep: a naive one-process scikit-learn loop vs ECGLens's sweep path.
+"""Label-efficiency sweep: a naive one-process scikit-learn loop vs ECGLens's probe-grid engine.
 
-    python bench/probe_sweep.py [--quick] [--n 20000] [--dim 768] [--seeds 10] [--naive-seeds 1]
+    python bench/probe_sweep.py [--quick] [--records 20000] [--dim 768] [--seeds 10] [--naive-seeds 1]
 
 Data: synthetic embeddings (6 Gaussian class blobs with unequal priors in a 32-dimensional subspace,
 the rest noise, then a random rotation and per-dimension scales/offsets so standardisation matters),
@@ -13,13 +13,16 @@ cores; `--fractions 0.01 0.03 0.1 0.3 1.0 --seeds 3` gives the whole curve in ~8
     knn    = StandardScaler + GridSearchCV(KNeighborsClassifier(cosine, brute), k grid, 5 folds, AUROC);
     mlp    = StandardScaler + the same MLP protocol written plainly: a stratified 15% validation split,
              per alpha an MLPClassifier(256) trained by partial_fit epochs until validation AUROC stops
-             improving (float64, as StandardScaler returns it). Subsets come from core.scarcity_subset
+             improving (float64, as StandardScaler returns it). Subsets come from sampling.scarcity_subset
              per fit. Timed on --naive-seeds seeds
     and extrapolated to all seeds (per-fit times barely depend on the seed); say --naive-seeds = --seeds
     to time every fit.
-(b) ours: services.probing.sweep.sweep with shared standardisation, warm-started C paths, one kNN fit
-    per distinct subset, per-seed subset orders, and the fits as Ray tasks on ray.init(num_cpus=--cpus).
-    Ray start-up is timed separately and not counted in the sweep time.
+(b) ours: services.probing.grid.run_grid, the path `ecglens run` takes, with its defaults (each fit
+    standardised on its own subset, a cold C grid, exactly the protocol the naive loop follows),
+    one kNN fit per distinct subset, per-seed subset orders, and the fits as Ray tasks on
+    ray.init(num_cpus=--cpus). --shared-standardisation and --warm-start time the engine's two
+    optional shortcuts (they change results within solver tolerance). Ray start-up is timed
+    separately and not counted in the sweep time.
 
 Printed: time per fit (mean per probe kind and fraction) of both, totals, and the ratios naive / ours,
 in wall time and in CPU time. On shared cores wall time also measures the neighbours' load (it moved
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -49,12 +53,15 @@ from sklearn.neural_network import MLPClassifier  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from services.probing.core import DEFAULT_CS, scarcity_subset, single_threaded_blas  # noqa: E402
+from services.probing.blas import single_threaded_blas  # noqa: E402
+from services.probing.c_selection import DEFAULT_CS  # noqa: E402
+from services.probing.efficiency import label_efficiency  # noqa: E402
+from services.probing.grid import FitOutcome, GridCell, run_grid  # noqa: E402
 from services.probing.knn import DEFAULT_KS  # noqa: E402
 from services.probing.mlp import (DEFAULT_HIDDEN, DEFAULT_MLP_ALPHAS, DEFAULT_PATIENCE,  # noqa: E402
                                   DEFAULT_VAL_FRACTION)
 from services.probing.probes import ProbeSettings  # noqa: E402
-from services.probing.sweep import efficiency_table, sweep  # noqa: E402
+from services.probing.sampling import scarcity_subset  # noqa: E402
 
 PRIORS = np.array([0.35, 0.2, 0.15, 0.12, 0.1, 0.08])
 
@@ -170,79 +177,92 @@ def run_naive(data: tuple, fractions: list[float], seeds: list[int], probes: lis
 
 
 # ---------------------------------------------------------------------------------------------
-# (b) ECGLens sweep on Ray
+# (b) ECGLens probe-grid engine on Ray
 # ---------------------------------------------------------------------------------------------
 
-def run_ours(data: tuple, fractions: list[float], seeds: list[int], probes: list[str], alphas,
-             cpus: int) -> tuple[list[dict], float, float, float]:
-    """(rows, sweep wall seconds, driver CPU seconds during the sweep, ray.init seconds)."""
+def run_ours(data: tuple, fractions: list[float], seeds: list[int], probes: list[str], alphas, cpus: int,
+             shortcuts: dict) -> tuple[list[FitOutcome], float, float, float]:
+    """(outcomes, grid wall seconds, driver CPU seconds during the grid, ray.init seconds)."""
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     started = time.perf_counter()
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     init_s = time.perf_counter() - started
     try:
         xtr, ytr, xte, yte = data
+        cell = GridCell(key=("bench",), x=np.concatenate([xtr, xte]), y=np.concatenate([ytr, yte]),
+                        train=np.arange(len(xtr)), test=np.arange(len(xtr), len(xtr) + len(xte)),
+                        class_names=[f"c{k}" for k in range(ytr.shape[1])], multi_label=False,
+                        settings=[(f, None) for f in fractions], seeds=seeds, probes=probes,
+                        options=ProbeSettings(alphas=alphas), **shortcuts)
         started, cpu = time.perf_counter(), time.process_time()
-        rows = sweep(xtr, ytr, xte, yte, [f"c{k}" for k in range(ytr.shape[1])], False,
-                     [(f, None) for f in fractions], seeds, probes, probe_settings=ProbeSettings(alphas=alphas),
-                     executor="ray", keep_results=False)
-        return rows, time.perf_counter() - started, time.process_time() - cpu, init_s
+        outcomes = run_grid([cell], executor="ray")
+        return outcomes, time.perf_counter() - started, time.process_time() - cpu, init_s
     finally:
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
 
-def _fitted(rows: list[dict]) -> list[dict]:
-    """Rows whose fit actually ran (not a shared kNN copy)."""
-    return [r for r in rows if r["shared_from"] is None]
+def efficiency_table(outcomes: list[FitOutcome], metric: str = "auroc_macro") -> dict[str, dict]:
+    """Per probe: mean metric over seeds at each fraction, and label_efficiency of that curve."""
+    by_probe: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for o in outcomes:
+        if o.result is not None and o.train_fraction is not None and metric in o.result.metrics:
+            by_probe[o.probe][o.train_fraction].append(o.result.metrics[metric])
+    table = {}
+    for probe, curve in by_probe.items():
+        fractions = sorted(curve)
+        means = [float(np.mean(curve[f])) for f in fractions]
+        table[probe] = {"fractions": fractions, "mean": means, **label_efficiency(fractions, means)}
+    return table
 
 
-def report(naive: dict, rows: list[dict], timing: dict, n_seeds: int, n_naive_seeds: int, fractions: list[float],
-           probes: list[str]) -> None:
+def report(naive: dict, outcomes: list[FitOutcome], timing: dict, n_seeds: int, n_naive_seeds: int,
+           fractions: list[float], probes: list[str]) -> None:
     """Print per-fit times, totals and the ratios."""
     ours = defaultdict(list)
-    for row in rows:
-        ours[(row["probe"], row["fraction"])].append(row)
+    for o in outcomes:
+        ours[(o.probe, o.train_fraction)].append(o)
     print("\nper fit, mean over seeds (wall / CPU seconds; ours measured inside its Ray task, a shared kNN fit once)")
     print(f"{'probe':7s} {'fraction':>8s} {'n_train':>8s} {'naive wall':>11s} {'ours wall':>10s} {'naive CPU':>10s} "
           f"{'ours CPU':>9s} {'naive auroc':>12s} {'ours auroc':>11s}")
     for probe in probes:
         for fraction in fractions:
             nv, mine = np.array(naive[(probe, fraction)]), ours[(probe, fraction)]
-            fitted = _fitted(mine)
-            print(f"{probe:7s} {fraction:8g} {mine[0]['n_train']:8d} {nv[:, 0].mean():11.2f} "
-                  f"{np.mean([r['fit_s'] for r in fitted]):10.2f} {nv[:, 1].mean():10.2f} "
-                  f"{np.mean([r['fit_cpu_s'] for r in fitted]):9.2f} {nv[:, 2].mean():12.3f} "
-                  f"{np.mean([r['metrics']['auroc_macro'] for r in mine]):11.3f}")
+            fitted = [o for o in mine if o.shared_from is None]
+            print(f"{probe:7s} {fraction:8g} {mine[0].n_train:8d} {nv[:, 0].mean():11.2f} "
+                  f"{np.mean([o.fit_s for o in fitted]):10.2f} {nv[:, 1].mean():10.2f} "
+                  f"{np.mean([o.fit_cpu_s for o in fitted]):9.2f} {nv[:, 2].mean():12.3f} "
+                  f"{np.mean([o.result.metrics['auroc_macro'] for o in mine]):11.3f}")
     print("\nper probe kind, whole sweep: CPU seconds (naive extrapolated to all seeds; ours summed over its tasks)")
     naive_wall = naive_cpu = 0.0
     for probe in probes:
         theirs = sum(np.array(naive[(probe, f)])[:, 1].mean() * n_seeds for f in fractions)
         naive_wall += sum(np.array(naive[(probe, f)])[:, 0].mean() * n_seeds for f in fractions)
         naive_cpu += theirs
-        mine = sum(r["fit_cpu_s"] for r in _fitted(rows) if r["probe"] == probe)
+        mine = sum(o.fit_cpu_s for o in outcomes if o.probe == probe)
         print(f"  {probe:7s} naive {theirs:8.1f}   ours {mine:8.1f}   ratio {theirs / mine:5.2f}x")
-    ours_cpu = sum(r["fit_cpu_s"] for r in _fitted(rows)) + timing["driver_cpu_s"]
+    ours_cpu = sum(o.fit_cpu_s for o in outcomes) + timing["driver_cpu_s"]
     extrapolated = ("" if n_naive_seeds == n_seeds
                     else f", timed on {n_naive_seeds} seed(s) x{n_seeds / n_naive_seeds:g}")
     print(f"\nnaive sweep total : {naive_wall:8.1f} s wall, {naive_cpu:8.1f} s CPU (one process{extrapolated})")
     print(f"ours sweep total  : {timing['wall_s']:8.1f} s wall, {ours_cpu:8.1f} s CPU (tasks + driver; ray.init "
           f"{timing['init_s']:.1f} s not counted)")
     print(f"ratio naive/ours  : {naive_wall / timing['wall_s']:8.2f}x wall, {naive_cpu / ours_cpu:8.2f}x CPU")
-    for probe, entry in efficiency_table(rows).items():
+    for probe, entry in efficiency_table(outcomes).items():
         print(f"label efficiency {probe:6s}: aulc {entry['aulc']:.3f}, fraction_to_95pct {entry['fraction_to_95pct']}")
 
 
 def main() -> int:
     """Run both sweeps and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=20000, help="records (80%% train, 20%% test)")
+    parser.add_argument("--records", "--n", dest="n", type=int, default=20000, help="records (80%% train, 20%% test)")
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--classes", type=int, default=6)
     # Label-scarce fractions keep the default run near 3 minutes on 2 shared cores; add 0.3 1.0 for the
@@ -253,6 +273,10 @@ def main() -> int:
     parser.add_argument("--probes", nargs="+", default=["linear", "knn", "mlp"])
     parser.add_argument("--mlp-alphas", type=float, nargs="+", default=list(DEFAULT_MLP_ALPHAS))
     parser.add_argument("--cpus", type=int, default=2, help="ray.init(num_cpus=...)")
+    parser.add_argument("--shared-standardisation", action="store_true",
+                        help="engine option: one scaler per split for every fit (off in `ecglens run`)")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="engine option: warm-started C paths for linear probes (off in `ecglens run`)")
     parser.add_argument("--quick", action="store_true",
                         help="n=4000, dim=128, 3 seeds, fractions 0.02 .. 1.0: a smoke run (~30 s)")
     args = parser.parse_args()
@@ -270,15 +294,16 @@ def main() -> int:
     with single_threaded_blas():
         # One BLAS thread like the probes' own fits: on shared cores extra threads only add contention.
         naive = run_naive(data, args.fractions, naive_seeds, args.probes, args.mlp_alphas)
-    print(f"(b) ECGLens sweep, Ray with {args.cpus} CPUs")
-    rows, wall_s, driver_cpu_s, init_s = run_ours(data, args.fractions, seeds, args.probes, tuple(args.mlp_alphas),
-                                                  args.cpus)
-    failed = [r for r in rows if r["error"]]
+    shortcuts = {"shared_standardisation": args.shared_standardisation, "warm_start": args.warm_start}
+    print(f"(b) ECGLens probe-grid engine, Ray with {args.cpus} CPUs, options {shortcuts}")
+    outcomes, wall_s, driver_cpu_s, init_s = run_ours(data, args.fractions, seeds, args.probes,
+                                                      tuple(args.mlp_alphas), args.cpus, shortcuts)
+    failed = [o for o in outcomes if o.error]
     if failed:
-        print(f"{len(failed)} fits failed, first: {failed[0]['error']}")
+        print(f"{len(failed)} fits failed, first: {failed[0].error}")
         return 1
     timing = {"wall_s": wall_s, "driver_cpu_s": driver_cpu_s, "init_s": init_s}
-    report(naive, rows, timing, args.seeds, len(naive_seeds), args.fractions, args.probes)
+    report(naive, outcomes, timing, args.seeds, len(naive_seeds), args.fractions, args.probes)
     return 0
 
 

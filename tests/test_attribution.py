@@ -15,7 +15,8 @@ from orchestrator.attribution import clinical, figure
 from orchestrator.attribution import compute as attr
 from services.common.process import start_server
 from services.embedding.client import EmbeddingClient
-from services.probing.core import fit_linear_probe, linear_logits
+from services.probing.linear import fit_linear_probe
+from services.probing.logistic import linear_logits
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # the tiny model package's entry point lives beside this file

@@ -14,7 +14,10 @@ from protos.ecglens.v1 import probing_pb2, probing_pb2_grpc
 from services.common.process import start_server
 from services.common.tensors import to_tensor
 from services.probing.client import ProbingClient, build_request
-from services.probing.core import MAX_ITER, fit_linear_probe, probabilities, scarcity_subset, summarise
+from services.probing.efficiency import summarise
+from services.probing.linear import fit_linear_probe
+from services.probing.logistic import MAX_ITER, probabilities
+from services.probing.sampling import scarcity_subset
 
 D = 32
 SERVICE = "ecglens.v1.ProbingService"

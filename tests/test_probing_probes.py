@@ -1,17 +1,16 @@
-"""kNN, MLP and regression probes, weighted metrics, and the label-efficiency sweep (in process)."""
+"""kNN, MLP and regression probes, weighted metrics and training subsets (in process)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy.stats import pearsonr
-from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
-from sklearn.preprocessing import StandardScaler
+from sklearn.metrics import (average_precision_score, f1_score, mean_absolute_error, mean_squared_error, r2_score,
+                             roc_auc_score)
 
-from services.probing.core import scarcity_subset, scarcity_subsets, score_test_split
 from services.probing.knn import fit_knn
-from services.probing.metrics import classification_replicates, point_metrics, regression_replicates
+from services.probing.metrics import point_metrics, score_test_split, weighted_metrics
 from services.probing.probes import ProbeSettings, fit_probe
-from services.probing.sweep import efficiency_table, sweep
+from services.probing.sampling import patient_split, regression_subset, scarcity_subset, scarcity_subsets
 
 D = 16
 
@@ -84,7 +83,8 @@ def test_nonlinear_results_carry_probabilities_not_a_linear_model(probe):
     x, y = blobs(240, 3, sep=3.0, seed=4)
     result = fit_probe(*split(x, y, 160), names(3), False, seed=0, probe=probe, settings=FAST_MLP)
     assert result.probe == probe and result.coef.size == 0 and result.c == 0.0
-    np.testing.assert_allclose(result.test_probabilities.sum(axis=1), 1.0, atol=1e-9)
+    # The MLP computes in float32 (see services.probing.mlp), so its rows sum to 1 within float32 rounding.
+    np.testing.assert_allclose(result.test_probabilities.sum(axis=1), 1.0, atol=1e-6 if probe == "mlp" else 1e-9)
     np.testing.assert_array_equal(result.test_logits, np.log(np.clip(result.test_probabilities, 1e-15, 1)))
     metrics, per_class, _ = score_test_split(y[160:], result.test_probabilities, names(3), False)
     assert metrics == result.metrics and per_class == result.per_class_auroc
@@ -186,6 +186,45 @@ def test_regression_rejects_multilabel_and_bad_shapes():
 # Weighted metrics: unit weights = sklearn, integer weights = duplicated records
 # --------------------------------------------------------------------------------------------------
 
+def _sklearn_reference(y: np.ndarray, probs: np.ndarray, multi_label: bool) -> dict[str, float]:
+    """The macro metrics as scikit-learn computes them (the probes' published definitions)."""
+    mask = (y.sum(axis=0) > 0) & (y.sum(axis=0) < len(y))
+    cols = np.flatnonzero(mask)
+    out = {"auroc_macro": float(np.mean([roc_auc_score(y[:, k], probs[:, k]) for k in cols])),
+           "auprc_macro": float(np.mean([average_precision_score(y[:, k], probs[:, k]) for k in cols]))}
+    if multi_label:
+        pred = (probs >= 0.5).astype(float)
+        out["accuracy"] = float(np.mean(np.all(pred == y, axis=1)))
+        out["f1_macro"] = float(f1_score(y[:, mask], pred[:, mask], average="macro", zero_division=0))
+    else:
+        truth, guess = y.argmax(axis=1), probs.argmax(axis=1)
+        present = np.flatnonzero(y.sum(axis=0) > 0)
+        out["accuracy"] = float(np.mean(truth == guess))
+        out["f1_macro"] = float(f1_score(truth, guess, labels=present, average="macro", zero_division=0))
+    return out
+
+
+@pytest.mark.parametrize("multi_label, n_classes, single_label", [(False, 3, False), (False, 9, False),
+                                                                   (True, 3, False), (True, 10, False),
+                                                                   (True, 3, True)])
+def test_unit_weight_metrics_equal_sklearn_bit_for_bit(multi_label, n_classes, single_label):
+    rng = np.random.default_rng(12 + n_classes)
+    n = 700
+    if multi_label:
+        y = (rng.random((n, n_classes)) < 0.3).astype(float)
+        if single_label:
+            y[:, 1:] = 0  # one evaluable label: sklearn's f1 then averages its negatives and positives
+    else:
+        y = np.eye(n_classes)[rng.integers(0, n_classes, n)]
+    probs = rng.random((n, n_classes)) * 0.6 + 0.4 * y
+    probs[::3] = np.round(probs[::3], 1)  # ties in part of the scores
+    if not multi_label:
+        probs = probs / probs.sum(axis=1, keepdims=True)
+    metrics, _, _ = score_test_split(y, probs, names(n_classes), multi_label)
+    reference = _sklearn_reference(y, probs, multi_label)
+    assert {k: metrics[k] for k in reference} == reference  # exact: published numbers must not move
+
+
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_weighted_metrics_equal_sklearn_and_duplication(multi_label):
     rng = np.random.default_rng(13)
@@ -195,21 +234,23 @@ def test_weighted_metrics_equal_sklearn_and_duplication(multi_label):
     if not multi_label:
         probs = probs / probs.sum(axis=1, keepdims=True)
     reference, _, _ = score_test_split(y, probs, names(c), multi_label)
-    assert point_metrics(y, probs, "classification", multi_label) == pytest.approx(reference, abs=1e-12)
+    assert point_metrics(y, probs, "classification", multi_label) == reference
     counts = rng.integers(0, 4, n)
-    weighted = classification_replicates(y, probs, multi_label, counts[None, :].astype(float))
+    weighted = weighted_metrics(y, probs, "classification", multi_label, counts[None, :].astype(float))
     duplicated, _, _ = score_test_split(np.repeat(y, counts, axis=0), np.repeat(probs, counts, axis=0), names(c),
                                         multi_label)
     assert {k: float(v[0]) for k, v in weighted.items()} == pytest.approx(duplicated, abs=1e-12)
     assert weighted["auroc_macro"][0] == pytest.approx(
         np.mean([roc_auc_score(y[:, k], probs[:, k], sample_weight=counts) for k in range(c)]), abs=1e-12)
+    assert weighted["auprc_macro"][0] == pytest.approx(
+        np.mean([average_precision_score(y[:, k], probs[:, k], sample_weight=counts) for k in range(c)]), abs=1e-12)
 
 
 def test_weighted_regression_equals_duplication():
     rng = np.random.default_rng(14)
     y, pred = rng.normal(size=(80, 1)), rng.normal(size=(80, 1))
     counts = rng.integers(0, 3, 80)
-    weighted = regression_replicates(y, pred, counts[None, :].astype(float))
+    weighted = weighted_metrics(y, pred, "regression", False, counts[None, :].astype(float))
     plain = point_metrics(np.repeat(y, counts, axis=0), np.repeat(pred, counts, axis=0), "regression", False)
     assert {k: float(v[0]) for k, v in weighted.items()} == pytest.approx(plain, abs=1e-10)
 
@@ -238,7 +279,7 @@ def test_mlp_seed_changes_the_model():
 
 
 # --------------------------------------------------------------------------------------------------
-# Sweep
+# Training subsets
 # --------------------------------------------------------------------------------------------------
 
 SETTINGS = [(0.2, None), (1.0, None), (None, 4)]
@@ -253,59 +294,21 @@ def test_scarcity_subsets_equal_individual_subsets():
             assert np.array_equal(idx, scarcity_subset(y, fraction, k_shot, seed=3, groups=g))
 
 
-def test_sweep_rows_equal_fit_probe_with_the_shared_standardiser():
-    x, y = blobs(300, 3, sep=3.0, seed=18)
-    train_x, train_y, test_x, test_y = split(x, y, 200)
-    rows = sweep(train_x, train_y, test_x, test_y, names(3), False, SETTINGS, [0, 1], ["linear", "knn", "mlp"],
-                 probe_settings=FAST_MLP, bootstrap=30, executor="serial")
-    assert [(r["probe"], r["fraction"], r["k_shot"], r["seed"]) for r in rows][:3] == [
-        ("linear", 0.2, None, 0), ("linear", 0.2, None, 1), ("linear", 1.0, None, 0)]
-    scaler = StandardScaler().fit(train_x.astype(np.float64))
-    shared = (scaler.mean_, scaler.scale_)
-    for row in rows:
-        idx = scarcity_subset(train_y, row["fraction"], row["k_shot"], row["seed"])
-        ref = fit_probe(train_x[idx], train_y[idx], test_x, test_y, names(3), False, row["seed"], row["probe"],
-                        settings=FAST_MLP, bootstrap=30, standardiser=shared, warm_start=row["probe"] == "linear")
-        assert row["n_train"] == len(idx) and row["error"] is None
-        assert row["metrics"] == ref.metrics and row["metrics_ci_low"] == ref.metrics_ci_low, row["probe"]
-        assert np.array_equal(row["result"].test_logits, ref.test_logits)
+def test_patient_split_keeps_patients_whole_and_reaches_rare_classes():
+    patients = [f"p{i // 3}" for i in range(300)]  # 100 patients, 3 records each
+    labels = np.zeros((300, 3))
+    labels[:, 0] = 1
+    labels[:6, :] = [0, 0, 1]  # class 2: two patients only
+    train, test = patient_split(patients, labels, 0.2, seed=4)
+    assert sorted(train + test) == list(range(300))
+    assert not {patients[i] for i in train} & {patients[i] for i in test}
+    assert labels[test, 2].sum() > 0 and labels[train, 2].sum() > 0
+    assert (train, test) == patient_split(patients, labels, 0.2, seed=4)
+    assert test != patient_split(patients, labels, 0.2, seed=5)[1]
 
 
-def test_sweep_without_reuse_equals_plain_fits():
-    x, y = blobs(240, 3, sep=3.0, seed=19)
-    train_x, train_y, test_x, test_y = split(x, y, 160)
-    rows = sweep(train_x, train_y, test_x, test_y, names(3), False, [(0.5, None)], [4], ["linear"],
-                 shared_standardisation=False, warm_start=False, executor="serial")
-    idx = scarcity_subset(train_y, 0.5, None, 4)
-    ref = fit_probe(train_x[idx], train_y[idx], test_x, test_y, names(3), False, 4)
-    assert rows[0]["metrics"] == ref.metrics and np.array_equal(rows[0]["result"].coef, ref.coef)
-
-
-def test_sweep_fits_knn_once_per_distinct_subset():
-    x, y = blobs(240, 3, sep=3.0, seed=20)
-    rows = sweep(*split(x, y, 160), names(3), False, [(1.0, None), (0.3, None)], [0, 1, 2], ["knn"],
-                 executor="serial")
-    full = [r for r in rows if r["fraction"] == 1.0]
-    assert [r["shared_from"] for r in full] == [None, 0, 0]
-    assert all(r["metrics"] == full[0]["metrics"] for r in full)
-    assert all(r["shared_from"] is None for r in rows if r["fraction"] == 0.3)
-
-
-def test_sweep_reports_impossible_fits_and_efficiency_table():
-    x, y = blobs(240, 3, sep=3.0, seed=21)
-    with pytest.raises(ValueError, match="k_shot=500"):
-        sweep(*split(x, y, 160), names(3), False, [(None, 500)], [0], ["knn"], executor="serial")
-    rows = sweep(*split(x, y, 160), names(3), False, [(0.1, None), (1.0, None)], [0, 1], ["knn", "linear"],
-                 executor="serial", keep_results=False)
-    assert "result" not in rows[0]
-    table = efficiency_table(rows)
-    assert set(table) == {"knn", "linear"} and table["knn"]["fractions"] == [0.1, 1.0]
-    assert 0 < table["linear"]["aulc"] <= 1 and table["linear"]["full_score"] is not None
-
-
-def test_regression_sweep_uses_unstratified_subsets():
-    x, y = linear_target(200, seed=22)
-    rows = sweep(*split(x, y, 150), ["age"], False, [(0.2, None), (None, 10)], [0], ["linear", "knn"],
-                 target_type="regression", executor="serial")
-    assert [r["n_train"] for r in rows] == [30, 10, 30, 10]
-    assert all(r["error"] is None and "r2" in r["metrics"] for r in rows)
+def test_regression_subsets_are_nested_seeded_prefixes_with_a_floor():
+    small, large = regression_subset(200, 0.1, seed=3), regression_subset(200, 0.5, seed=3)
+    assert len(small) == 20 and len(large) == 100 and set(small) <= set(large)
+    assert np.array_equal(small, np.sort(small)) and not np.array_equal(small, regression_subset(200, 0.1, seed=4))
+    assert len(regression_subset(200, 0.001, seed=3)) == 5

@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from services.probing.compare import delong_covariance, delong_macro, delong_test, holm, paired_bootstrap
 from services.probing.efficiency import label_efficiency
-from services.probing.metrics import bootstrap_ci, group_index, resample_weights
+from services.probing.bootstrap import bootstrap_ci, group_index, resample_weights
 from services.probing.probes import fit_probe
 
 

@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from orchestrator.attribution.clinical import TOP_K, top_leads
-from services.probing.core import linear_logits
+from services.probing.logistic import linear_logits
 
 BASELINES: dict[str, str] = {
     "zero": "0 mV (the isoelectric line of a baseline-corrected ECG)",
@@ -109,7 +109,7 @@ class AttributionResult:
 
 @dataclass(frozen=True)
 class _Probe:
-    """A linear probe in the services.probing.core logit convention."""
+    """A linear probe in the services.probing.logistic logit convention."""
 
     coef: np.ndarray
     intercept: np.ndarray

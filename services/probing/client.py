@@ -11,7 +11,7 @@ from protos.ecglens.v1 import probing_pb2, probing_pb2_grpc
 from services.common.grpc_options import channel_options
 from services.common.proto_enums import from_enum, to_enum
 from services.common.tensors import from_tensor, to_tensor
-from services.probing.core import ProbeResult
+from services.probing.result import ProbeResult
 
 SERVICE = "ecglens.v1.ProbingService"
 

@@ -20,9 +20,8 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import norm, rankdata
 
-from services.probing.metrics import (CLASSIFICATION_METRICS, REGRESSION_METRICS, bootstrap_replicates,
-                                      classification_replicates, group_index, percentile_ci,
-                                      regression_replicates)
+from services.probing.bootstrap import bootstrap_replicates, group_index, percentile_ci
+from services.probing.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, weighted_metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -32,9 +31,10 @@ from services.probing.metrics import (CLASSIFICATION_METRICS, REGRESSION_METRICS
 def _metric_fn(metric: str, y: np.ndarray, outputs: np.ndarray, multi_label: bool):
     """weights -> metric [B] for one model's outputs."""
     if metric in REGRESSION_METRICS:
-        return lambda w: regression_replicates(y, outputs, w)[metric]
+        return lambda w: weighted_metrics(y, outputs, "regression", False, w)[metric]
     if metric in CLASSIFICATION_METRICS:
-        return lambda w: classification_replicates(y, outputs, multi_label, w).get(metric, np.full(w.shape[0], np.nan))
+        return lambda w: weighted_metrics(y, outputs, "classification", multi_label, w).get(
+            metric, np.full(w.shape[0], np.nan))
     raise ValueError(f"unknown metric {metric!r}; choose from {CLASSIFICATION_METRICS + REGRESSION_METRICS}")
 
 

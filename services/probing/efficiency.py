@@ -1,4 +1,4 @@
-"""Label-efficiency summary of a score-vs-training-fraction curve (pure functions, no gRPC).
+"""Summaries of probe scores: over seeds (`summarise`) and along a label-efficiency curve (pure functions).
 
 Definitions (fractions f_1 < ... < f_m, each in (0, 1], scores s_i; repeated fractions, e.g. one per
 seed, are averaged first):
@@ -48,3 +48,13 @@ def label_efficiency(fractions: Sequence[float], scores: Sequence[float]) -> dic
     if full is not None and full > 0:
         reach = float(f[np.flatnonzero(s >= TARGET_SHARE * full)[0]])
     return {"aulc": aulc, "fraction_to_95pct": reach, "full_score": full, "log10_range": (float(x[0]), float(x[-1]))}
+
+
+def summarise(values: Sequence[float]) -> dict:
+    """mean, std (ddof=1 when n > 1, else 0), min, max and n of a list of scores."""
+    arr = np.asarray(list(values), dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError("summarise needs at least one value")
+    std = float(np.std(arr, ddof=1)) if arr.size > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, "min": float(arr.min()), "max": float(arr.max()),
+            "n": int(arr.size)}

@@ -25,11 +25,10 @@ from typing import Sequence
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
-from services.probing.metrics import auroc_weighted, evaluable_columns
+from services.probing.metrics import auroc_weighted, evaluable_columns, log_loss
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
 CHUNK = 1024  # query rows per similarity block: bounds memory to CHUNK * n_train floats
-_EPS = 1e-15
 
 
 @dataclass
@@ -111,14 +110,6 @@ def _cap_fixed(k: int, n_train: int, notes: list[str]) -> list[int]:
     return [k]
 
 
-def _log_loss(y: np.ndarray, probs: np.ndarray, multi_label: bool) -> float:
-    """Mean negative log-likelihood of vote fractions (clipped), per label when multi-label."""
-    p = np.clip(probs, _EPS, 1 - _EPS)
-    if multi_label:
-        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    return float(-np.mean(np.log(p[y.astype(bool)])))
-
-
 def _loo_key(y: np.ndarray, scores: np.ndarray, multi_label: bool, regression: bool,
              y_scale: np.ndarray) -> tuple[float, ...]:
     """Selection key of one k from its LOO scores (higher is better)."""
@@ -128,7 +119,7 @@ def _loo_key(y: np.ndarray, scores: np.ndarray, multi_label: bool, regression: b
     ones = np.ones((1, y.shape[0]))
     aurocs = [auroc_weighted(y[:, k], scores[:, k], ones)[0] for k in np.flatnonzero(mask)]
     auroc = float(np.mean(aurocs)) if aurocs else -np.inf
-    return auroc, -_log_loss(y, scores, multi_label)
+    return auroc, -log_loss(y, scores, multi_label)
 
 
 def select_k(z_train: np.ndarray, train_y: np.ndarray, grid: list[int], multi_label: bool, regression: bool,

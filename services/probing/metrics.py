@@ -1,30 +1,25 @@
-"""Test-split metrics as functions of record weights, and patient-level bootstrap confidence intervals.
+"""Test-split metrics as functions of record weights: one code path for point estimates and bootstrap replicates.
 
-Every metric here takes a weight matrix W [B, n] (one row per resample, entry = how many times the
-record was drawn) and returns one value per row, so a single vectorised code path gives both the
-bootstrap replicates and, with W = ones([1, n]), the plain point estimate. Integer weights make a
-weighted metric equal to the unweighted metric of the resampled (duplicated) records exactly, ties
-included: AUROC counts a tied positive/negative pair as 1/2, average precision steps at each distinct
-score, as sklearn does.
+`weighted_metrics` takes a weight matrix W [B, n] (one row per resample, entry = how many times the
+record was drawn) and returns every metric as one value per row. The point estimate is the
+unit-weight case W = ones([1, n]) (`point_metrics`, `score_test_split`); a bootstrap replicate is a
+resampled-weight row (services.probing.bootstrap). Integer weights make a weighted metric equal to
+the unweighted metric of the resampled (duplicated) records, ties included: AUROC counts a tied
+positive/negative pair as 1/2, average precision steps at each distinct score, as sklearn does.
 
-Bootstrap. The resampling unit is a test group (a patient); groups are drawn with replacement, G
-draws from G groups, and every record of a drawn group enters with that group's draw count. The
-95% CI is the 2.5th/97.5th percentile of the replicates that are defined (a class absent from a
-replicate leaves that replicate out of that class's AUROC; macro metrics average the classes that
-are defined in the replicate). One seed fixes all resamples, so two models scored with the same
-seed and groups see identical resamples.
+At unit weights every value is bit-identical to the scikit-learn computation the probes reported
+before the two paths were merged (roc_auc_score, average_precision_score, f1_score), so published
+numbers do not move: the arithmetic below follows sklearn's order of operations where it matters.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 CLASSIFICATION_METRICS = ("auroc_macro", "auprc_macro", "accuracy", "balanced_accuracy", "f1_macro")
 REGRESSION_METRICS = ("mae", "rmse", "r2", "pearson_r")
-# Resamples per block: bounds the [B, n] weight matrices to ~block * n * 8 bytes.
-BLOCK = 128
-CI_LEVEL = 0.95
+_EPS = 1e-15
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,13 +54,15 @@ def auroc_from_blocks(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
 
 def average_precision_from_blocks(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """Average precision [B] (sklearn's step-wise definition) from tie-block weights [B, U]; NaN without positives."""
-    tp = pos[:, ::-1]  # thresholds from the highest score down
-    tp_cum = np.cumsum(tp, axis=1)
-    all_cum = tp_cum + np.cumsum(neg[:, ::-1], axis=1)
-    precision = np.divide(tp_cum, all_cum, out=np.zeros_like(tp_cum), where=all_cum > 0)
-    total = tp.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, np.einsum("bu,bu->b", tp, precision) / total, np.nan)
+    tp = np.cumsum(pos[:, ::-1], axis=1)  # thresholds from the highest score down
+    seen = tp + np.cumsum(neg[:, ::-1], axis=1)
+    precision = np.divide(tp, seen, out=np.zeros_like(tp), where=seen > 0)
+    total = tp[:, -1:]
+    recall = np.divide(tp, total, out=np.zeros_like(tp), where=total > 0)
+    # sklearn's arithmetic, step for step: sum over thresholds of (recall step) x precision, the
+    # steps taken from the lowest threshold up (a contiguous row, as sklearn's 1-D array).
+    steps = np.ascontiguousarray((np.diff(recall, axis=1, prepend=0.0) * precision)[:, ::-1])
+    return np.where(total[:, 0] > 0, steps.sum(axis=1), np.nan)
 
 
 def auroc_weighted(y: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -91,6 +88,12 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den, NaN where den == 0."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / den, np.nan)
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """F1 per column, 0 where it is undefined (sklearn's zero_division=0)."""
+    den = 2 * tp + fp + fn
+    return np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,12 +124,9 @@ def _multiclass_labels(y: np.ndarray, probs: np.ndarray, weights: np.ndarray) ->
     pred_k = (y_pred[:, None] == present[None, :]).astype(np.float64)
     tp = weights @ (true_k * pred_k)
     fp, fn = weights @ ((1 - true_k) * pred_k), weights @ (true_k * (1 - pred_k))
-    f1_den = 2 * tp + fp + fn
-    # sklearn's zero_division=0: a class neither predicted nor present scores 0.
-    f1 = np.divide(2 * tp, f1_den, out=np.zeros_like(tp), where=f1_den > 0)
     return {"accuracy": _ratio(weights @ correct, weights.sum(axis=1)),
             "balanced_accuracy": _nanmean_rows(_ratio(tp, tp + fn)),
-            "f1_macro": f1.mean(axis=1)}
+            "f1_macro": _f1(tp, fp, fn).mean(axis=1)}
 
 
 def _multilabel_labels(y: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -140,15 +140,17 @@ def _multilabel_labels(y: np.ndarray, probs: np.ndarray, weights: np.ndarray) ->
     yk, pk = y[:, mask].astype(np.float64), pred[:, mask]
     tp, fn = weights @ (yk * pk), weights @ (yk * (1 - pk))
     tn, fp = weights @ ((1 - yk) * (1 - pk)), weights @ ((1 - yk) * pk)
-    f1_den = 2 * tp + fp + fn
-    f1 = np.divide(2 * tp, f1_den, out=np.zeros_like(tp), where=f1_den > 0)
     out["balanced_accuracy"] = _nanmean_rows((_ratio(tp, tp + fn) + _ratio(tn, tn + fp)) / 2)
+    f1 = _f1(tp, fp, fn)
+    if mask.sum() == 1:
+        # sklearn's f1_score reads a single label column as a binary target and macro-averages the
+        # F1 of its negatives and positives; the probes have always reported that value, so it stays.
+        f1 = np.stack([_f1(tn, fn, fp)[:, 0], f1[:, 0]], axis=1)
     out["f1_macro"] = f1.mean(axis=1)
     return out
 
 
-def classification_replicates(y: np.ndarray, probs: np.ndarray, multi_label: bool,
-                              weights: np.ndarray) -> dict[str, np.ndarray]:
+def _classification(y: np.ndarray, probs: np.ndarray, multi_label: bool, weights: np.ndarray) -> dict[str, np.ndarray]:
     """Every classification metric [B] under each weight row (keys as in CLASSIFICATION_METRICS)."""
     y = np.asarray(y, dtype=np.float64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -165,7 +167,7 @@ def classification_replicates(y: np.ndarray, probs: np.ndarray, multi_label: boo
 # Regression metric suite
 # ---------------------------------------------------------------------------------------------
 
-def regression_replicates(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+def _regression(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
     """mae, rmse, r2 and pearson_r [B] (each the mean over target columns) under each weight row."""
     y, pred = np.asarray(y, dtype=np.float64), np.asarray(pred, dtype=np.float64)
     # Centre on the unweighted means first so weighted second moments do not cancel catastrophically.
@@ -184,80 +186,51 @@ def regression_replicates(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) 
             "r2": _nanmean_rows(r2), "pearson_r": _nanmean_rows(pearson)}
 
 
+# ---------------------------------------------------------------------------------------------
+# The one scoring function, and its unit-weight forms
+# ---------------------------------------------------------------------------------------------
+
+def weighted_metrics(y: np.ndarray, outputs: np.ndarray, target_type: str, multi_label: bool,
+                     weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Every metric of the target type [B] under each weight row [B, n] (NaN where undefined in a row)."""
+    if target_type == "regression":
+        return _regression(y, outputs, weights)
+    return _classification(y, outputs, multi_label, weights)
+
+
 def point_metrics(y: np.ndarray, outputs: np.ndarray, target_type: str, multi_label: bool) -> dict[str, float]:
     """The metric suite at unit weights (finite values only)."""
     ones = np.ones((1, np.asarray(y).shape[0]))
-    reps = (regression_replicates(y, outputs, ones) if target_type == "regression"
-            else classification_replicates(y, outputs, multi_label, ones))
-    return {k: float(v[0]) for k, v in reps.items() if np.isfinite(v[0])}
+    return {k: float(v[0]) for k, v in weighted_metrics(y, outputs, target_type, multi_label, ones).items()
+            if np.isfinite(v[0])}
 
 
-# ---------------------------------------------------------------------------------------------
-# Patient-level bootstrap
-# ---------------------------------------------------------------------------------------------
-
-def group_index(groups: Sequence | np.ndarray | None, n: int) -> np.ndarray:
-    """Group number of each record (0..G-1); one group per record when groups is None or empty."""
-    if groups is None or len(groups) == 0:
-        return np.arange(n)
-    groups = np.asarray(groups)
-    if groups.shape != (n,):
-        raise ValueError(f"test groups has {groups.shape[0]} entries but the test split has {n} records")
-    return np.unique(groups, return_inverse=True)[1].reshape(-1)
+def _skip_notes(y: np.ndarray, class_names: Sequence[str], mask: np.ndarray) -> list[str]:
+    """One warning per class left out of the macro averages, with the reason."""
+    notes = []
+    for k in np.flatnonzero(~mask):
+        side = "positives" if y[:, k].sum() == 0 else "negatives"
+        notes.append(f"class {class_names[k]!r} left out of macro metrics: test split has no {side}")
+    return notes
 
 
-def resample_weights(group_of: np.ndarray, n_boot: int, seed: int, block: int = BLOCK) -> Iterator[np.ndarray]:
-    """Blocks of record weights [b, n]: each row draws G groups with replacement (numpy Generator(seed))."""
-    rng = np.random.default_rng(int(seed) % (2 ** 32))
-    n_groups = int(group_of.max()) + 1 if group_of.size else 0
-    done = 0
-    while done < n_boot:
-        b = min(block, n_boot - done)
-        draws = rng.integers(0, n_groups, size=(b, n_groups))
-        flat = (np.arange(b)[:, None] * n_groups + draws).ravel()
-        counts = np.bincount(flat, minlength=b * n_groups).reshape(b, n_groups).astype(np.float64)
-        yield counts[:, group_of]
-        done += b
+def score_test_split(y: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
+                     multi_label: bool) -> tuple[dict[str, float], dict[str, float], list[str]]:
+    """(macro metrics, per-class AUROC, warnings) on the test split; never NaN, omitted when undefined."""
+    y = np.asarray(y, dtype=np.float64)
+    mask = evaluable_columns(y)
+    notes = _skip_notes(y, class_names, mask)
+    if not mask.any():
+        notes.append("no class has both positives and negatives in the test split: auroc_macro and "
+                     "auprc_macro omitted")
+    aurocs = per_class_auroc_weighted(y, probs, np.ones((1, y.shape[0])))[0]
+    per_class = {class_names[k]: float(aurocs[k]) for k in np.flatnonzero(mask)}
+    return point_metrics(y, probs, "classification", multi_label), per_class, notes
 
 
-def bootstrap_replicates(fn: Callable[[np.ndarray], dict[str, np.ndarray]], group_of: np.ndarray, n_boot: int,
-                         seed: int) -> dict[str, np.ndarray]:
-    """fn evaluated on n_boot group resamples, concatenated per key."""
-    parts: dict[str, list[np.ndarray]] = {}
-    for weights in resample_weights(group_of, n_boot, seed):
-        for key, values in fn(weights).items():
-            parts.setdefault(key, []).append(values)
-    return {key: np.concatenate(values) for key, values in parts.items()}
-
-
-def percentile_ci(replicates: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float] | None:
-    """(low, high) percentile interval of the defined replicates; None when none is defined."""
-    finite = replicates[np.isfinite(replicates)]
-    if finite.size == 0:
-        return None
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def bootstrap_ci(y: np.ndarray, outputs: np.ndarray, target_type: str, multi_label: bool,
-                 groups: Sequence | np.ndarray | None, n_boot: int, seed: int,
-                 keys: Sequence[str] | None = None) -> tuple[dict[str, float], dict[str, float]]:
-    """(ci_low, ci_high) per metric from a patient-level percentile bootstrap (empty when n_boot == 0)."""
-    if n_boot <= 0:
-        return {}, {}
-    y, outputs = np.asarray(y, dtype=np.float64), np.asarray(outputs, dtype=np.float64)
-    group_of = group_index(groups, y.shape[0])
-    if target_type == "regression":
-        reps = bootstrap_replicates(lambda w: regression_replicates(y, outputs, w), group_of, n_boot, seed)
-    else:
-        reps = bootstrap_replicates(lambda w: classification_replicates(y, outputs, multi_label, w), group_of,
-                                    n_boot, seed)
-    low, high = {}, {}
-    for key, values in reps.items():
-        if keys is not None and key not in keys:
-            continue
-        ci = percentile_ci(values)
-        if ci is not None:
-            low[key], high[key] = ci
-    return low, high
+def log_loss(y: np.ndarray, probs: np.ndarray, multi_label: bool) -> float:
+    """Mean negative log-likelihood of clipped probabilities (per label for multi-label)."""
+    p = np.clip(probs, _EPS, 1 - _EPS)
+    if multi_label:
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return float(-np.mean(np.log(p[y.astype(bool)])))

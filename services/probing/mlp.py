@@ -35,8 +35,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import StandardScaler
 
-from services.probing.core import stratum_keys
-from services.probing.metrics import auroc_weighted, evaluable_columns
+from services.probing.metrics import auroc_weighted, evaluable_columns, log_loss
+from services.probing.sampling import stratum_keys
 
 DEFAULT_MLP_ALPHAS: tuple[float, ...] = (1e-4, 1e-2, 1.0)
 DEFAULT_HIDDEN = 256
@@ -46,7 +46,6 @@ DEFAULT_VAL_FRACTION = 0.15
 LEARNING_RATE = 1e-3
 BATCH = 200
 _TOL = 1e-3
-_EPS = 1e-15
 
 
 @dataclass
@@ -98,10 +97,7 @@ def _val_loss(y: np.ndarray, out: np.ndarray, multi_label: bool, regression: boo
     """Validation loss: log-loss (per label when multi-label) or MSE of standardised targets."""
     if regression:
         return float(np.mean((out - y) ** 2))
-    p = np.clip(out, _EPS, 1 - _EPS)
-    if multi_label:
-        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    return float(-np.mean(np.log(p[y.astype(bool)])))
+    return log_loss(y, out, multi_label)
 
 
 def _val_auroc(y: np.ndarray, out: np.ndarray) -> float:

@@ -1,9 +1,9 @@
 """One entry point for every probe kind and target type, with test metrics and bootstrap CIs (no gRPC).
 
 Probe kinds (`probe`):
-  linear  classification: core.fit_linear_probe (standardised L2 logistic regression, C by inner CV);
-          regression: standardised ridge regression, alpha by efficient leave-one-out CV (sklearn
-          RidgeCV, one alpha shared by all targets); the model is returned in the same convention,
+  linear  classification: linear.fit_linear_probe (standardised L2 logistic regression, C by inner CV);
+          regression: linear.fit_ridge (standardised ridge regression, alpha by efficient leave-one-out
+          CV, one alpha shared by all targets); the model is returned in the same convention,
           prediction = ((x - mean) / scale) @ coef.T + intercept, with c = 1 / alpha.
   knn     cosine kNN on standardised embeddings (services.probing.knn).
   mlp     one-hidden-layer MLP with early stopping (services.probing.mlp).
@@ -13,9 +13,9 @@ Target types (`target_type`): "classification" (0/1 labels, one-hot unless multi
 
 Outputs: test_logits are decision scores (linear logits; log of the probabilities, clipped at 1e-15,
 for knn/mlp; predicted values for regression); test_probabilities are class probabilities (None for
-regression). Metrics: classification as core.score_test_split; regression mae, rmse, r2, pearson_r,
+regression). Metrics: classification as metrics.score_test_split; regression mae, rmse, r2, pearson_r,
 each the mean over targets. With bootstrap > 0, metrics_ci_low/high hold patient-level percentile
-95% CIs (services.probing.metrics) for every metric that is defined.
+95% CIs (services.probing.bootstrap) for every metric that is defined.
 """
 from __future__ import annotations
 
@@ -24,27 +24,24 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from sklearn.linear_model import RidgeCV
-from sklearn.preprocessing import StandardScaler
 
 from services.probing import knn as knn_probe
 from services.probing import mlp as mlp_probe
-from services.probing.core import (ProbeResult, _as_matrix, _check_inputs, _check_trainable, check_standardiser,
-                                   fit_linear_probe, score_test_split, single_threaded_blas)
-from services.probing.metrics import bootstrap_ci, group_index, point_metrics
+from services.probing.blas import single_threaded_blas
+from services.probing.bootstrap import bootstrap_ci, group_index
+from services.probing.inputs import check_standardiser, prepare
+from services.probing.linear import fit_linear_probe, fit_ridge
+from services.probing.result import ProbeResult, classification_result, regression_result
 
 PROBES = ("linear", "knn", "mlp")
 TARGET_TYPES = ("classification", "regression")
-DEFAULT_RIDGE_ALPHAS: tuple[float, ...] = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
-_EPS = 1e-15
-_EMPTY = np.zeros((0,))
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
     """Hyper-parameter options of every probe kind (each kind reads its own; defaults as documented)."""
 
-    cs: tuple[float, ...] | None = None  # linear classification: C grid (None = core.DEFAULT_CS)
+    cs: tuple[float, ...] | None = None  # linear classification: C grid (None = c_selection.DEFAULT_CS)
     cv_folds: int = 5  # linear classification: inner CV folds
     ks: tuple[int, ...] | None = None  # knn: k grid (None = knn.DEFAULT_KS; one value = fixed k)
     distance_weighted: bool = False  # knn: weight votes by inverse cosine distance
@@ -70,75 +67,8 @@ class ProbeSettings:
 
 
 # ---------------------------------------------------------------------------------------------
-# Input checks
-# ---------------------------------------------------------------------------------------------
-
-def _check_regression(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                      class_names: Sequence[str], multi_label: bool) -> None:
-    """ValueError unless shapes agree for a regression probe."""
-    if multi_label:
-        raise ValueError("multi_label must be false for a regression probe")
-    for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"{name}_x has {x.shape[0]} rows but {name}_y has {y.shape[0]}")
-        if y.shape[1] != len(class_names) or not class_names:
-            raise ValueError(f"{name}_y has {y.shape[1]} columns but there are {len(class_names)} target names")
-    if train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(f"train_x has D={train_x.shape[1]} but test_x has D={test_x.shape[1]}")
-    if train_x.shape[0] < 3 or test_x.shape[0] < 1:
-        raise ValueError(f"need at least 3 training and 1 test rows, got {train_x.shape[0]} and {test_x.shape[0]}")
-
-
-def _standardiser(train_x: np.ndarray, given: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-    """The given (mean, scale) checked, or the training split's."""
-    if given is not None:
-        return check_standardiser(given, train_x.shape[1])
-    scaler = StandardScaler().fit(train_x)
-    return scaler.mean_.copy(), scaler.scale_.copy()
-
-
-# ---------------------------------------------------------------------------------------------
 # Probe kinds
 # ---------------------------------------------------------------------------------------------
-
-def _log_scores(probs: np.ndarray) -> np.ndarray:
-    """Decision scores of a probability model: log-probabilities clipped at 1e-15 (finite)."""
-    return np.log(np.clip(probs, _EPS, 1.0))
-
-
-def _classification_result(probe: str, test_y: np.ndarray, probs: np.ndarray, class_names: list[str],
-                           multi_label: bool, hyper: dict[str, float], notes: list[str]) -> ProbeResult:
-    """ProbeResult of a non-linear classifier (no linear model)."""
-    metrics, per_class, metric_notes = score_test_split(test_y, probs, class_names, multi_label)
-    return ProbeResult(metrics=metrics, per_class_auroc=per_class, coef=_EMPTY, intercept=_EMPTY, mean=_EMPTY,
-                       scale=_EMPTY, c=0.0, test_logits=_log_scores(probs), warnings=notes + metric_notes,
-                       probe=probe, test_probabilities=probs, hyperparameters=hyper)
-
-
-def _regression_result(probe: str, test_y: np.ndarray, preds: np.ndarray, hyper: dict[str, float],
-                       notes: list[str], linear: tuple | None = None) -> ProbeResult:
-    """ProbeResult of a regression probe; `linear` = (coef, intercept, mean, scale, c) for ridge."""
-    coef, intercept, mean, scale, c = linear or (_EMPTY, _EMPTY, _EMPTY, _EMPTY, 0.0)
-    return ProbeResult(metrics=point_metrics(test_y, preds, "regression", False), per_class_auroc={}, coef=coef,
-                       intercept=intercept, mean=mean, scale=scale, c=c, test_logits=preds, warnings=notes,
-                       probe=probe, target_type="regression", hyperparameters=hyper)
-
-
-def fit_ridge(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-              alphas: Sequence[float] | None, standardiser: tuple | None) -> ProbeResult:
-    """Standardised ridge regression, alpha by efficient leave-one-out CV; returned as a linear model."""
-    mean, scale = _standardiser(train_x, standardiser)
-    grid = sorted(set(float(a) for a in (alphas or DEFAULT_RIDGE_ALPHAS)))
-    if any(a <= 0 for a in grid):
-        raise ValueError(f"every ridge alpha must be > 0, got {grid}")
-    model = RidgeCV(alphas=grid).fit((train_x - mean) / scale, train_y)
-    coef = np.atleast_2d(model.coef_).reshape(train_y.shape[1], -1)
-    intercept = np.atleast_1d(model.intercept_).reshape(-1)
-    preds = ((test_x - mean) / scale) @ coef.T + intercept
-    alpha = float(model.alpha_)
-    return _regression_result("linear", test_y, preds, {"alpha": alpha}, [],
-                              (coef, intercept, mean, scale, 1.0 / alpha))
-
 
 def _fit_knn(train_x, train_y, test_x, test_y, class_names, multi_label, regression: bool,
              settings: ProbeSettings, standardiser) -> ProbeResult:
@@ -148,8 +78,8 @@ def _fit_knn(train_x, train_y, test_x, test_y, class_names, multi_label, regress
                             settings.distance_weighted, given)
     hyper = {"k": float(fit.k), "distance_weighted": float(settings.distance_weighted)}
     if regression:
-        return _regression_result("knn", test_y, fit.test_scores, hyper, fit.notes)
-    return _classification_result("knn", test_y, fit.test_scores, class_names, multi_label, hyper, fit.notes)
+        return regression_result("knn", test_y, fit.test_scores, hyper, fit.notes)
+    return classification_result("knn", test_y, fit.test_scores, class_names, multi_label, hyper, fit.notes)
 
 
 def _fit_mlp(train_x, train_y, test_x, test_y, class_names, multi_label, regression: bool, seed: int,
@@ -161,27 +91,13 @@ def _fit_mlp(train_x, train_y, test_x, test_y, class_names, multi_label, regress
                             given)
     hyper = {"alpha": fit.alpha, "epochs": float(fit.epochs), "hidden_units": float(settings.hidden_units)}
     if regression:
-        return _regression_result("mlp", test_y, fit.test_scores, hyper, fit.notes)
-    return _classification_result("mlp", test_y, fit.test_scores, class_names, multi_label, hyper, fit.notes)
+        return regression_result("mlp", test_y, fit.test_scores, hyper, fit.notes)
+    return classification_result("mlp", test_y, fit.test_scores, class_names, multi_label, hyper, fit.notes)
 
 
 # ---------------------------------------------------------------------------------------------
 # Public entry point
 # ---------------------------------------------------------------------------------------------
-
-def _prepare(train_x, train_y, test_x, test_y, class_names, multi_label: bool,
-             target_type: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Validated float64 inputs; ValueError naming the problem."""
-    train_x, train_y = _as_matrix("train_x", train_x), _as_matrix("train_y", train_y)
-    test_x, test_y = _as_matrix("test_x", test_x), _as_matrix("test_y", test_y)
-    names = [str(name) for name in class_names]
-    if target_type == "regression":
-        _check_regression(train_x, train_y, test_x, test_y, names, multi_label)
-    else:
-        _check_inputs(train_x, train_y, test_x, test_y, names, multi_label)
-        _check_trainable(train_y, names, multi_label)
-    return train_x, train_y, test_x, test_y, names
-
 
 def _dispatch(probe: str, regression: bool, data: tuple, multi_label: bool, seed: int, settings: ProbeSettings,
               standardiser, warm_start: bool) -> ProbeResult:
@@ -210,13 +126,21 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
     settings = (settings or ProbeSettings()).check()
-    data = _prepare(train_x, train_y, test_x, test_y, class_names, multi_label, target_type)
+    data = prepare(train_x, train_y, test_x, test_y, class_names, multi_label, target_type)
     group_index(test_groups, data[3].shape[0])  # fail before fitting on a bad group list
-    regression = target_type == "regression"
     with single_threaded_blas():
-        result = _dispatch(probe, regression, data, multi_label, seed, settings, standardiser, warm_start)
-        outputs = result.test_logits if regression else result.test_probabilities
+        result = _dispatch(probe, target_type == "regression", data, multi_label, seed, settings, standardiser,
+                           warm_start)
+    return with_bootstrap(result, data[3], multi_label, test_groups, bootstrap, bootstrap_seed)
+
+
+def with_bootstrap(result: ProbeResult, test_y: np.ndarray, multi_label: bool,
+                   test_groups: Sequence | np.ndarray | None, bootstrap: int, seed: int) -> ProbeResult:
+    """The result with patient-level bootstrap CIs of its test metrics (none when bootstrap == 0), in place."""
+    outputs = result.test_logits if result.target_type == "regression" else result.test_probabilities
+    with single_threaded_blas():
         result.metrics_ci_low, result.metrics_ci_high = bootstrap_ci(
-            data[3], outputs, target_type, multi_label, test_groups, bootstrap, bootstrap_seed, keys=result.metrics)
+            np.asarray(test_y, dtype=np.float64), outputs, result.target_type, multi_label, test_groups, bootstrap,
+            seed, keys=result.metrics)
     result.bootstrap = int(bootstrap)
     return result

@@ -14,8 +14,8 @@ from services.common.proto_enums import enum_names, from_enum, to_enum
 from services.common.runtime import add_server_arguments, serve_threaded
 from services.common.tensors import TensorError, from_tensor, to_tensor
 from services.probing import mlp as mlp_probe
-from services.probing.core import ProbeResult
 from services.probing.probes import PROBES, TARGET_TYPES, ProbeSettings, fit_probe
+from services.probing.result import ProbeResult
 
 log = logging.getLogger(__name__)
 
