@@ -147,7 +147,7 @@ def collect(outcomes: list[FitOutcome], label: str) -> tuple[dict[tuple, FittedP
         key = (model, dataset, task, o.train_fraction, o.k_shot, o.seed, o.probe)
         if o.result is not None:
             fits[key] = FittedProbe.from_outcome(o)
-        elif o.subset_error:
+        elif o.probe is None:
             # A subset that cannot be drawn fails every probe kind of that setting: say so once.
             if (o.key, o.train_fraction, o.k_shot, o.seed) not in reported:
                 reported.add((o.key, o.train_fraction, o.k_shot, o.seed))

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from orchestrator.results import EfficiencyRow, ProbeResult, SummaryRow, json_float
-from services.probing.efficiency import label_efficiency
-from services.probing.metrics import summarise
+from services.probing.efficiency import label_efficiency, summarise
 
 
 def summaries(probes: list[ProbeResult]) -> list[SummaryRow]:
