@@ -6,6 +6,7 @@ structure from the command line.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import yaml
 
 from orchestrator.datasets.base import DatasetSpec
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -246,6 +249,8 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     raw = _merge(DEFAULTS, data, source)
+    if raw["runtime"]["probing_replicas"] != 1:
+        log.warning("%s.runtime.probing_replicas is ignored: probe fits run as Ray tasks (see ray_num_cpus)", source)
     if not raw["datasets"]:
         raise ConfigError(f"{source}.datasets: at least one dataset is required")
     if not raw["models"]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 from orchestrator.dispatch import RecordProblem
 from orchestrator.experiment import Experiment
 from orchestrator.results import Comparison, json_float
-from orchestrator.stages.probe import FittedProbe
+from orchestrator.stages.probe import FitKey, FittedProbe
 from orchestrator.stages.types import DatasetView
 from services.probing.compare import delong_macro, paired_bootstrap
 
 
 def compare(exp: Experiment, views: list[DatasetView],
-            fits: dict[tuple, FittedProbe]) -> tuple[list[Comparison], list[RecordProblem]]:
+            fits: dict[FitKey, FittedProbe]) -> tuple[list[Comparison], list[RecordProblem]]:
     """results.json `comparisons` for every model pair at the full training fraction, and failures."""
     if len(exp.models) < 2 or not exp.scarcity["train_fractions"]:
         return [], []

@@ -6,7 +6,7 @@ Regression targets (e.g. age) come from record metadata and go over the same gri
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import ray
@@ -18,8 +18,17 @@ from orchestrator.results import ProbeResult, json_float
 from orchestrator.stages.types import DatasetView
 from services.probing.grid import FitOutcome, GridCell, run_grid
 
-# (model, dataset, task or target, train fraction, k-shot, seed, probe kind)
-FitKey = tuple[str, str, str, "float | None", "int | None", int, str]
+
+class FitKey(NamedTuple):
+    """Which fit: a tuple, so plain (model, dataset, task, fraction, k_shot, seed, probe) tuples find it too."""
+
+    model: str
+    dataset: str
+    task: str  # a task, or a regression target, or (transfer) the pair of sources
+    train_fraction: float | None
+    k_shot: int | None
+    seed: int
+    probe: str
 
 
 def _wire(array: np.ndarray | None) -> np.ndarray | None:
@@ -65,12 +74,12 @@ class Probed:
     """The probe stage's output: results.json rows, fitted probes by key, and what failed."""
 
     probes: list[ProbeResult]
-    fits: dict[tuple, FittedProbe]
+    fits: dict[FitKey, FittedProbe]
     problems: list[RecordProblem] = field(default_factory=list)
 
     def linear(self, model: str, dataset: str, task: str, fraction: float, seed: int) -> FittedProbe | None:
         """The linear probe of one cell at a training fraction, if it was fitted."""
-        return self.fits.get((model, dataset, task, fraction, None, seed, "linear"))
+        return self.fits.get(FitKey(model, dataset, task, fraction, None, seed, "linear"))
 
 
 def settings(exp: Experiment) -> list[tuple[float | None, int | None]]:
@@ -139,12 +148,12 @@ def _setting_text(outcome: FitOutcome) -> str:
             else f"{outcome.k_shot}-shot")
 
 
-def collect(outcomes: list[FitOutcome], label: str) -> tuple[dict[tuple, FittedProbe], list[RecordProblem]]:
+def collect(outcomes: list[FitOutcome], label: str) -> tuple[dict[FitKey, FittedProbe], list[RecordProblem]]:
     """Fitted probes by FitKey, and one problem per subset that could not be drawn or fit that failed."""
     fits, problems, reported = {}, [], set()
     for o in outcomes:
         model, dataset, task = o.key
-        key = (model, dataset, task, o.train_fraction, o.k_shot, o.seed, o.probe)
+        key = FitKey(model, dataset, task, o.train_fraction, o.k_shot, o.seed, o.probe)
         if o.result is not None:
             fits[key] = FittedProbe.from_outcome(o)
         elif o.probe is None:
@@ -158,7 +167,7 @@ def collect(outcomes: list[FitOutcome], label: str) -> tuple[dict[tuple, FittedP
     return fits, problems
 
 
-def probe_rows(fits: dict[tuple, FittedProbe], kinds: list[str]) -> list[ProbeResult]:
+def probe_rows(fits: dict[FitKey, FittedProbe], kinds: list[str]) -> list[ProbeResult]:
     """results.json `probes`: one row per fit, in model, dataset, task, kind, setting, seed order."""
     order = {kind: k for k, kind in enumerate(kinds)}
     rows = []

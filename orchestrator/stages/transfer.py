@@ -12,7 +12,7 @@ import ray
 from orchestrator.dispatch import RecordProblem
 from orchestrator.experiment import Experiment
 from orchestrator.results import TransferGap, TransferResult, json_float
-from orchestrator.stages.probe import FittedProbe, collect, run_cells
+from orchestrator.stages.probe import FitKey, FittedProbe, collect, run_cells
 from orchestrator.stages.types import DatasetView
 from services.probing.grid import GridCell
 
@@ -88,7 +88,7 @@ def transfer_cells(exp: Experiment, views: list[DatasetView]) -> tuple[list[Grid
     return cells, problems
 
 
-def _rows(fits: dict[tuple, FittedProbe]) -> list[TransferResult]:
+def _rows(fits: dict[FitKey, FittedProbe]) -> list[TransferResult]:
     """results.json `transfer`: one row per (model, task, train source, test source)."""
     entries = []
     by_pair = {}
