@@ -24,7 +24,7 @@ import ray
 from orchestrator.experiment import Experiment
 from orchestrator.findings import findings
 from orchestrator.report import write_report
-from orchestrator.results import Results
+from orchestrator.results import ECGLENS_VERSION, SCHEMA_VERSION, Results
 from orchestrator.stages import assemble
 from orchestrator.stages.analyse import analyse
 from orchestrator.stages.compare import compare
@@ -36,9 +36,7 @@ from orchestrator.stages.transfer import transfer, transfer_gaps
 from orchestrator.stages.types import Figure, Hooks
 from orchestrator.stages.views import make_views
 
-__all__ = ["Hooks", "run_experiment", "SCHEMA_VERSION", "ECGLENS_VERSION"]
-SCHEMA_VERSION = "1.1"
-ECGLENS_VERSION = "0.1.0"
+__all__ = ["Hooks", "run_experiment"]
 
 
 def _init_ray(address: str | None, num_cpus: int | None, temp_dir: str | None) -> str | None:

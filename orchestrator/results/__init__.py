@@ -1,10 +1,10 @@
 """Typed results.json: `Results` and one row type per list (docs/results-schema.md)."""
-from orchestrator.results.document import Results, json_float
+from orchestrator.results.document import ECGLENS_VERSION, SCHEMA_VERSION, Results, json_float
 from orchestrator.results.row import Row
 from orchestrator.results.rows import (Comparison, CountRow, DatasetInfo, EfficiencyRow, ErrorEntry, Finding,
                                        ModelInfo, PreprocessingInfo, ProbeResult, Representation, SimilarityRow,
                                        SummaryRow, TransferGap, TransferResult)
 
-__all__ = ["Comparison", "CountRow", "DatasetInfo", "EfficiencyRow", "ErrorEntry", "Finding", "ModelInfo",
+__all__ = ["ECGLENS_VERSION", "SCHEMA_VERSION", "Comparison", "CountRow", "DatasetInfo", "EfficiencyRow", "ErrorEntry", "Finding", "ModelInfo",
            "PreprocessingInfo", "ProbeResult", "Representation", "Results", "Row", "SimilarityRow", "SummaryRow",
            "TransferGap", "TransferResult", "json_float"]

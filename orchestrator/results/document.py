@@ -17,6 +17,10 @@ from orchestrator.results.rows import (Comparison, CountRow, DatasetInfo, Effici
                                        SummaryRow, TransferGap, TransferResult)
 
 
+SCHEMA_VERSION = "1.1"  # of results.json; bump the minor for added keys, the major for changed meanings
+ECGLENS_VERSION = "0.1.0"
+
+
 def json_float(value: Any) -> Any:
     """A non-finite float as None (results.json is strict JSON: undefined is null); anything else unchanged."""
     if isinstance(value, float) and not math.isfinite(value):
