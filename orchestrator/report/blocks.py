@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any, Collection, Iterable, Sequence, Union
+from typing import Any, Collection, Iterable, Sequence
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,13 @@ class Strong:
     text: str
 
 
-Cell = Union[str, int, float, None, Tag, Reading, Labelled, Strong]  # None is drawn as the dash
-
-
 @dataclass(frozen=True)
 class Table:
-    """A table: header texts, rows of cells, right-aligned (numeric) column indices, an optional class per row."""
+    """A table: header texts, rows of cells, right-aligned (numeric) column indices, an optional class per row.
+
+    The cell macro draws str/number cells as text, None as the dash, and Tag, Reading, Labelled, Strong by type;
+    any other cell needs a caller in the section's template (e.g. the models and provenance tables).
+    """
 
     headers: Sequence[str]
     rows: Sequence[Sequence[Any]]

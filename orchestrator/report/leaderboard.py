@@ -8,7 +8,7 @@ from orchestrator.report.blocks import Table
 from orchestrator.report.cells import cell_key, mean_of, metric_stats, n_train_by_cell
 from orchestrator.report.format import DASH, METRIC_LABELS, SECONDARY, fmt_ci, fmt_pm, fraction_label
 from orchestrator.report.templating import render
-from orchestrator.results import ProbeResult, Results, SummaryRow
+from orchestrator.results import Results, SummaryRow
 from orchestrator.results.queries import comparison, interval, leaderboard, leaderboard_cells, metric_ci, probe_label
 
 
