@@ -619,3 +619,32 @@ def test_regression_task_ranks_by_r2(tmp_path) -> None:
     assert age.index("strong") < age.index("weak")
     assert "R²" in results_table(results)
     assert scarcity_figure(results)[0].startswith(PNG_MAGIC)
+
+
+def renamed(value, old: str, new: str):
+    """A deep copy of a results fragment with every string equal to `old` replaced by `new`."""
+    if isinstance(value, dict):
+        return {k: renamed(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [renamed(v, old, new) for v in value]
+    return new if value == old else value
+
+
+def test_model_name_is_escaped_in_every_section() -> None:
+    from orchestrator.findings import findings
+    from orchestrator.report import render_html
+
+    results = renamed(make_results_v11(), "alpha", EVIL)
+    results["preprocessing"] = [{"model": EVIL, "dataset": DS11, "hash": "h1", "pipeline": {"steps": ["x"]}}]
+    results["errors"] = [{"dataset": DS11, "record": "r1", "stage": "embed", "model": EVIL, "reason": "boom"}]
+    results["counts"] = [{"dataset": DS11, "model": EVIL, "records": 3, "embedded": 2, "skipped": 1}]
+    results["findings"] = findings(results)
+    text = render_html(results, renamed(make_figures_v11(), "alpha", EVIL))
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    for anchor in ("models", "leaderboard", "summary", "scarcity", "transfer", "representations", "similarity",
+                   "errors", "provenance"):
+        assert escaped in section(text, anchor), anchor
+    assert "<script" not in text.lower()
+    parser = Structure()
+    parser.feed(text)
+    assert "script" not in parser.tags

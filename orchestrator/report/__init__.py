@@ -1,9 +1,10 @@
 """The report: results.json rendered as one self-contained HTML page, a scarcity figure and a terminal table.
 
 Everything here reads `Results` only (docs/results-schema.md, schema 1.0 and 1.1); no model, server or
-dataset is touched. The page is a Jinja2 template with autoescaping on (templates/), one module per section
-builds its HTML from escaped values, every image is an inline data: URI, and the page needs no network, fonts
-or JavaScript, so it can be mailed or archived as a single file. Sections backed by schema 1.1 keys (probe
+dataset is touched. One module per section gathers the typed data it shows (blocks.py: tables, cells, tags,
+figures) and renders its Jinja2 template (templates/<section>.html.j2, shared macros in macros.html.j2) with
+autoescaping on, so no value from results.json reaches the page unescaped. Every image is an inline data: URI,
+and the page needs no network, fonts or JavaScript, so it can be mailed or archived as a single file. Sections backed by schema 1.1 keys (probe
 kinds, CIs, comparisons, label efficiency, transfer, structure, attribution, similarity, findings) are left
 out when their data is absent. The public API below is what orchestrator/report.py exposed.
 """

@@ -1,29 +1,9 @@
 """The "What was measured" section: plain-language intro and glossary (templates/intro.html.j2)."""
 from __future__ import annotations
 
-from markupsafe import Markup
-
 from orchestrator.report.templating import render
 
-# Trusted, hand-written markup (only <em>): marked safe so the template does not escape it.
-INTRO = Markup(
-    "Each ECG foundation model turned every ECG into a fixed-length vector of numbers (an "
-    "<em>embedding</em>) without being retrained; the models stay frozen. For each model, simple "
-    "classifiers (<em>probes</em>) were then trained on those embeddings to recognise the diagnostic classes, "
-    "and scored on ECGs from patients they never saw: a <em>linear</em> probe (logistic regression) and, where "
-    "listed, a <em>kNN</em> probe (a vote of the most similar training ECGs) or a small neural network "
-    "(<em>MLP</em>). A model whose embeddings let such a simple probe work well has captured clinically useful "
-    "information. The main score is the <em>AUROC</em>: the probability that the probe ranks a random ECG with "
-    "a condition above a random ECG without it (0.5 = chance, 1.0 = perfect), averaged over classes (macro). "
-    "Where given, <em>95% confidence intervals</em> (in brackets) come from resampling the test patients "
-    "(bootstrap): they show how much the score could move on another sample of patients. "
-    "<em>Data scarcity</em> was simulated by training the probe on only a fraction of the labelled "
-    "training ECGs (or on a fixed number per class), repeated with several random seeds; \u00b1 is the "
-    "standard deviation over those seeds. <em>Transfer</em> trains on one acquisition source (hospital, "
-    "device, database) and tests on another. <em>SHAP</em> shows which embedding dimensions (and, through "
-    "the model, which ECG leads) the probe relies on, and <em>UMAP</em> draws a 2-D map of the embedding space "
-    "in which nearby points are ECGs the model considers similar."
-)
+# The intro paragraph is prose with <em> markup, so it lives in templates/intro.html.j2; the glossary is plain text.
 GLOSSARY = (
     ("AUROC", "ranking quality, 0.5 = chance, 1.0 = perfect; macro = mean over classes."),
     ("AUPRC", "area under the precision-recall curve; more sensitive to rare classes than AUROC."),
@@ -58,4 +38,4 @@ GLOSSARY = (
 
 def intro_section() -> str:
     """What was measured, in plain language, and a glossary of the scores."""
-    return render("intro.html.j2", intro=INTRO, glossary=GLOSSARY)
+    return render("intro.html.j2", glossary=GLOSSARY)

@@ -1,11 +1,14 @@
 """The leaderboard section: models ranked per (dataset, task, probe) at full data, with CIs and paired comparisons."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from orchestrator.findings import comparison_text, p_text
+from orchestrator.report.blocks import Table
 from orchestrator.report.cells import cell_key, mean_of, metric_stats, n_train_by_cell
 from orchestrator.report.format import DASH, METRIC_LABELS, SECONDARY, fmt_ci, fmt_pm, fraction_label
-from orchestrator.report.markup import esc, html_table, para
-from orchestrator.results import ProbeResult, Results, SummaryRow
+from orchestrator.report.templating import render
+from orchestrator.results import Results, SummaryRow
 from orchestrator.results.queries import comparison, interval, leaderboard, leaderboard_cells, metric_ci, probe_label
 
 
@@ -26,7 +29,25 @@ def _board_note(results: Results, rank: int, row: SummaryRow, best: SummaryRow, 
     return ""
 
 
-def _board_table(results: Results, dataset: str, task: str, probe: str, n_train: dict) -> tuple[str, float | None]:
+@dataclass(frozen=True)
+class Board:
+    """One ranked table: the probe kind, the training fraction it was trained on, the table."""
+
+    probe: str
+    trained_on: str
+    table: Table
+
+
+@dataclass(frozen=True)
+class Group:
+    """The boards of one (dataset, task), one per probe kind."""
+
+    dataset: str
+    task: str
+    boards: list[Board]
+
+
+def _board_table(results: Results, dataset: str, task: str, probe: str, n_train: dict) -> tuple[Table, float | None]:
     """One ranked table for a (dataset, task, probe kind) at its largest training fraction, and that fraction."""
     top, metric, ranked = leaderboard(results, dataset, task, probe)
     label = METRIC_LABELS.get(metric, metric)
@@ -52,33 +73,18 @@ def _board_table(results: Results, dataset: str, task: str, probe: str, n_train:
                + [METRIC_LABELS.get(m, m) for m in secondary] + ["n_train", "seeds"]
                + (["vs best (paired, on the same patients)"] if has_cmp else []) + ["note"])
     numeric = [0] + list(range(2, len(headers) - 1 - int(has_cmp)))
-    return html_table(headers, rows, classes, numeric=numeric), top
+    return Table(headers, rows, numeric=numeric, row_classes=classes), top
 
 
 def leaderboard_section(results: Results) -> str:
     """Per (dataset, task) and probe kind: models ranked by the primary metric at the largest training fraction."""
-    parts = ['<section id="leaderboard"><h2>Leaderboard</h2>',
-             para("Models ranked by macro AUROC (R\u00b2 for regression tasks) on the test split when the probe is "
-                "trained on the largest training fraction (full data). The best model is highlighted. Brackets are "
-                "95% confidence intervals over test patients where they were computed. Two models are marked "
-                "\u201cnot clearly different\u201d when the 95% CI of their paired difference (both scored on the "
-                "same resampled patients) includes 0, or, without paired comparisons, when their intervals (CI, "
-                "else mean \u00b1 SD over seeds) overlap.")]
     n_train = n_train_by_cell(results)
     cells = leaderboard_cells(results)
+    groups = []
     for dataset, task in dict.fromkeys((d, t) for d, t, _ in cells):
-        probes = [p for d, t, p in cells if (d, t) == (dataset, task)]
-        tables = [(p, *_board_table(results, dataset, task, p, n_train)) for p in probes]
-        if len(tables) == 1:
-            probe, table, top = tables[0]
-            parts.append(f'<h3>{esc(dataset)} \u2014 {esc(task)} <span class="note">({esc(probe_label(probe))} '
-                         f"probe, trained on {esc(fraction_label(top, None))} of the training split)</span></h3>")
-            parts.append(table)
-            continue
-        parts.append(f"<h3>{esc(dataset)} \u2014 {esc(task)}</h3>")
-        for probe, table, top in tables:
-            parts.append(f'<h4>{esc(probe_label(probe))} probe <span class="note">(trained on '
-                         f"{esc(fraction_label(top, None))} of the training split)</span></h4>{table}")
-    if not cells:
-        parts.append(para("No training-fraction results to rank."))
-    return "".join(parts) + "</section>"
+        boards = []
+        for probe in (p for d, t, p in cells if (d, t) == (dataset, task)):
+            table, top = _board_table(results, dataset, task, probe, n_train)
+            boards.append(Board(probe_label(probe), fraction_label(top, None), table))
+        groups.append(Group(dataset, task, boards))
+    return render("leaderboard.html.j2", groups=groups)

@@ -1,4 +1,4 @@
-"""The page: the sections in order inside templates/page.html.j2 (autoescaped); render_html and write_report."""
+"""The page: every section's template output, in order, inside templates/page.html.j2; render_html and write_report."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +19,7 @@ from orchestrator.report.summary import summary_section
 from orchestrator.report.templating import render, text
 from orchestrator.report.transfer import transfer_section
 from orchestrator.results import Results
-from orchestrator.results.queries import cached, probe_label, probe_label
+from orchestrator.results.queries import cached, probe_label
 
 
 def _sections(results: Results, figures: list[dict]) -> list[tuple[str, str, str]]:
@@ -47,6 +47,7 @@ def render_html(results: Results | Mapping[str, Any], figures: list[dict]) -> st
     n_models, n_datasets = len(results.models or []), len(results.datasets or [])
     probes = all_probes(results) or ["linear"]
     with cached():  # every section reads the same CIs and comparisons: index them once
+        # Each body is a section template's output (already escaped), so the page inserts it as Markup.
         sections = [(anchor, title, Markup(body)) for anchor, title, body in _sections(results, figures)]
     subtitle = (f"{n_models} model(s) on {n_datasets} dataset(s); frozen embeddings, "
                 f"{', '.join(probe_label(p) for p in probes)} probes.")

@@ -1,32 +1,28 @@
 """The UMAP grid and model-similarity (CKA) sections."""
 from __future__ import annotations
 
+from orchestrator.report.blocks import Table, inline_figures
 from orchestrator.report.cells import ordered_names
 from orchestrator.report.format import fmt
-from orchestrator.report.markup import esc, figures_html, html_table, para
-from orchestrator.results import Results
+from orchestrator.report.templating import render
+from orchestrator.results import Results, SimilarityRow
 from orchestrator.results.queries import model_order
 
 
 def umap_grid_section(figures: list[dict]) -> str:
     """Every model's UMAP side by side, one figure per colouring; '' without such figures."""
     figs = [f for f in figures if f.get("kind") == "umap_grid"]
-    if not figs:
-        return ""
-    return ('<section id="umap-grid"><h2>All models side by side (UMAP)</h2>'
-            + para("The same ECGs mapped by every model, coloured by diagnostic class, acquisition source, sex and age "
-                 "band. Look for colourings that split the map: class should, source, sex and age ideally should "
-                 "not (unless the task is about them).") + figures_html(figs) + "</section>")
+    return render("umap_grid.html.j2", figures=inline_figures(figs)) if figs else ""
 
 
-def _cka_table(rows: list[dict], models: list[str]) -> str:
+def _cka_table(rows: list[SimilarityRow], models: list[str]) -> Table:
     """A model × model CKA matrix for one dataset."""
     value = {}
     for r in rows:
         value[(r.model_a, r.model_b)] = value[(r.model_b, r.model_a)] = r.cka
     names = [m for m in models if any(m in k for k in value)]
     table_rows = [[a] + [("1.000" if a == b else fmt(value.get((a, b)))) for b in names] for a in names]
-    return html_table(["model"] + names, table_rows, numeric=range(1, len(names) + 1))
+    return Table(["model"] + names, table_rows, numeric=range(1, len(names) + 1))
 
 
 def similarity_section(results: Results, figures: list[dict]) -> str:
@@ -37,12 +33,7 @@ def similarity_section(results: Results, figures: list[dict]) -> str:
         return ""
     models = model_order(results)
     models += sorted({str(getattr(r, k)) for r in rows for k in ("model_a", "model_b")} - set(models))
-    parts = ['<section id="similarity"><h2>Model similarity</h2>',
-             para("Linear CKA compares two models' embeddings of the same ECGs: 1 = the same geometry (up to rotation "
-                "and scale), near 0 = unrelated. Models with high CKA have learned much the same thing, so they are "
-                "unlikely to complement each other."), figures_html(figs, grid=True)]
     dataset_order = [d.name for d in (results.datasets or [])]
-    for dataset in ordered_names({str(r.dataset) for r in rows}, dataset_order):
-        parts.append(f"<h3>{esc(dataset)}</h3>")
-        parts.append(_cka_table([r for r in rows if str(r.dataset) == dataset], models))
-    return "".join(parts) + "</section>"
+    tables = [(dataset, _cka_table([r for r in rows if str(r.dataset) == dataset], models))
+              for dataset in ordered_names({str(r.dataset) for r in rows}, dataset_order)]
+    return render("similarity.html.j2", figures=inline_figures(figs), tables=tables)

@@ -1,14 +1,34 @@
 """The summary section: one card of findings (strengths, risks, notes) per model."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from orchestrator.findings import (COLLAPSE_SHARE, GAP_RISK, JACCARD_FRAGILE, JACCARD_STABLE, KINDS, SITE_OK,
                                    SITE_RISK, findings)
-from orchestrator.report.markup import esc, para
+from orchestrator.report.templating import render
 from orchestrator.results import Finding, Results
 from orchestrator.results.queries import model_order
 
 
-ICONS = {"strength": "\u2713", "risk": "\u26a0", "note": "\u2022"}
+@dataclass(frozen=True)
+class Card:
+    """One model's findings, strengths first, and a tally such as '2 strengths, 1 risk'."""
+
+    model: str
+    tally: str
+    findings: list[Finding]
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The findings' thresholds, quoted in the section's introduction."""
+
+    site_risk: float = SITE_RISK
+    site_ok: float = SITE_OK
+    gap_risk: float = GAP_RISK
+    jaccard_fragile: float = JACCARD_FRAGILE
+    jaccard_stable: float = JACCARD_STABLE
+    collapse_percent: float = COLLAPSE_SHARE * 100
 
 
 def page_findings(results: Results) -> list[Finding]:
@@ -29,16 +49,6 @@ def summary_section(results: Results) -> str:
         mine = sorted((f for f in rows if str(f.model) == model), key=lambda f: KINDS.index(f.kind))
         if not mine:
             continue
-        items = "".join(f'<li class="k-{esc(f.kind)}"><span class="icon" title="{esc(f.kind)}">'
-                        f"{ICONS[f.kind]}</span>{esc(f.text)}</li>" for f in mine)
         tally = {k: sum(f.kind == k for f in mine) for k in KINDS}
-        counts = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in tally.items() if n)
-        cards.append(f'<div class="card"><h3>{esc(model)}</h3><p class="note">{esc(counts)}</p>'
-                     f'<ul class="findings">{items}</ul></div>')
-    intro = para("What the numbers below say about each model, in plain words: \u2713 strength, \u26a0 risk, "
-               "\u2022 note. Each sentence quotes the number it rests on. Rules of thumb: site separability above "
-               f"{SITE_RISK:g} is a risk and below {SITE_OK:g} a strength; an out-of-domain loss of "
-               f"{GAP_RISK:g} AUROC or more is a risk; top-dimension overlap (Jaccard) below "
-               f"{JACCARD_FRAGILE:g} is fragile and from {JACCARD_STABLE:g} stable; an effective rank below "
-               f"{COLLAPSE_SHARE * 100:g}% of the embedding size signals collapse.")
-    return f'<section id="summary"><h2>Summary per model</h2>{intro}<div class="cards">{"".join(cards)}</div></section>'
+        cards.append(Card(model, ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in tally.items() if n), mine))
+    return render("summary.html.j2", cards=cards, rules=Rules())

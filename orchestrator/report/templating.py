@@ -7,13 +7,27 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from orchestrator.report.blocks import Labelled, Reading, Strong, Tag
+from orchestrator.report.format import DASH, fmt_count
+
+
+def _dash(value: Any) -> Any:
+    """The value, or the dash when it is None (what every missing value shows)."""
+    return DASH if value is None else value
+
 
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     """The shared environment; .j2 templates are HTML, so autoescape is forced on for them."""
-    return Environment(loader=PackageLoader("orchestrator.report", "templates"),
-                       autoescape=select_autoescape(enabled_extensions=("html", "j2"), default=True),
-                       keep_trailing_newline=True)
+    env = Environment(loader=PackageLoader("orchestrator.report", "templates"),
+                      autoescape=select_autoescape(enabled_extensions=("html", "j2"), default=True),
+                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.globals["DASH"] = DASH
+    env.filters.update(dash=_dash, thousands=fmt_count)
+    # The cell macro draws each typed cell (blocks.py) by its type.
+    env.tests.update(tag=lambda v: isinstance(v, Tag), reading=lambda v: isinstance(v, Reading),
+                     labelled=lambda v: isinstance(v, Labelled), strong=lambda v: isinstance(v, Strong))
+    return env
 
 
 def render(template: str, **context: Any) -> str:
