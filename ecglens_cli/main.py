@@ -7,6 +7,8 @@ import signal
 import sys
 from pathlib import Path
 
+EXIT_PARTIAL = 3
+EXIT_NO_RESULTS = 4
 DESCRIPTION = """ECGLens: a holistic benchmark for ECG foundation models.
 
 Every FM runs as a gRPC embedding server (one model per process); the orchestrator feeds it
@@ -49,7 +51,7 @@ def _cmd_zoo_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_and_print(exp, out: str, ray_address: str | None, quiet: bool) -> int:
+def _run_and_print(exp, out: str, ray_address: str | None, quiet: bool, allow_partial: bool = False) -> int:
     from orchestrator.report import results_table
     from orchestrator.runner import run_experiment
 
@@ -58,13 +60,25 @@ def _run_and_print(exp, out: str, ray_address: str | None, quiet: bool) -> int:
     skipped = len([e for e in results.errors if e.record != "*"])
     print(f"\n{len(results.probes)} probes, {skipped} record(s) not used (see the report's 'records not used')")
     print(f"report:  {Path(out) / 'report.html'}\nresults: {Path(out) / 'results.json'}")
-    return 0
+    for row in results.losses():
+        print(f"PARTIAL: {row.model} lost {row.lost} of {row.records} records of {row.dataset} "
+              "(its endpoint failed; see errors)", file=sys.stderr)
+    if not results.probes:
+        print("ecglens: error: no probe could be fitted; see results.json errors", file=sys.stderr)
+    return exit_status(results, allow_partial)
+
+
+def exit_status(results, allow_partial: bool = False) -> int:
+    """0, EXIT_NO_RESULTS when no probe was fitted, EXIT_PARTIAL when a model lost records (unless allowed)."""
+    if not results.probes:
+        return EXIT_NO_RESULTS
+    return EXIT_PARTIAL if results.partial and not allow_partial else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from orchestrator.experiment import DEMO, parse_experiment
 
-    return _run_and_print(parse_experiment(DEMO, "demo"), args.out, args.ray_address, args.quiet)
+    return _run_and_print(parse_experiment(DEMO, "demo"), args.out, args.ray_address, args.quiet, args.allow_partial)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -88,7 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.seeds:
             data["seeds"] = [int(v) for v in _floats(args.seeds, "--seeds")]
         exp = parse_experiment(data, "command line")
-    return _run_and_print(exp, args.out, args.ray_address, args.quiet)
+    return _run_and_print(exp, args.out, args.ray_address, args.quiet, args.allow_partial)
 
 
 def _floats(text: str, flag: str) -> list[float]:
@@ -128,6 +142,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local one)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help=f"exit 0 even when a model lost records to a failing endpoint (default: exit "
+                             f"{EXIT_PARTIAL})")
+
+
+EXIT_EPILOG = """exit status:
+  0    every model embedded every readable record, and probes were fitted
+  2    bad experiment, card, endpoint or flags (one line says which)
+  3    partial: some model lost records to a failing endpoint (results.json "partial": true, the
+       report's banner names the losses); results are still written. --allow-partial exits 0
+  4    no probe could be fitted at all (see results.json errors)
+  130  interrupted (Ctrl-C / SIGTERM); every process the run started has been stopped
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the embedded default experiment (no network, no cluster) and write a report",
                           description="The embedded default: synthetic 12-lead ECGs from two simulated sites, the zoo's "
                                       "models served as separate processes, linear probes at 3 training fractions x 3 "
-                                      "seeds, UMAP and SHAP. Writes report.html and results.json.")
+                                      "seeds, UMAP and SHAP. Writes report.html and results.json.",
+                          epilog=EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--out", default="reports/demo", help="output directory (default: reports/demo)")
     _runtime_flags(demo)
     demo.set_defaults(func=_cmd_demo)
@@ -181,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an experiment file, or a quick experiment from flags",
                          description="Run EXPERIMENT.yaml (see docs/experiment.md), or the quick form: "
                                      "ecglens run --dataset KIND:PATH --model NAME_OR_DIR_OR_ENDPOINT "
-                                     "[--task T] [--fractions 0.01,0.1,1.0] [--seeds 0,1,2] --out DIR")
+                                     "[--task T] [--fractions 0.01,0.1,1.0] [--seeds 0,1,2] --out DIR",
+                         epilog=EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("experiment", nargs="?", help="experiment YAML file")
     run.add_argument("--dataset", action="append", metavar="KIND:PATH",
                      help="dataset, e.g. synthetic:eu,sa@120 (repeatable)")

@@ -236,3 +236,47 @@ def test_mixed_datasets_share_one_label_space_for_transfer(ray_session, tmp_path
     assert {("eu", "ptbxl"), ("ptbxl", "eu")} <= pairs, (pairs, results["errors"])
     assert [g["model"] for g in results["transfer_gap"]] == ["handcrafted"]
     assert {r["dataset"] for r in results["representations"]} == {d["name"] for d in results["datasets"]}
+
+
+def test_a_dying_endpoint_costs_only_its_own_model(ray_session, tmp_path):
+    """The only replica of one model dies mid-run: the other model keeps every record; the run says partial."""
+    from ecglens_cli.main import EXIT_PARTIAL, exit_status
+
+    killed = []
+
+    def launched(servers):
+        launched.replica = servers["random-resnet"][0]
+
+    def embedded(model, done):
+        if model == "random-resnet" and done >= 16 and not killed:
+            launched.replica.kill()
+            killed.append(done)
+
+    exp = experiment(models=["random-resnet", "handcrafted"], seeds=[0],
+                     analyses={"umap": {"enabled": False}, "attribution": {"enabled": False}})
+    results = run_experiment(exp, tmp_path, show_progress=False, hooks=Hooks(on_embedded=embedded, on_launched=launched))
+    assert killed, "the replica was not killed while work remained"
+    counts = {c.model: c for c in results.counts}
+    assert counts["handcrafted"].embedded == 120 and counts["handcrafted"].lost == 0
+    lost = counts["random-resnet"].lost
+    assert lost > 0 and counts["random-resnet"].embedded == 120 - lost
+    assert results.partial is True and [c.model for c in results.losses()] == ["random-resnet"]
+    split = results.datasets[0].split
+    full = [p for p in results.probes if p.model == "handcrafted" and p.train_fraction == 1.0]
+    assert full and all(p.n_train + p.n_test == split["n_train"] + split["n_test"] for p in full)
+    dying = [p for p in results.probes if p.model == "random-resnet" and p.train_fraction == 1.0]
+    assert all(p.n_train + p.n_test < split["n_train"] + split["n_test"] for p in dying)
+    assert all(c.n_common == min(p.n_test for p in dying) for c in results.comparisons)
+    assert "Partial run" in (tmp_path / "report.html").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["partial"] is True
+    assert exit_status(results) == EXIT_PARTIAL and exit_status(results, allow_partial=True) == 0
+
+
+def test_exit_status_of_complete_and_empty_runs(baseline):
+    from ecglens_cli.main import EXIT_NO_RESULTS, exit_status
+    from orchestrator.results import Results
+
+    complete = Results.from_dict(baseline[1])
+    assert complete.partial is False and exit_status(complete) == 0
+    complete.probes = []
+    assert exit_status(complete) == EXIT_NO_RESULTS

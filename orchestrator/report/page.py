@@ -51,7 +51,8 @@ def render_html(results: Results | Mapping[str, Any], figures: list[dict]) -> st
         sections = [(anchor, title, Markup(body)) for anchor, title, body in _sections(results, figures)]
     subtitle = (f"{n_models} model(s) on {n_datasets} dataset(s); frozen embeddings, "
                 f"{', '.join(probe_label(p) for p in probes)} probes.")
-    return render("page.html.j2", name=name, subtitle=subtitle, css=Markup(text("report.css")), sections=sections)
+    return render("page.html.j2", name=name, subtitle=subtitle, css=Markup(text("report.css")), sections=sections,
+                  losses=results.losses())
 
 
 def write_report(results: Results | Mapping[str, Any], figures: list[dict], out_dir: Path) -> Path:

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from orchestrator.results.row import Row, rows
+from orchestrator.results.row import Row, optional, rows
 from orchestrator.results.rows import (Comparison, CountRow, DatasetInfo, EfficiencyRow, ErrorEntry, Finding,
                                        ModelInfo, PreprocessingInfo, ProbeResult, Representation, SimilarityRow,
                                        SummaryRow, TransferGap, TransferResult)
 
 
-SCHEMA_VERSION = "1.1"  # of results.json; bump the minor for added keys, the major for changed meanings
+SCHEMA_VERSION = "1.2"  # of results.json; bump the minor for added keys, the major for changed meanings
 ECGLENS_VERSION = "0.1.0"
 
 
@@ -34,6 +34,8 @@ class Results(Row):
 
     schema_version: str | None = None
     ecglens_version: str | None = None
+    # True when some model lost records it could have embedded (counts[].lost); None in files before 1.2.
+    partial: bool | None = optional()
     experiment: dict[str, Any] = field(default_factory=dict)
     models: list[ModelInfo] = rows(ModelInfo)
     datasets: list[DatasetInfo] = rows(DatasetInfo)
@@ -74,6 +76,10 @@ class Results(Row):
         path = Path(path)
         path.write_text(self.to_json())
         return path
+
+    def losses(self) -> list[CountRow]:
+        """counts[] rows of models that lost records (empty in a complete run or a file before 1.2)."""
+        return [c for c in self.counts or [] if isinstance(c, CountRow) and (c.lost or 0) > 0]
 
     def model_names(self) -> list[str]:
         """Model names in experiment order (rows without a name left out)."""

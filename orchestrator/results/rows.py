@@ -122,6 +122,7 @@ class Comparison(Row):
     ci_high: float | None = None
     p_value: float | None = None
     delong_p: float | None = None
+    n_common: int | None = optional()  # test ECGs both models embedded: the pairs compared (schema 1.2)
 
 
 @dataclass(kw_only=True)
@@ -194,6 +195,7 @@ class CountRow(Row):
     records: int | None = None
     embedded: int | None = None
     skipped: int | None = None
+    lost: int | None = optional()  # readable for this model, yet not embedded (endpoint failures; schema 1.2)
 
 
 @dataclass(kw_only=True)

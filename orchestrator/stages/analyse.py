@@ -114,6 +114,16 @@ def analyse(exp: Experiment, views: list[DatasetView], probed: Probed, launched:
         return found.probe_dict() if found else None
 
     stage = _RepresentationStage(exp, launched.analysis)
+    # Analyses compare models with each other (UMAP grids, CKA), so they look at the same ECGs: those
+    # every model embedded. Probes, by contrast, use every record of each model.
+    common = []
+    for view in views:
+        keep = view.common()
+        if not keep.all():
+            stage.problems(view.name, "warning", f"representation analyses use the {int(keep.sum())} of "
+                           f"{len(keep)} records every model embedded", "")
+        common.append(view.restricted(keep))
+    views = common
     preps = {key: embedding_set.prep for key, embedding_set in embedded.sets.items()}
     stage.run(views, linear, launched.endpoints, launched.cards, preps)
     return Analysed([Representation.from_dict(entry) for entry in stage.representations()],

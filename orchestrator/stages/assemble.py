@@ -52,14 +52,21 @@ def preprocessing_entries(exp: Experiment, embedded: Embedded) -> list[Preproces
 
 
 def counts(exp: Experiment, embedded: Embedded, problems: list[RecordProblem]) -> list[CountRow]:
-    """results.json `counts[]`: records per dataset, embedded and skipped per model."""
+    """results.json `counts[]`: records per dataset; embedded, skipped and lost per model.
+
+    skipped: records with a per-record problem (unreadable, rejected, failed to embed). lost: records
+    that could be read for the model but have no embedding, i.e. what an endpoint failure cost it
+    (a bad file is the data's problem and costs every model alike, so it is not counted as lost).
+    """
     out = []
     for dataset in embedded.datasets:
         for model in exp.models:
-            skipped = sum(1 for p in problems if p.dataset == dataset.name and p.record != "*"
-                          and p.stage != "warning" and p.model in ("", model.name))
-            out.append(CountRow(dataset=dataset.name, model=model.name, records=len(dataset),
-                                embedded=len(embedded.sets[(model.name, dataset.name)].done_ids()), skipped=skipped))
+            mine = [p for p in problems if p.dataset == dataset.name and p.record != "*" and p.stage != "warning"
+                    and p.model in ("", model.name)]
+            unreadable = len({p.record for p in mine if p.stage == "read"})
+            done = len(embedded.sets[(model.name, dataset.name)].done_ids())
+            out.append(CountRow(dataset=dataset.name, model=model.name, records=len(dataset), embedded=done,
+                                skipped=len(mine), lost=max(0, len(dataset) - unreadable - done)))
     return out
 
 

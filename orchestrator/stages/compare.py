@@ -1,6 +1,8 @@
 """Compare stage: paired model comparisons on the same test ECGs (patient bootstrap, macro DeLong)."""
 from __future__ import annotations
 
+import numpy as np
+
 from orchestrator.dispatch import RecordProblem
 from orchestrator.experiment import Experiment
 from orchestrator.results import Comparison, json_float
@@ -19,14 +21,17 @@ def compare(exp: Experiment, views: list[DatasetView],
     for view in views:
         for task in view.tasks:
             classes, y = view.labels[task]
-            _, test = view.split[task]
-            groups = [view.metas[view.usable[i]].patient_id for i in test]
             for kind in exp.probe["kinds"]:
                 got = {m.name: fits.get((m.name, view.name, task, full, None, seed, kind)) for m in exp.models}
                 names = [m.name for m in exp.models if got[m.name] and got[m.name].probabilities is not None]
                 for a_i, a in enumerate(names):
                     for b in names[a_i + 1:]:
-                        pa, pb = got[a].probabilities, got[b].probabilities
+                        # Paired on the test ECGs both models embedded; each probe's rows follow its own test split.
+                        test_a, test_b = view.split_for(task, a)[1], view.split_for(task, b)[1]
+                        test = np.intersect1d(test_a, test_b)
+                        pa = got[a].probabilities[np.searchsorted(test_a, test)]
+                        pb = got[b].probabilities[np.searchsorted(test_b, test)]
+                        groups = [view.metas[view.usable[i]].patient_id for i in test]
                         entry = {"dataset": view.name, "task": task, "probe": kind, "train_fraction": full,
                                  "seed": seed, "model_a": a, "model_b": b, "metric": "auroc_macro"}
                         try:
@@ -42,5 +47,6 @@ def compare(exp: Experiment, views: list[DatasetView],
                             entry["delong_p"] = delong_macro(y[test], pa, pb, classes)["min_p_holm"]
                         except ValueError:
                             entry["delong_p"] = None
+                        entry["n_common"] = len(test)
                         out.append(Comparison(**{k: json_float(v) for k, v in entry.items()}))
     return out, problems

@@ -109,7 +109,7 @@ def classification_cells(exp: Experiment, views: list[DatasetView]) -> list[Grid
         for model in exp.models:
             for task in view.tasks:
                 classes, y = view.labels[task]
-                train, test = view.split[task]
+                train, test = view.split_for(task, model.name)
                 cells.append(GridCell(key=(model.name, view.name, task), x=view.emb[model.name], y=y, train=train,
                                       test=test, class_names=classes, multi_label=view.dataset.multi_label[task],
                                       settings=settings(exp), groups=groups, **_common(exp)))
@@ -125,10 +125,10 @@ def regression_cells(exp: Experiment, views: list[DatasetView]) -> list[GridCell
             known = ~np.isnan(values)
             if known.sum() < 10:
                 continue
-            train, test = view.split[view.tasks[0]]
             y = np.nan_to_num(values)[:, None].astype(np.float32)
             groups = ray.put(view.column(lambda m: m.patient_id))
             for model in exp.models:
+                train, test = view.split_for(view.tasks[0], model.name)
                 cells.append(GridCell(key=(model.name, view.name, target), x=view.emb[model.name], y=y,
                                       train=train[known[train]], test=test[known[test]], class_names=[target],
                                       multi_label=False, settings=[(f, None) for f in exp.scarcity["train_fractions"]],

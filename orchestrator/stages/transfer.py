@@ -34,13 +34,15 @@ def _pool(model: str, task: str, views: list[DatasetView]) -> tuple[list[str], _
     space = list(views[0].dataset.tasks[task])
     parts, ys, train_mask, test_mask, sources = [], [], [], [], []
     for view in views:
+        if not view.has[model].any():
+            continue  # this model embedded nothing of the dataset
         classes, y = view.labels[task]
         full = np.zeros((len(view.usable), len(space)), np.float32)
         for k, c in enumerate(classes):
             full[:, space.index(c)] = y[:, k]
         parts.append(ray.get(view.emb[model]))
         ys.append(full)
-        train, test = view.split[task]
+        train, test = view.split_for(task, model)
         for mask, rows in ((train_mask, train), (test_mask, test)):
             m = np.zeros(len(view.usable), bool)
             m[rows] = True

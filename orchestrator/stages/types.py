@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import ray
 
 from orchestrator.cache import EmbeddingCache
 from orchestrator.datasets.base import Dataset, RecordMeta
@@ -82,18 +83,23 @@ class Embedded:
 
 @dataclass
 class DatasetView:
-    """One dataset after embedding: the records every model embedded, the split and labels per task."""
+    """One dataset after embedding: the records some model embedded, the split and labels per task.
+
+    Positions index `usable`. Each model is evaluated on the positions it embedded (`has`), so a model
+    that lost records costs only itself; analyses that compare models use `restricted(common())`.
+    """
 
     dataset: Dataset
     metas: list[RecordMeta]
-    usable: list[int]  # dataset indices embedded by every model
+    usable: list[int]  # dataset indices embedded by at least one model
     tasks: list[str]
     train: np.ndarray  # positions into usable
     test: np.ndarray
     labels: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)  # task -> (classes, Y)
     dropped: dict[str, list[str]] = field(default_factory=dict)  # task -> classes nobody has
     split: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # task -> labelled (train, test)
-    emb: dict[str, Any] = field(default_factory=dict)  # model -> Ray ObjectRef of [len(usable), D]
+    emb: dict[str, Any] = field(default_factory=dict)  # model -> Ray ObjectRef of [len(usable), D] (0 where absent)
+    has: dict[str, np.ndarray] = field(default_factory=dict)  # model -> bool [len(usable)]: embedded
 
     @property
     def name(self) -> str:
@@ -103,3 +109,30 @@ class DatasetView:
     def column(self, get: Callable[[RecordMeta], Any]) -> list[Any]:
         """One metadata value per usable record, in position order."""
         return [get(self.metas[i]) for i in self.usable]
+
+    def split_for(self, task: str, model: str) -> tuple[np.ndarray, np.ndarray]:
+        """The task's (train, test) positions that `model` embedded."""
+        train, test = self.split[task]
+        has = self.has[model]
+        return train[has[train]], test[has[test]]
+
+    def common(self) -> np.ndarray:
+        """bool [len(usable)]: positions every model embedded."""
+        return np.logical_and.reduce(list(self.has.values())) if self.has else np.ones(len(self.usable), bool)
+
+    def restricted(self, keep: np.ndarray) -> "DatasetView":
+        """The same view on the positions where `keep` holds (self when it holds everywhere)."""
+        if keep.all():
+            return self
+        position = np.cumsum(keep) - 1
+
+        def remap(positions: np.ndarray) -> np.ndarray:
+            return position[positions[keep[positions]]]
+
+        view = DatasetView(self.dataset, self.metas, [u for u, k in zip(self.usable, keep) if k], self.tasks,
+                           remap(self.train), remap(self.test), dropped=dict(self.dropped))
+        view.labels = {task: (classes, y[keep]) for task, (classes, y) in self.labels.items()}
+        view.split = {task: (remap(train), remap(test)) for task, (train, test) in self.split.items()}
+        view.has = {model: has[keep] for model, has in self.has.items()}
+        view.emb = {model: ray.put(ray.get(ref)[keep]) for model, ref in self.emb.items()}
+        return view

@@ -10,7 +10,7 @@ import ray
 
 from orchestrator.datasets.base import Dataset, RecordMeta, label_matrix
 from orchestrator.experiment import Experiment
-from orchestrator.stages.types import DatasetView, Embedded
+from orchestrator.stages.types import DatasetView, Embedded, EmbeddingSet
 from services.probing.sampling import patient_split
 
 
@@ -33,8 +33,9 @@ def _view(exp: Experiment, dataset: Dataset, embedded: Embedded) -> DatasetView:
     metas = [dataset.meta(i) for i in range(len(dataset))]
     ids = [m.record_id for m in metas]
     sets = [embedded.sets[(m.name, dataset.name)] for m in exp.models]
-    done = set.intersection(*(s.done_ids() for s in sets))
-    usable = [i for i, rid in enumerate(ids) if rid in done]
+    done = [s.done_ids() for s in sets]
+    # Every record some model embedded; each model is then evaluated on its own (view.has).
+    usable = [i for i, rid in enumerate(ids) if any(rid in d for d in done)]
     tasks = [t for t in (exp.tasks or list(dataset.tasks)) if t in dataset.tasks]
     train_all, test_all = split_indices(exp, dataset, metas, label_matrix(dataset, tasks[0]))
     position = {i: k for k, i in enumerate(usable)}
@@ -51,9 +52,20 @@ def _view(exp: Experiment, dataset: Dataset, embedded: Embedded) -> DatasetView:
         view.split[task] = (view.train[labelled[view.train]], view.test[labelled[view.test]])
         view.dropped[task] = [c for c, k in zip(dataset.tasks[task], keep) if not k]
     usable_ids = [ids[i] for i in usable]
-    for model, embedding_set in zip(exp.models, sets):
-        view.emb[model.name] = ray.put(embedding_set.load(usable_ids))
+    for model, embedding_set, have in zip(exp.models, sets, done):
+        view.has[model.name] = np.array([rid in have for rid in usable_ids], dtype=bool)
+        view.emb[model.name] = ray.put(_scatter(embedding_set, usable_ids, view.has[model.name]))
     return view
+
+
+def _scatter(embedding_set: EmbeddingSet, ids: list[str], has: np.ndarray) -> np.ndarray:
+    """[len(ids), D] embeddings, zero rows where the model has none (those rows are never used)."""
+    if has.all():
+        return embedding_set.load(ids)
+    present = embedding_set.load([rid for rid, h in zip(ids, has) if h])
+    out = np.zeros((len(ids), present.shape[1] if present.size else 0), np.float32)
+    out[has] = present
+    return out
 
 
 def make_views(exp: Experiment, embedded: Embedded) -> list[DatasetView]:
