@@ -11,8 +11,8 @@ Rules and thresholds (all inclusive where written so):
 - Leaderboard: per (dataset, task, probe kind) at the largest training fraction, with >= 2 models scored,
   the best model gets a strength ("highest macro AUROC ... 0.985 [0.970, 0.990]") and the worst a note.
   The primary metric is macro AUROC, or R^2 for regression tasks (no AUROC in any row). The interval is
-  the patient-level bootstrap 95% CI (`<metric>_ci`: the summary row's, else the mean over seeds of the
-  probe rows' bounds), else mean +- SD over seeds. A lone model gets a note with its score.
+  the 95% CI of the seed mean (summary `metrics.<m>.ci`: one patient bootstrap, every seed scored on
+  each resample; a one-seed cell uses its probe row's CI), else mean +- SD over seeds. A lone model gets a note with its score.
 - Comparisons: at the same cells, paired bootstrap differences (`comparisons`). A pair is "clearly
   different" only when every seed's 95% CI excludes 0 on the same side (p < 0.05 when the CI is missing);
   otherwise both models get a note "not clearly different from X (paired bootstrap p=...)". The clearly

@@ -29,6 +29,7 @@ from orchestrator.stages import assemble
 from orchestrator.stages.analyse import analyse
 from orchestrator.stages.compare import compare
 from orchestrator.stages.embed import embed
+from orchestrator.stages.intervals import seed_mean_intervals
 from orchestrator.stages.launch import Services, launch
 from orchestrator.stages.probe import probe
 from orchestrator.stages.summarise import efficiency, summaries
@@ -103,13 +104,14 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         evaluate_started = time.perf_counter()
         views = make_views(exp, embedded)
         probed = probe(exp, views, show_progress)
+        intervals = seed_mean_intervals(exp, probed)
         comparisons, compare_problems = compare(exp, views, probed.fits)
         transfer_rows, transfer_problems = transfer(exp, views, show_progress)
         analysed = analyse(exp, views, probed, launched, embedded)
         timer.seconds["evaluate_s"] = time.perf_counter() - evaluate_started
     problems = embedded.problems + probed.problems + compare_problems + transfer_problems + analysed.problems
     _write_figures(out_dir, analysed.figures)
-    summary = summaries(probed.probes)
+    summary = summaries(probed.probes, intervals)
     results = Results(
         schema_version=SCHEMA_VERSION, ecglens_version=ECGLENS_VERSION, experiment=exp.raw,
         models=assemble.models(exp, launched), datasets=[assemble.dataset_entry(exp, view) for view in views],

@@ -74,13 +74,20 @@ def test_best_and_worst_quote_score_and_ci() -> None:
     assert not only(out, "b")  # neither best nor worst
 
 
-def test_ci_falls_back_to_probe_rows() -> None:
+def test_the_seed_mean_ci_is_quoted_and_averaged_bounds_never_are() -> None:
     results = base()
     results["summary"] = [summary("a", 0.95), summary("b", 0.90)]
     results["probes"] = [{"model": "a", "dataset": "ds", "task": "cond", "probe": "linear", "train_fraction": 1.0,
                           "k_shot": None, "seed": s, "metrics": {"auroc_macro": 0.95, "auroc_macro_ci": ci}}
                          for s, ci in ((0, [0.92, 0.96]), (1, [0.94, 0.98]))]
-    assert "0.950 [0.930, 0.970]" in only(findings(results), "a", "strength")[0]["text"]
+    # Two seeds' bounds averaged would say [0.930, 0.970]: not an interval of anything, so mean +- SD.
+    assert "0.950 \u00b1 0.010" in only(findings(results), "a", "strength")[0]["text"]
+    results["summary"][0]["metrics"]["auroc_macro"]["ci"] = [0.925, 0.972]  # schema 1.2: the seed-mean CI
+    assert "0.950 [0.925, 0.972]" in only(findings(results), "a", "strength")[0]["text"]
+    one = base()
+    one["summary"] = [dict(summary("a", 0.95), n_seeds=1), summary("b", 0.90)]
+    one["probes"] = results["probes"][:1]
+    assert "0.950 [0.920, 0.960]" in only(findings(one), "a", "strength")[0]["text"]  # one seed: its own CI
 
 
 def test_lone_model_gets_a_note_and_regression_uses_r2() -> None:
@@ -358,6 +365,7 @@ def test_cached_lookups_match_uncached_ones() -> None:
     results = full_results()
     results["probes"] = [{"model": "b", "dataset": "ds", "task": "cond", "probe": "linear", "train_fraction": 1.0,
                           "k_shot": None, "seed": 0, "metrics": {"auroc_macro_ci": [0.85, 0.95]}}]
+    results["summary"][1]["n_seeds"] = 1
     results = Results.from_dict(results)
     row = results.summary[1]
     plain = (queries.metric_ci(results, row, "auroc_macro"),

@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from services.probing.compare import delong_covariance, delong_macro, delong_test, holm, paired_bootstrap
 from services.probing.efficiency import label_efficiency
-from services.probing.bootstrap import bootstrap_ci, group_index, resample_weights
+from services.probing.bootstrap import bootstrap_ci, group_index, resample_weights, seed_mean_ci
 from services.probing.probes import fit_probe
 
 
@@ -90,6 +90,47 @@ def test_regression_cis():
 # --------------------------------------------------------------------------------------------------
 # Paired bootstrap
 # --------------------------------------------------------------------------------------------------
+
+def slow_seed_mean_ci(y: np.ndarray, scores: list[np.ndarray], groups: np.ndarray, n_boot: int,
+                      seed: int) -> tuple[float, float]:
+    """The definition, record by record: resample patients, rebuild the test set, sklearn AUROC per seed, mean."""
+    names, group_of = np.unique(groups, return_inverse=True)
+    means = []
+    for weights in resample_weights(group_of, n_boot, seed, block=1):
+        rows = np.repeat(np.arange(len(y)), weights[0].astype(int))
+        if len(set(y[rows])) < 2:
+            continue
+        means.append(np.mean([roc_auc_score(y[rows], s[rows]) for s in scores]))
+    return tuple(np.percentile(means, [2.5, 97.5]))
+
+
+def test_seed_mean_ci_equals_the_definition():
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(30), 2)  # two ECGs per patient
+    y = (rng.random(60) < 0.4).astype(float)
+    scores = [y * d + rng.normal(size=60) for d in (0.5, 1.0, 1.5)]
+    outputs = [np.stack([1 - 1 / (1 + np.exp(-s)), 1 / (1 + np.exp(-s))], axis=1) for s in scores]
+    onehot = np.stack([1 - y, y], axis=1)
+    low, high = seed_mean_ci(onehot, outputs, "classification", False, groups, 300, seed=7)
+    assert (low["auroc_macro"], high["auroc_macro"]) == pytest.approx(slow_seed_mean_ci(y, scores, groups, 300, 7),
+                                                                     abs=1e-12)
+
+
+def test_seed_mean_ci_of_one_seed_is_the_ordinary_bootstrap_ci():
+    rng = np.random.default_rng(4)
+    y = (rng.random(80) < 0.5).astype(float)
+    probs = np.clip(y * 0.3 + rng.random(80) * 0.7, 0, 1)
+    outputs = np.stack([1 - probs, probs], axis=1)
+    onehot = np.stack([1 - y, y], axis=1)
+    groups = np.arange(80) // 2
+    assert seed_mean_ci(onehot, [outputs], "classification", False, groups, 200, 1) == \
+        bootstrap_ci(onehot, outputs, "classification", False, groups, 200, 1)
+    # Averaging seeds narrows nothing it should not: three copies of one fit give the same interval.
+    tripled = seed_mean_ci(onehot, [outputs] * 3, "classification", False, groups, 200, 1)
+    single = bootstrap_ci(onehot, outputs, "classification", False, groups, 200, 1)
+    for side in (0, 1):  # (x + x + x) / 3 may differ from x in the last bit
+        assert tripled[side] == pytest.approx(single[side], abs=1e-12)
+
 
 def test_paired_bootstrap_identical_models():
     rng = np.random.default_rng(7)

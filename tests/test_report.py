@@ -365,10 +365,11 @@ def make_results_v11() -> dict:
                                                                                                    value + 0.02],
                                                           "auprc_macro": value - 0.1, "balanced_accuracy": value - 0.2},
                                "per_class_auroc": {"NORM": value}, "warnings": []})
+            metrics = {m: stats([v - d for v in per_seed]) for m, d in
+                       (("auroc_macro", 0), ("auprc_macro", 0.1), ("balanced_accuracy", 0.2))}
+            metrics["auroc_macro"]["ci"] = [auroc - 0.02, auroc + 0.02]  # schema 1.2: CI of the seed mean
             summary.append({"model": name, "dataset": DS11, "task": "condition", "probe": probe,
-                            "train_fraction": frac, "k_shot": None, "n_seeds": 2,
-                            "metrics": {m: stats([v - d for v in per_seed]) for m, d in
-                                        (("auroc_macro", 0), ("auprc_macro", 0.1), ("balanced_accuracy", 0.2))}})
+                            "train_fraction": frac, "k_shot": None, "n_seeds": 2, "metrics": metrics})
     transfer = [{"model": m, "task": "condition", "train_source": a, "test_source": b, "n_train": 300, "n_test": 60,
                  "auroc_macro": (0.95 if a == b else 0.83) if m == "alpha" else (0.90 if a == b else 0.89),
                  "classes": ["AF", "MI", "NORM"]} for m in ("alpha", "beta") for a in SOURCES for b in SOURCES]
@@ -456,7 +457,7 @@ def test_v11_leaderboard_cis_probe_tables_and_paired_comparisons(report11) -> No
     board = section(text, "leaderboard")
     assert "linear probe" in board and "kNN probe" in board and "95% CI" in board
     linear, knn = board[board.index("<h4>linear probe"):].split("<h4>kNN probe", 1)
-    # alpha at full data: seeds 0.94/0.96 with CIs [0.92, 0.96] and [0.94, 0.98] -> mean bounds.
+    # alpha at full data: seeds 0.94/0.96, the summary row's seed-mean CI [0.93, 0.97].
     assert '<tr class="best"><td class="num">1</td><td>alpha</td><td class="num">0.950 ± 0.014</td>' \
            '<td class="num">[0.930, 0.970]</td>' in linear
     assert "clearly below the best (paired bootstrap p=0.002)" in linear
@@ -485,7 +486,7 @@ def test_v11_scarcity_has_probe_columns_and_label_efficiency(report11) -> None:
     assert "Label efficiency" in page.headings
     assert "<td>alpha</td><td class=\"num\">0.912</td><td class=\"num\">10%</td>" in scarcity
     assert "label-efficient" in scarcity and "label-hungry" in scarcity
-    assert "<td>kNN</td>" in scarcity and "95% CI (main metric)" in scarcity
+    assert "<td>kNN</td>" in scarcity and "95% CI of the seed mean (main metric)" in scarcity
     png, caption = scarcity_figure(make_results_v11())
     assert png.startswith(PNG_MAGIC) and "solid = linear, dashed = kNN" in caption
 

@@ -9,7 +9,9 @@ GLOSSARY = (
     ("AUPRC", "area under the precision-recall curve; more sensitive to rare classes than AUROC."),
     ("F1", "harmonic mean of precision and recall of the probe's decisions, averaged over classes."),
     ("Balanced accuracy", "mean per-class recall (sensitivity), so large classes do not dominate."),
-    ("95% CI", "patient-level bootstrap confidence interval: the range of plausible scores on other patients."),
+    ("95% CI", "patient-level bootstrap confidence interval: the range of plausible scores on other patients. "
+               "Next to a mean over seeds it is the interval of that mean (every seed scored on the same "
+               "resampled patients); next to one fit, that fit's own."),
     ("Paired bootstrap", "both models are scored on the same resampled patients; if the 95% CI of the "
                          "difference includes 0, the two are \u201cnot clearly different\u201d."),
     ("AULC", "area under the label-efficiency curve: the mean score over the training fractions (log scale); "

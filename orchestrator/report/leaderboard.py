@@ -69,7 +69,7 @@ def _board_table(results: Results, dataset: str, task: str, probe: str, n_train:
                     + [n_train.get(cell_key(r), DASH), r.n_seeds]
                     + ([comparison_text(c, metric) if c is not None else DASH] if has_cmp else []) + [note])
         classes.append("best" if i == 0 and defined else "")
-    headers = (["rank", "model", f"{label} (mean \u00b1 SD)"] + (["95% CI"] if has_ci else [])
+    headers = (["rank", "model", f"{label} (mean \u00b1 SD)"] + (["95% CI of the seed mean (patient bootstrap)"] if has_ci else [])
                + [METRIC_LABELS.get(m, m) for m in secondary] + ["n_train", "seeds"]
                + (["vs best (paired, on the same patients)"] if has_cmp else []) + ["note"])
     numeric = [0] + list(range(2, len(headers) - 1 - int(has_cmp)))

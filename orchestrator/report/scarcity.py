@@ -74,6 +74,6 @@ def scarcity_section(results: Results) -> str:
                       for r, ci in zip(rows, cis)]
         tables.append((model, Table(["dataset", "task", "probe", "training set", "n_train", "seeds"]
                                     + [METRIC_LABELS[m] for m in metrics]
-                                    + (["95% CI (main metric)"] if has_ci else []) + ["probe warnings"],
+                                    + (["95% CI of the seed mean (main metric)"] if has_ci else []) + ["probe warnings"],
                                     table_rows, numeric=range(4, 6 + len(metrics) + int(has_ci)))))
     return render("scarcity.html.j2", v=Scarcity(figure, efficiency, tables))

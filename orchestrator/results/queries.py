@@ -122,14 +122,20 @@ def _probe_cis(results: Results, metric: str) -> dict[tuple, list[tuple[float, f
 
 
 def metric_ci(results: Results, row: SummaryRow, metric: str) -> tuple[float, float] | None:
-    """95% bootstrap CI of a summary row's metric: its own, else the mean over seeds of the probes' bounds."""
-    own = _pair((row.metrics or {}).get(f"{metric}_ci"))
+    """95% CI of a summary row's seed-mean score, or None when no real interval of it exists.
+
+    Schema 1.2 rows carry it (`metrics.<m>.ci`: one patient bootstrap, every seed scored on each
+    resample; stages/intervals.py). A one-seed cell's mean is that seed's score, so the probe row's own
+    CI is the interval. Averaging several seeds' bounds is not a CI of anything, so older files with
+    several seeds get None (readers then show mean +- SD).
+    """
+    stats = (row.metrics or {}).get(metric)
+    own = _pair(stats.get("ci")) if isinstance(stats, dict) else None
+    own = own or _pair((row.metrics or {}).get(f"{metric}_ci"))
     if own is not None:
         return own
     cis = _indexed(results, f"ci:{metric}", lambda res: _probe_cis(res, metric)).get(_cell(row))
-    if not cis:
-        return None
-    return sum(c[0] for c in cis) / len(cis), sum(c[1] for c in cis) / len(cis)
+    return cis[0] if cis and len(cis) == 1 and (row.n_seeds or 1) == 1 else None
 
 
 def interval(results: Results, row: SummaryRow, metric: str) -> tuple[float, float] | None:

@@ -49,6 +49,7 @@ class FittedProbe:
     warnings: list[str]
     probabilities: np.ndarray | None  # [n_test, C] at float32 precision; None for regression
     linear: dict[str, np.ndarray] | None  # coef, intercept, mean, scale (float32 precision), linear probes only
+    outputs: np.ndarray | None = None  # what the metrics score, full precision: probabilities, or predictions
 
     @classmethod
     def from_outcome(cls, outcome: FitOutcome) -> "FittedProbe":
@@ -60,9 +61,11 @@ class FittedProbe:
         linear = None
         if result.probe == "linear":
             linear = {k: _wire(getattr(result, k)) for k in ("coef", "intercept", "mean", "scale")}
+        regression = result.target_type == "regression"
         return cls(outcome.n_train, outcome.n_test, metrics, dict(result.per_class_auroc),
                    float(result.c) if result.probe == "linear" else 0.0, dict(result.hyperparameters),
-                   list(result.warnings), _wire(result.test_probabilities), linear)
+                   list(result.warnings), _wire(result.test_probabilities), linear,
+                   result.test_logits if regression else result.test_probabilities)
 
     def probe_dict(self) -> dict[str, Any]:
         """The linear model as the analysis stage's SHAP call takes it."""
@@ -76,6 +79,7 @@ class Probed:
     probes: list[ProbeResult]
     fits: dict[FitKey, FittedProbe]
     problems: list[RecordProblem] = field(default_factory=list)
+    cells: list[GridCell] = field(default_factory=list)  # what was fitted (labels, splits, groups per cell)
 
     def linear(self, model: str, dataset: str, task: str, fraction: float, seed: int) -> FittedProbe | None:
         """The linear probe of one cell at a training fraction, if it was fitted."""
@@ -186,4 +190,4 @@ def probe(exp: Experiment, views: list[DatasetView], show_progress: bool) -> Pro
     """Fit every classification and regression probe of the experiment."""
     cells = classification_cells(exp, views) + regression_cells(exp, views)
     fits, problems = collect(run_cells(cells, "probes", show_progress), "probes")
-    return Probed(probe_rows(fits, list(exp.probe["kinds"])), fits, problems)
+    return Probed(probe_rows(fits, list(exp.probe["kinds"])), fits, problems, cells)

@@ -5,8 +5,12 @@ from orchestrator.results import EfficiencyRow, ProbeResult, SummaryRow, json_fl
 from services.probing.efficiency import label_efficiency, summarise
 
 
-def summaries(probes: list[ProbeResult]) -> list[SummaryRow]:
-    """results.json `summary`: one row per model x dataset x task x probe x setting, over its seeds."""
+def summaries(probes: list[ProbeResult], intervals: dict[tuple, dict[str, list[float]]] | None = None
+              ) -> list[SummaryRow]:
+    """results.json `summary`: one row per model x dataset x task x probe x setting, over its seeds.
+
+    intervals (stages/intervals.py) adds `ci` = [low, high], the 95% CI of the seed mean, to each metric.
+    """
     groups: dict[tuple, list[ProbeResult]] = {}
     for p in probes:
         groups.setdefault((p.model, p.dataset, p.task, p.probe, p.train_fraction, p.k_shot), []).append(p)
@@ -17,6 +21,9 @@ def summaries(probes: list[ProbeResult]) -> list[SummaryRow]:
             values = [p.metrics[name] for p in items if p.metrics.get(name) is not None]
             if values:
                 metrics[name] = {k: json_float(float(v)) for k, v in summarise(values).items()}
+                ci = (intervals or {}).get((model, dname, task, probe, fraction, k_shot), {}).get(name)
+                if ci is not None:
+                    metrics[name]["ci"] = [json_float(float(v)) for v in ci]
         out.append(SummaryRow(model=model, dataset=dname, task=task, probe=probe, train_fraction=fraction,
                               k_shot=k_shot, n_seeds=len(items), metrics=metrics))
     return out

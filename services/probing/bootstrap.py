@@ -83,3 +83,40 @@ def bootstrap_ci(y: np.ndarray, outputs: np.ndarray, target_type: str, multi_lab
         if ci is not None:
             low[key], high[key] = ci
     return low, high
+
+
+def seed_mean_ci(y: np.ndarray, outputs: Sequence[np.ndarray], target_type: str, multi_label: bool,
+                 groups: Sequence | np.ndarray | None, n_boot: int, seed: int,
+                 keys: Sequence[str] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """95% CI of the mean over seeds of each metric: one patient bootstrap, the same resamples for every seed.
+
+    For S fits scored on the same test split (one per seed), replicate b is
+        m_b = mean_s metric(y, outputs_s; weights_b)   (seeds whose metric is undefined in b left out)
+    and the interval is the 2.5th/97.5th percentile of the defined m_b. It is the uncertainty of the
+    seed-averaged score due to which test patients were drawn, the fits held fixed.
+    """
+    if n_boot <= 0 or not outputs:
+        return {}, {}
+    y = np.asarray(y, dtype=np.float64)
+    outputs = [np.asarray(o, dtype=np.float64) for o in outputs]
+    group_of = group_index(groups, y.shape[0])
+
+    def seed_mean(weights: np.ndarray) -> dict[str, np.ndarray]:
+        per_seed = [weighted_metrics(y, o, target_type, multi_label, weights) for o in outputs]
+        out = {}
+        for key in per_seed[0]:
+            stacked = np.stack([p[key] for p in per_seed])
+            defined = np.isfinite(stacked)
+            total = np.where(defined, stacked, 0.0).sum(axis=0)
+            count = defined.sum(axis=0)
+            out[key] = np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
+        return out
+
+    low, high = {}, {}
+    for key, values in bootstrap_replicates(seed_mean, group_of, n_boot, seed).items():
+        if keys is not None and key not in keys:
+            continue
+        ci = percentile_ci(values)
+        if ci is not None:
+            low[key], high[key] = ci
+    return low, high
