@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.attribution.compute import DEFAULT_NSAMPLES, DEFAULT_SEGMENTS
 from orchestrator.datasets.base import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ DEFAULTS: dict[str, Any] = {
         "structure": {"enabled": True, "k": 10},
         "similarity": {"enabled": True},
         # Lead x segment SHAP through each model's endpoint: nsamples + 2 embeddings per explained ECG.
-        "attribution": {"enabled": True, "ecgs_per_class": 1, "segments": 4, "nsamples": 128, "baseline": "zero",
-                        "seed": 0},
+        "attribution": {"enabled": True, "ecgs_per_class": 1, "segments": DEFAULT_SEGMENTS,
+                        "nsamples": DEFAULT_NSAMPLES, "baseline": "zero", "seed": 0},
     },
     "runtime": {"batch_size": 32, "in_flight": 2, "timeout_s": 300.0, "probing_replicas": 1,
                 "analysis_replicas": 1, "ray_address": None, "ray_num_cpus": None, "cache_dir": None},

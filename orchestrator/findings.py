@@ -38,7 +38,7 @@ from typing import Mapping
 from orchestrator.attribution.clinical import AGREES, DISAGREES, PARTLY, lead_verdicts
 from orchestrator.results import Finding, Representation, Results, SummaryRow
 from orchestrator.results.queries import (PROBE_ORDER, cached, comparison, effective_rank, embedding_dims, is_num,
-                                          leaderboard, leaderboard_cells, metric_ci, metric_mean, metric_std,
+                                          leaderboard, leaderboard_cells, metric_ci, metric_mean, metric_std, n_test,
                                           model_order, primary_metric, probe_kind, probe_label, site_separability)
 
 KINDS = ("strength", "risk", "note")
@@ -98,15 +98,19 @@ def _where(dataset: str, task: str, probe: str | None = None) -> str:
 
 
 def _score(results: Results, row: SummaryRow, metric: str) -> str:
-    """'0.985 [0.970, 0.990]' with the bootstrap CI, else '0.985 ± 0.004' over seeds."""
+    """'0.985 [0.970, 0.990] (95% CI of the mean of 3 seeds; n = 90 test ECGs)', the method and n always said."""
     mean = metric_mean(row, metric)
     ci = metric_ci(results, row, metric)
+    seeds = row.n_seeds or 1
+    n = n_test(results, row)
+    sample = f"n = {n} test ECGs" if n is not None else ""
     if ci is not None:
-        return f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+        method = f"95% CI of the mean of {seeds} seeds" if seeds > 1 else "95% CI"
+        return f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] ({'; '.join(filter(None, [method, sample]))})"
     std = metric_std(row, metric)
-    if std is not None and (row.n_seeds or 0) > 1:
-        return f"{mean:.3f} \u00b1 {std:.3f} (SD over seeds)"
-    return f"{mean:.3f}"
+    if std is not None and seeds > 1:
+        return f"{mean:.3f} \u00b1 {std:.3f} ({'; '.join(filter(None, [f'SD over {seeds} seeds', sample]))})"
+    return f"{mean:.3f}" + (f" ({sample})" if sample else "")
 
 
 # --------------------------------------------------------------------------- rules
@@ -136,15 +140,19 @@ def _leaderboard_findings(results: Results) -> list[Finding]:
 
 
 def comparison_text(c: dict, metric: str) -> str:
-    """'difference +0.004 [-0.010, 0.020], paired bootstrap p=0.40; DeLong (Holm) p=0.35'."""
+    """'difference +0.004 [-0.010, 0.020], paired bootstrap p=0.40, n = 90 test ECGs; per-class DeLong ...'."""
     parts = []
     if c["diff"] is not None:
         ci = f" [{c['ci_low']:.3f}, {c['ci_high']:.3f}]" if is_num(c["ci_low"]) and is_num(c["ci_high"]) else ""
         what = "" if metric == "auroc_macro" else f"{METRIC_NAMES.get(metric, metric)} "  # AUROC is the default
         parts.append(f"{what}difference {c['diff']:+.3f}{ci}")
-    parts.append(f"paired bootstrap {p_text(c['p_value'])}")
+    n = c.get("n_common")
+    parts.append(f"paired bootstrap {p_text(c['p_value'])}" + (f", n = {n} test ECGs" if is_num(n) else ""))
     text = ", ".join(parts)
-    return text + (f"; DeLong (Holm) {p_text(c['delong_p'])}" if c["delong_p"] is not None else "")
+    # delong_p is the smallest Holm-adjusted per-class DeLong p: it asks whether any class's AUROC differs,
+    # not whether the macro difference quoted before it does, so it is named for what it is.
+    return text + (f"; per-class DeLong tests (Holm), smallest {p_text(c['delong_p'])}"
+                   if c["delong_p"] is not None else "")
 
 
 def _comparison_findings(results: Results) -> list[Finding]:

@@ -67,7 +67,7 @@ def test_best_and_worst_quote_score_and_ci() -> None:
     out = findings(results)
     best = only(out, "a", "strength")
     assert best and best[0]["text"] == ("highest macro AUROC on ds/cond (linear probe) among 3 models: "
-                                        "0.985 [0.970, 0.990]")
+                                        "0.985 [0.970, 0.990] (95% CI of the mean of 2 seeds)")
     worst = only(out, "c", "note")
     assert worst[0]["text"].startswith("lowest macro AUROC on ds/cond (linear probe) among 3 models: "
                                        "0.800 \u00b1 0.010")
@@ -87,7 +87,10 @@ def test_the_seed_mean_ci_is_quoted_and_averaged_bounds_never_are() -> None:
     one = base()
     one["summary"] = [dict(summary("a", 0.95), n_seeds=1), summary("b", 0.90)]
     one["probes"] = results["probes"][:1]
-    assert "0.950 [0.920, 0.960]" in only(findings(one), "a", "strength")[0]["text"]  # one seed: its own CI
+    # One seed: its own CI, and the n its probe row was scored on.
+    assert "0.950 [0.920, 0.960] (95% CI)" in only(findings(one), "a", "strength")[0]["text"]
+    one["probes"][0]["n_test"] = 90
+    assert "0.950 [0.920, 0.960] (95% CI; n = 90 test ECGs)" in only(findings(one), "a", "strength")[0]["text"]
 
 
 def test_lone_model_gets_a_note_and_regression_uses_r2() -> None:
@@ -107,7 +110,7 @@ def test_ci_including_zero_is_not_clearly_different_for_both() -> None:
     notes = [f["text"] for f in only(findings(results), kind="note") if "not clearly" in f["text"]]
     assert len(notes) == 2
     a_note = next(t for t in notes if t.startswith("not clearly different from b"))
-    assert "paired bootstrap p=0.40" in a_note and "DeLong (Holm) p=0.35" in a_note and "+0.010" in a_note
+    assert "paired bootstrap p=0.40" in a_note and "per-class DeLong tests (Holm), smallest p=0.35" in a_note and "+0.010" in a_note
     b_note = next(t for t in notes if t.startswith("not clearly different from a"))
     assert "-0.010 [-0.030, 0.010]" in b_note  # oriented b - a
 

@@ -461,7 +461,8 @@ def test_v11_leaderboard_cis_probe_tables_and_paired_comparisons(report11) -> No
     assert '<tr class="best"><td class="num">1</td><td>alpha</td><td class="num">0.950 ± 0.014</td>' \
            '<td class="num">[0.930, 0.970]</td>' in linear
     assert "clearly below the best (paired bootstrap p=0.002)" in linear
-    assert "difference -0.050 [-0.079, -0.021], paired bootstrap p=0.002; DeLong (Holm) p=0.004" in linear
+    assert "difference -0.050 [-0.079, -0.021], paired bootstrap p=0.002; per-class DeLong tests (Holm), smallest p=0.004" \
+        in linear
     assert "not clearly different from the best (paired bootstrap p=0.40)" in knn
     assert "not clearly different" not in linear
 
@@ -602,7 +603,7 @@ def test_v10_results_render_without_new_sections(tmp_path) -> None:
         assert f'id="{anchor}"' not in text and f'href="#{anchor}"' not in text
     # Findings are derived from the numbers when results.json predates them.
     cards = section(text, "summary")
-    assert "highest macro AUROC on synth/rhythm (linear probe) among 2 models: 0.910 ± 0.014 (SD over seeds)" in cards
+    assert "highest macro AUROC on synth/rhythm (linear probe) among 2 models: 0.910 ± 0.014 (SD over 2 seeds" in cards
     assert "<h3>Label efficiency</h3>" not in text and "<th>95% CI</th>" not in section(text, "leaderboard")
 
 

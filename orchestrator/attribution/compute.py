@@ -24,8 +24,8 @@ only 10 features); link identity (logit units).
 
 Cost. KernelExplainer evaluates nsamples coalitions (every coalition, i.e. exact Shapley values, when nsamples >=
 2**G - 2), plus the background and the unmasked ECG: the endpoint embeds nsamples + 2 masked ECGs per explained
-ECG. The default nsamples = 256 gives 258 embeddings per ECG; shap's "auto" (2G + 2048 = 2144 for 48 groups) is
-about 8x that and gives lower-variance values. Below 2G + 2 samples (98 for 48 groups) the weighted regression is
+ECG. The default nsamples = 128 gives 130 embeddings per ECG; shap's "auto" (2G + 2048 = 2144 for 48 groups) is
+about 16x that and gives lower-variance values. Below 2G + 2 samples (98 for 48 groups) the weighted regression is
 near-singular and the values are noise, so that is refused. Measured on a busy 2-core host: 6 ECGs x 258 = 1548
 embeddings through the handcrafted package in about 27 s (~17 ms per embedding, its feature extractor dominates).
 With the zero baseline a fully masked ECG is far from anything a model saw, so base values and |phi| can be large
@@ -64,7 +64,7 @@ BASELINES: dict[str, str] = {
     "mean": "the lead's mean over the record",
 }
 DEFAULT_SEGMENTS = 4
-DEFAULT_NSAMPLES = 256
+DEFAULT_NSAMPLES = 128  # the one default: the experiment file's analyses.attribution.nsamples uses it too
 
 # shap samples with the global np.random: one explainer at a time, so a seed means the same coalitions.
 _RNG_LOCK = threading.Lock()

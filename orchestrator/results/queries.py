@@ -121,6 +121,14 @@ def _probe_cis(results: Results, metric: str) -> dict[tuple, list[tuple[float, f
     return index
 
 
+def n_test(results: Results, row: SummaryRow) -> int | None:
+    """Test ECGs a summary row's probes were scored on (None when no probe row says)."""
+    def build(res: Results) -> dict[tuple, int]:
+        return {_cell(p): p.n_test for p in reversed(res.probes or []) if isinstance(p.n_test, int)}
+
+    return _indexed(results, "n_test", build).get(_cell(row))
+
+
 def metric_ci(results: Results, row: SummaryRow, metric: str) -> tuple[float, float] | None:
     """95% CI of a summary row's seed-mean score, or None when no real interval of it exists.
 
@@ -222,7 +230,8 @@ def _oriented(c: Comparison, flip: bool) -> dict:
     else:
         side = None
     return {"diff": diff if is_num(diff) else None, "ci_low": lo, "ci_high": hi, "p_value": p if is_num(p) else None,
-            "delong_p": c.delong_p if is_num(c.delong_p) else None, "seed": c.seed, "side": side}
+            "delong_p": c.delong_p if is_num(c.delong_p) else None, "seed": c.seed, "side": side,
+            "n_common": c.n_common if is_num(c.n_common) else None}
 
 
 def site_separability(rep: Representation) -> float | None:

@@ -48,10 +48,14 @@ def compare(exp: Experiment, views: list[DatasetView],
                             continue
                         entry.update(diff=boot["diff"], ci_low=boot["ci_low"], ci_high=boot["ci_high"],
                                      p_value=boot["p_value"])
-                        try:
-                            entry["delong_p"] = delong_macro(y[test], pa, pb, classes)["min_p_holm"]
-                        except ValueError:
-                            entry["delong_p"] = None
+                        # The smallest Holm-adjusted per-class (one-vs-rest) DeLong p; single-label tasks only,
+                        # as documented (per-class tests of a multi-label probe would need the label coupling).
+                        entry["delong_p"] = None
+                        if not view.dataset.multi_label[task]:
+                            try:
+                                entry["delong_p"] = delong_macro(y[test], pa, pb, classes)["min_p_holm"]
+                            except ValueError:
+                                pass
                         entry["n_common"] = len(test)
                         out.append(Comparison(**{k: json_float(v) for k, v in entry.items()}))
     return out, problems
