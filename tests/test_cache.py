@@ -171,3 +171,75 @@ def test_ptbxl_challenge_and_code15_tokens_follow_their_files(tmp_path):
     touch(root / part)
     in_part = {dataset.meta(i).record_id for i in range(len(dataset)) if dataset.meta(i).extra["trace_file"] == part}
     assert changed_ids(before, tokens_of(spec)) == in_part and len(in_part) < len(dataset)
+
+
+# --------------------------------------------------------------------------- the embed stage, real server and Ray
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray for the module (short temp path: Ray's sockets have a length limit)."""
+    import shutil
+    import tempfile
+
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+    yield
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_the_embed_stage_re_embeds_exactly_the_changed_records_and_says_so(ray_session, handcrafted_pkg, tmp_path,
+                                                                            monkeypatch):
+    from orchestrator.dispatch import RecordProblem
+    from orchestrator.endpoints import open_client
+    from orchestrator.experiment import parse_experiment
+    from orchestrator.stages.embed import embed
+    from orchestrator.stages.types import Hooks, Launched
+    from services.common.process import start_server
+    from wfdb_fixture import record_name, signal_mv, write_record, write_wfdb_folder
+
+    folder = write_wfdb_folder(tmp_path / "wfdb", n=6)
+    exp = parse_experiment({"name": "cache", "datasets": [{"kind": "wfdb", "path": str(folder)}],
+                            "models": ["handcrafted"], "runtime": {"batch_size": 4}}, "test")
+    written: list[list[str]] = []
+    original = EmbeddingCache.write
+
+    def counting(self, record_ids, embeddings):
+        written.append(list(record_ids))
+        return original(self, record_ids, embeddings)
+
+    monkeypatch.setattr(EmbeddingCache, "write", counting)
+    with start_server("services.embedding", ["--model", str(handcrafted_pkg)], name="handcrafted",
+                      log_dir=tmp_path / "logs") as server:
+        client, card = open_client(server.address, {}, 60.0)
+        client.close()
+        launched = Launched({"handcrafted": [server.address]}, {"handcrafted": card}, [])
+
+        def run():
+            written.clear()
+            out = embed(exp, launched, tmp_path / "cache", Hooks(), show_progress=False)
+            [embedding_set] = out.sets.values()
+            return out.problems, embedding_set
+
+        problems, first = run()
+        names = [record_name(k) for k in range(6)]
+        assert problems == [] and sorted(r for batch in written for r in batch) == sorted(names)
+        before = first.load(names)
+
+        problems, _ = run()
+        assert problems == [] and written == [], "an unchanged dataset was embedded again"
+
+        touch(folder / f"{record_name(1)}.dat")  # same bytes, new mtime: embedded again, to the same vector
+        write_record(folder, record_name(2), signal_mv(2, seed=7))  # new samples at the same path
+        problems, again = run()
+        assert sorted(r for batch in written for r in batch) == [record_name(1), record_name(2)]
+        note = "2 record(s) changed since they were cached; re-embedded"
+        assert problems == [RecordProblem(first.dataset, "*", "warning", note, "handcrafted")]
+        assert all(len(tokens) == 1 for tokens in stored(again.cache_dir).values()), "a record is stored twice"
+        after = again.load(names)
+        np.testing.assert_array_equal(np.delete(after, 2, axis=0), np.delete(before, 2, axis=0))
+        assert not np.allclose(after[2], before[2]), "the rewritten record kept its stale embedding"
