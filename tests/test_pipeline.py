@@ -236,3 +236,23 @@ def test_mixed_datasets_share_one_label_space_for_transfer(ray_session, tmp_path
     assert {("eu", "ptbxl"), ("ptbxl", "eu")} <= pairs, (pairs, results["errors"])
     assert [g["model"] for g in results["transfer_gap"]] == ["handcrafted"]
     assert {r["dataset"] for r in results["representations"]} == {d["name"] for d in results["datasets"]}
+
+
+def test_a_record_changed_under_the_same_path_is_re_embedded_and_the_run_says_so(ray_session, tmp_path):
+    from wfdb_fixture import record_name, signal_mv, write_record, write_wfdb_folder
+
+    folder = write_wfdb_folder(tmp_path / "wfdb", n=24)
+    off = {"enabled": False}
+    exp = experiment(models=["handcrafted"], seeds=[0], tasks=["label"], scarcity={"train_fractions": [1.0]},
+                     datasets=[{"kind": "wfdb", "path": str(folder)}], transfer=off,
+                     analyses={k: off for k in ("umap", "shap", "structure", "similarity", "attribution")},
+                     runtime={"batch_size": 8, "cache_dir": str(tmp_path / "cache")})
+    first = run_experiment(exp, tmp_path / "first", show_progress=False).to_dict()
+    assert first["errors"] == [] and first["models"][0]["fingerprint_basis"] == "card"
+    write_record(folder, record_name(5), signal_mv(5, seed=9))  # new samples, same path and dataset key
+    second = run_experiment(exp, tmp_path / "second", show_progress=False).to_dict()
+    assert second["errors"] == [{"dataset": first["datasets"][0]["name"], "record": "*", "stage": "warning",
+                                 "model": "handcrafted",
+                                 "reason": "1 record(s) changed since they were cached; re-embedded"}]
+    assert second["counts"] == first["counts"] and second["counts"][0]["embedded"] == 24
+    assert second["counts"][0]["skipped"] == 0
