@@ -243,3 +243,13 @@ def test_the_embed_stage_re_embeds_exactly_the_changed_records_and_says_so(ray_s
         after = again.load(names)
         np.testing.assert_array_equal(np.delete(after, 2, axis=0), np.delete(before, 2, axis=0))
         assert not np.allclose(after[2], before[2]), "the rewritten record kept its stale embedding"
+
+
+def test_the_schema_documents_every_models_field():
+    from orchestrator.results import ModelInfo
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results-schema.md").read_text()
+    table = text.split("## `models[]`", 1)[1].split("\n## ", 1)[0]
+    documented = {key for line in table.splitlines() if line.startswith("| `")
+                  for key in line.split("|")[1].replace("`", "").replace(",", " ").split()}
+    assert documented == set(ModelInfo._declared())
