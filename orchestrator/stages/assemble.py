@@ -23,7 +23,8 @@ def model_entry(model: ModelEntry, card: Any, endpoints: list[str]) -> ModelInfo
     """results.json `models[]`: what the card says, and how the model was reached."""
     return ModelInfo(name=model.name, version=card.version, kind=card.kind, objective=card.objective,
                      embedding_dim=int(card.embedding_dim), params=int(card.params), fingerprint=card.fingerprint,
-                     fingerprint_basis=fingerprint_basis(model, card), sampling_rate_hz=card.sampling_rate_hz, num_samples=int(card.num_samples), leads=list(card.leads),
+                     fingerprint_basis=fingerprint_basis(model, card), sampling_rate_hz=card.sampling_rate_hz,
+                     num_samples=int(card.num_samples), leads=list(card.leads),
                      normalization=card.normalization, backend=card.backend, served_name=card.name,
                      endpoint="remote" if model.remote else "launched", replicas=len(endpoints),
                      description=card.description)
