@@ -280,3 +280,23 @@ def test_exit_status_of_complete_and_empty_runs(baseline):
     assert complete.partial is False and exit_status(complete) == 0
     complete.probes = []
     assert exit_status(complete) == EXIT_NO_RESULTS
+
+
+def test_a_record_changed_under_the_same_path_is_re_embedded_and_the_run_says_so(ray_session, tmp_path):
+    from wfdb_fixture import record_name, signal_mv, write_record, write_wfdb_folder
+
+    folder = write_wfdb_folder(tmp_path / "wfdb", n=24)
+    off = {"enabled": False}
+    exp = experiment(models=["handcrafted"], seeds=[0], tasks=["label"], scarcity={"train_fractions": [1.0]},
+                     datasets=[{"kind": "wfdb", "path": str(folder)}], transfer=off,
+                     analyses={k: off for k in ("umap", "shap", "structure", "similarity", "attribution")},
+                     runtime={"batch_size": 8, "cache_dir": str(tmp_path / "cache")})
+    first = run_experiment(exp, tmp_path / "first", show_progress=False).to_dict()
+    assert first["errors"] == [] and first["models"][0]["fingerprint_basis"] == "card"
+    write_record(folder, record_name(5), signal_mv(5, seed=9))  # new samples, same path and dataset key
+    second = run_experiment(exp, tmp_path / "second", show_progress=False).to_dict()
+    assert second["errors"] == [{"dataset": first["datasets"][0]["name"], "record": "*", "stage": "warning",
+                                 "model": "handcrafted",
+                                 "reason": "1 record(s) changed since they were cached; re-embedded"}]
+    assert second["counts"] == first["counts"] and second["counts"][0]["embedded"] == 24
+    assert second["counts"][0]["skipped"] == 0

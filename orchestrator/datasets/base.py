@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Iterable, Protocol
 
 import numpy as np
 
@@ -50,7 +52,11 @@ class DatasetSpec:
 
 
 class Dataset(Protocol):
-    """Index-addressable and lazy: meta(i) is cheap, load(i) reads samples."""
+    """Index-addressable and lazy: meta(i) is cheap, load(i) reads samples.
+
+    content_token(i) is cheap too (stat() only) and changes whenever what load(i) returns may: the embedding
+    cache stores it beside each embedding and embeds the record again when it differs.
+    """
 
     spec: DatasetSpec
     name: str
@@ -62,6 +68,24 @@ class Dataset(Protocol):
     def meta(self, i: int) -> RecordMeta: ...
 
     def load(self, i: int) -> Record: ...
+
+    def content_token(self, i: int) -> str: ...
+
+
+def file_token(version: str, paths: Iterable[Path | str], *extra: str) -> str:
+    """A record's content token: the adapter's version and the name, size and mtime (ns) of each of its files.
+
+    stat() only, so a run checks a large dataset in seconds; a file rewritten with the same size within the
+    file system's mtime resolution, or replaced by a same-sized copy that keeps the old mtime, goes unnoticed.
+    """
+    parts = [version, *extra]
+    for path in paths:
+        try:
+            st = os.stat(path)
+            parts.append(f"{path}\t{st.st_size}\t{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{path}\tabsent")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
 def label_matrix(dataset: Dataset, task: str, indices: list[int] | None = None) -> np.ndarray:

@@ -31,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.datasets.base import COARSE_CLASSES, DatasetSpec, Record, RecordError, RecordMeta
+from orchestrator.datasets.base import COARSE_CLASSES, DatasetSpec, Record, RecordError, RecordMeta, file_token
 
 LABELS_DIR = Path(__file__).resolve().parent / "labels"
 ALLOWED_PARAMS = {"path"}
+# Part of every record's content token: bump when load() would return something else from the same files.
+ADAPTER_VERSION = "1"
 _UNIT_SCALE_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
 _WFDB_DEFAULT_GAIN = 200.0  # WFDB: a gain of 0 means "uncalibrated", read with the default gain
 
@@ -356,6 +358,12 @@ class ChallengeDataset:
         extra.update(age=header.age, sex=header.sex, dx=header.dx, sampling_rate_hz=header.sampling_rate_hz,
                      duration_s=header.num_samples / header.sampling_rate_hz, leads=header.leads)
         return RecordMeta(rid, rid, source.id, self._labels(header.dx), extra)
+
+    def content_token(self, i: int) -> str:
+        """Stats of record i's .hea and of the signal file it names (<name>.mat when it names none)."""
+        hea, header = self._path(i, ".hea"), self.header(i)
+        signal = hea.parent / header.signal_file if isinstance(header, Header) else self._path(i, ".mat")
+        return file_token(ADAPTER_VERSION, (hea, signal))
 
     def load(self, i: int) -> Record:
         """Record i in mV at the header's rate; RecordError naming the file when it cannot be used."""

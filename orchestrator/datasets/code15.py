@@ -32,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from orchestrator.datasets.base import COARSE_CLASSES, DatasetSpec, Record, RecordError, RecordMeta
+from orchestrator.datasets.base import COARSE_CLASSES, DatasetSpec, Record, RecordError, RecordMeta, file_token
 
 COLUMNS = ("exam_id", "age", "is_male", "nn_predicted_age", "1dAVb", "RBBB", "LBBB", "SB", "ST", "AF", "patient_id",
            "death", "timey", "normal_ecg", "trace_file")
@@ -42,6 +42,8 @@ LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V
 RATE_HZ = 400.0
 REGION = "South America (Brazil)"
 SOURCE = "code15"
+# Part of every record's content token: bump when load() would return something else from the same files.
+ADAPTER_VERSION = "1"
 DEFAULT_SCALE_TO_MV = 0.5  # stored = 2 x mV (ecg-preprocessing README: "scaled by 2")
 COARSE_MAP_FILE = Path(__file__).resolve().parent / "labels" / "code15_coarse.csv"
 _REQUIRED = ("exam_id", "patient_id", "trace_file", *LABELS)
@@ -298,6 +300,12 @@ class Code15Dataset:
         if exam.exam_id not in index:
             raise RecordError(f"{rid}: exam_id {exam.exam_id} is not in {exam.trace_file}")
         return path, index[exam.exam_id]
+
+    def content_token(self, i: int) -> str:
+        """Stats of the HDF5 part holding exam i, plus its exam_id (a changed part re-embeds all of its exams)."""
+        trace_file = self._table.trace_file[i]
+        parts = (self.root / trace_file,) if trace_file else ()
+        return file_token(ADAPTER_VERSION, parts, str(self._table.exam_id[i]))
 
     def load(self, i: int) -> Record:
         """Read one row of one part; strip the zero padding; stored units -> mV."""

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from orchestrator.datasets.base import COARSE_CLASSES, DatasetSpec, Record, RecordError, RecordMeta
+from orchestrator.datasets.base import COARSE_CLASSES, DatasetSpec, Record, RecordError, RecordMeta, file_token
 
 DATABASE = "ptbxl_database.csv"
 STATEMENTS = "scp_statements.csv"
@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {"sampling_rate": 500, "min_count": 10, "folds": DEFA
 # superdiagnostic first: the runner splits and colours UMAPs by the first task, and five classes read best there.
 TASKS = ("superdiagnostic", "subdiagnostic", "diagnostic", "form", "rhythm", "all", "coarse")
 REQUIRED_COLUMNS = ("ecg_id", "patient_id", "scp_codes", "strat_fold", "filename_lr", "filename_hr")
+# Part of every record's content token: bump when load() would return something else from the same files.
+ADAPTER_VERSION = "1"
 AGE_OVER_89 = 300.0  # PTB-XL's de-identified age of patients aged 90 or more (HIPAA)
 _UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 # Bytes per sample of the WFDB storage formats whose size follows from the header; others are not size-checked.
@@ -359,6 +361,13 @@ class PtbxlDataset:
     def record_path(self, i: int) -> Path:
         """Record i's WFDB path without extension at the chosen sampling rate."""
         return self.root / self._rows[i].files[self.sampling_rate]
+
+    def content_token(self, i: int) -> str:
+        """Stats of record i's .hea and .dat at the chosen rate (PTB-XL names its signal file after the record)."""
+        if not self._rows[i].files[self.sampling_rate]:
+            return file_token(ADAPTER_VERSION, (), "no file")
+        base = self.record_path(i)
+        return file_token(ADAPTER_VERSION, (_sidecar(base, ".hea"), _sidecar(base, ".dat")))
 
     def load(self, i: int) -> Record:
         """Record i's samples in mV, [leads, samples], lead names as in the header."""

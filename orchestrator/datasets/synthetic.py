@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "CONDITIONS",
+    "GENERATOR_VERSION",
     "HR_RANGES",
     "LEADS",
     "Site",
@@ -36,6 +37,8 @@ __all__ = [
     "generate_record",
 ]
 
+# Bump whenever a change here alters any generated sample: cached embeddings of the old output are then redone.
+GENERATOR_VERSION = "1"
 CONDITIONS: tuple[str, ...] = ("NSR", "AF", "SB", "STach", "BBB", "STE")
 LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 

@@ -5,8 +5,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from orchestrator.datasets.base import COARSE_CLASSES, DatasetSpec, Record, RecordMeta
-from orchestrator.datasets.synthetic import CONDITIONS, SITES, SyntheticDataset
+from orchestrator.datasets.base import COARSE_CLASSES, DatasetSpec, Record, RecordMeta, file_token
+from orchestrator.datasets.synthetic import CONDITIONS, GENERATOR_VERSION, SITES, SyntheticDataset
 
 # shuffle_labels: a negative control; labels are permuted across records (signals keep their true condition),
 # so any probe must fall to chance. A pipeline that still "learns" then has a leak.
@@ -52,3 +52,7 @@ class SyntheticAdapter:
         """Generate record i."""
         r = self._data.load(i)
         return Record(r.record_id, r.signal, r.sampling_rate_hz, tuple(r.leads), "mV")
+
+    def content_token(self, i: int) -> str:
+        """The generator's version, the spec and the index: together they fix every sample of record i."""
+        return file_token(GENERATOR_VERSION, (), self.spec.key, str(i))

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import wfdb
 
-from orchestrator.datasets.base import DatasetSpec, Record, RecordError, RecordMeta
+from orchestrator.datasets.base import DatasetSpec, Record, RecordError, RecordMeta, file_token
 
 DEFAULTS: dict[str, Any] = {"path": None, "labels": None, "record_column": "record", "patient_column": "patient",
                             "label_column": "label", "source": None, "source_column": None, "task": "label"}
@@ -44,6 +44,8 @@ FLAT_PTP_MV = 0.01
 BYTES_PER_SAMPLE = {"8": 1.0, "16": 2.0, "24": 3.0, "32": 4.0, "61": 2.0, "80": 1.0, "160": 2.0, "212": 1.5,
                     "310": 4 / 3, "311": 4 / 3}
 _SPLIT = re.compile(r"[;,]")
+# Part of every record's content token: bump when load() would return something else from the same files.
+ADAPTER_VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,11 @@ class WfdbFolderDataset:
         signal = signal * _unit_scales(row.record, record.units, record.sig_name)
         return Record(row.record, np.ascontiguousarray(signal.T, dtype=np.float32), float(record.fs),
                       tuple(record.sig_name), "mV")
+
+    def content_token(self, i: int) -> str:
+        """Stats of the record's header and of the signal files it names (multi-segment: each segment's)."""
+        base = self._base(self._rows[i].record)
+        return file_token(ADAPTER_VERSION, _record_files(base))
 
     def _base(self, record: str) -> Path:
         """Folder path of a record name (no extension)."""
@@ -206,6 +213,21 @@ def _parse_row(cells: dict[str, str], line: int, params: dict[str, Any], has_pat
     labels = tuple(dict.fromkeys(t.strip() for t in _SPLIT.split(cells.get(params["label_column"]) or "")
                                  if t.strip()))
     return Row(record, patient or record, source or params["source"], labels, line)
+
+
+def _record_files(base: Path) -> list[Path]:
+    """The header of record `base` and the files it names; just the header when it cannot be parsed."""
+    files = [base.with_name(base.name + ".hea")]
+    try:
+        header = wfdb.rdheader(str(base))
+    except Exception:  # an unreadable header is load()'s error to report; its stat still tracks it
+        return files
+    if isinstance(header, wfdb.MultiRecord):
+        for segment in dict.fromkeys(header.seg_name or []):
+            if segment and segment != "~":  # "~" is a gap, no file
+                files += _record_files(base.parent / segment)
+        return files
+    return files + [base.parent / name for name in dict.fromkeys(header.file_name or [])]
 
 
 def _check_signal_files(name: str, header: wfdb.Record, folder: Path) -> None:

@@ -23,6 +23,7 @@ class ModelInfo(Row):
     embedding_dim: int | None = None
     params: int | None = None
     fingerprint: str | None = None
+    fingerprint_basis: str | None = optional()  # "weights", "card" or "metadata"; absent in older files
     sampling_rate_hz: float | None = None
     num_samples: int | None = None
     leads: list[str] = field(default_factory=list)

@@ -10,11 +10,21 @@ from orchestrator.results import CountRow, DatasetInfo, ErrorEntry, ModelInfo, P
 from orchestrator.stages.types import DatasetView, Embedded, Launched
 
 
+def fingerprint_basis(model: ModelEntry, card: Any) -> str:
+    """What the model's fingerprint is a digest of, as results.json `models[].fingerprint_basis` states it."""
+    if model.connection.get("protocol") == "v2":
+        return "metadata"  # v2_client.card_from_v2: ModelMetadata plus the experiment's overrides, no weights
+    if card.backend == "python":
+        return "card"  # card.fingerprint: the card (and a weights file if it names one), never the entry point's code
+    return "weights"  # card.fingerprint: the card plus every byte of the weights file, which onnx/torch cards require
+
+
 def model_entry(model: ModelEntry, card: Any, endpoints: list[str]) -> ModelInfo:
     """results.json `models[]`: what the card says, and how the model was reached."""
     return ModelInfo(name=model.name, version=card.version, kind=card.kind, objective=card.objective,
                      embedding_dim=int(card.embedding_dim), params=int(card.params), fingerprint=card.fingerprint,
-                     sampling_rate_hz=card.sampling_rate_hz, num_samples=int(card.num_samples), leads=list(card.leads),
+                     fingerprint_basis=fingerprint_basis(model, card), sampling_rate_hz=card.sampling_rate_hz,
+                     num_samples=int(card.num_samples), leads=list(card.leads),
                      normalization=card.normalization, backend=card.backend, served_name=card.name,
                      endpoint="remote" if model.remote else "launched", replicas=len(endpoints),
                      description=card.description)

@@ -1,4 +1,9 @@
-"""Embed stage: every dataset through every model into the content-addressed cache (Ray does the fan-out)."""
+"""Embed stage: every dataset through every model into the content-addressed cache (Ray does the fan-out).
+
+Each record's content token (Dataset.content_token) goes to the cache with its id, so a record whose files changed
+under the same dataset path is embedded again; each (dataset, model) whose cache dropped anything gets one
+"warning" entry in results.json `errors` saying how many records and why.
+"""
 from __future__ import annotations
 
 import re
@@ -38,12 +43,18 @@ def embed(exp: Experiment, launched: Launched, cache_root: Path, hooks: Hooks, s
     out = Embedded(datasets, {})
     for dataset in datasets:
         keep, ids = _unique_indices(dataset, out.problems)
+        # Read once per dataset (stat() per record file), shared by every model's cache.
+        tokens = {rid: dataset.content_token(i) for i, rid in zip(keep, ids)}
         for model in exp.models:
             card = launched.cards[model.name]
             prep = spec_from_card(card, exp.preprocessing)
             cache = EmbeddingCache(cache_root, cache_key(model.name, card, prep.hash), dataset.spec.key,
                                    {"model": card.name, "version": card.version, "fingerprint": card.fingerprint,
-                                    "dataset": dataset.spec.key, "preprocessing": prep.describe()})
+                                    "dataset": dataset.spec.key, "preprocessing": prep.describe(),
+                                    "preprocessing_hash": prep.hash},
+                                   tokens=tokens)
+            out.problems += [RecordProblem(dataset.name, "*", "warning", note, model.name)
+                             for note in cache.check.notes()]
             out.sets[(model.name, dataset.name)] = EmbeddingSet(model.name, dataset.name, cache.dir, prep)
             job = EmbedJob(model.name, launched.endpoints[model.name], dataset.spec, dataset.name, prep, cache,
                            batch_size=min(exp.runtime["batch_size"], int(card.max_batch_size) or 32),
