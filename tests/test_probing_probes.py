@@ -1,12 +1,16 @@
 """kNN, MLP and regression probes, weighted metrics and training subsets (in process)."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import (average_precision_score, f1_score, mean_absolute_error, mean_squared_error, r2_score,
                              roc_auc_score)
+from threadpoolctl import threadpool_info, threadpool_limits
 
+from services.probing.blas import single_threaded_blas
 from services.probing.knn import fit_knn
 from services.probing.metrics import point_metrics, score_test_split, weighted_metrics
 from services.probing.probes import ProbeSettings, fit_probe
@@ -270,6 +274,37 @@ def test_same_inputs_give_identical_outputs(probe, target_type):
     assert first.metrics == second.metrics and first.hyperparameters == second.hyperparameters
     assert first.metrics_ci_low == second.metrics_ci_low and first.metrics_ci_high == second.metrics_ci_high
     assert np.array_equal(first.test_logits, second.test_logits)
+
+
+def _blas_threads() -> set[int]:
+    """The thread counts of every loaded BLAS."""
+    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+
+def test_fits_in_any_thread_run_single_threaded_blas_and_agree():
+    # A server fits in whichever worker thread is free; threadpoolctl obeys only the first thread that
+    # set an OpenBLAS limit, so fits in a second thread once ran with the host's BLAS threads.
+    x, y = blobs(200, 3, sep=3.0, seed=18)
+    noise = np.random.default_rng(18).normal(size=(200, 16)).astype(np.float32)
+    parts = split(np.hstack([x, noise]), y, 140)  # 32 dimensions: there two BLAS threads change float32 sums
+    seen, fits = [], []
+
+    def fit() -> None:
+        probe = fit_probe(*parts, names(3), False, seed=2, probe="mlp", settings=FAST_MLP)
+        with single_threaded_blas():
+            seen.append(_blas_threads())
+        fits.append(probe)
+
+    with threadpool_limits(2, user_api="blas"):  # as on a 2-core host, whatever this one has; main thread holds it
+        assert _blas_threads() == {2}
+        fit()
+        for _ in range(2):  # fresh threads, neither the one that set the limit above
+            worker = threading.Thread(target=fit)
+            worker.start()
+            worker.join()
+        assert _blas_threads() == {2}  # restored after the fits
+    assert seen == [{1}, {1}, {1}]
+    assert all(np.array_equal(f.test_probabilities, fits[0].test_probabilities) for f in fits[1:])
 
 
 def test_mlp_seed_changes_the_model():
