@@ -8,10 +8,12 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import (average_precision_score, f1_score, mean_absolute_error, mean_squared_error, r2_score,
                              roc_auc_score)
+from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from services.probing.blas import single_threaded_blas
 from services.probing.knn import fit_knn
+from services.probing.mlp import model_outputs
 from services.probing.metrics import point_metrics, score_test_split, weighted_metrics
 from services.probing.probes import ProbeSettings, fit_probe
 from services.probing.sampling import patient_split, regression_subset, scarcity_subset, scarcity_subsets
@@ -87,11 +89,24 @@ def test_nonlinear_results_carry_probabilities_not_a_linear_model(probe):
     x, y = blobs(240, 3, sep=3.0, seed=4)
     result = fit_probe(*split(x, y, 160), names(3), False, seed=0, probe=probe, settings=FAST_MLP)
     assert result.probe == probe and result.coef.size == 0 and result.c == 0.0
-    # The MLP computes in float32 (see services.probing.mlp), so its rows sum to 1 within float32 rounding.
-    np.testing.assert_allclose(result.test_probabilities.sum(axis=1), 1.0, atol=1e-6 if probe == "mlp" else 1e-9)
+    # The MLP's softmax runs in float64 on its float32 logits, so its rows sum to 1 as kNN's vote fractions do.
+    np.testing.assert_allclose(result.test_probabilities.sum(axis=1), 1.0, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(result.test_logits, np.log(np.clip(result.test_probabilities, 1e-15, 1)))
     metrics, per_class, _ = score_test_split(y[160:], result.test_probabilities, names(3), False)
     assert metrics == result.metrics and per_class == result.per_class_auroc
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("kind", ["multi-class", "binary", "multi-label"])
+def test_mlp_probabilities_are_sklearns_forward_pass_with_a_float64_output_layer(kind):
+    x, y = multi_hot(120, seed=19) if kind == "multi-label" else blobs(120, 3 if kind == "multi-class" else 2, 3.0, 19)
+    target = y.astype(np.int64) if kind == "multi-label" else y.argmax(axis=1)
+    model = MLPClassifier((8,), max_iter=30, random_state=0).fit(x, target)
+    ours, theirs = model_outputs(model, x, regression=False), model.predict_proba(x)
+    assert ours.dtype == np.float64 and ours.shape == theirs.shape == y.shape
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)  # equal up to sklearn's float32 output layer
+    if kind != "multi-label":
+        np.testing.assert_allclose(ours.sum(axis=1), 1.0, rtol=0, atol=1e-12)
 
 
 def test_linear_result_carries_probabilities_and_c():
