@@ -21,6 +21,7 @@ from services.embedding.zoo.official.cli import add_cli, parse_options
 from services.embedding.zoo.official import ecgfounder as ef
 from services.embedding.zoo.official import merl
 from services.embedding.zoo.official import st_mem as sm
+from golden_layouts import golden_layout, port_layout
 
 TOL = 1e-4
 # Same constructors as the published models, fewer/narrower stages and blocks (the key layout is the same).
@@ -366,3 +367,20 @@ def test_dispatcher_cli_and_summary(tmp_path, ecgfounder_pkg, merl_pkg, capsys):
     assert args.func(args) == 0
     assert "merl-cli" in capsys.readouterr().out and (tmp_path / "merl-cli" / "model.onnx").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+# ------------------------------------------------------------------ golden layouts from the authors' code
+
+@pytest.mark.parametrize("name, build", [
+    ("ecgfounder_12lead", lambda: ef.build()),
+    ("ecgfounder_1lead", lambda: ef.build({**ef.OFFICIAL_CONFIG, "in_channels": 1})),
+    ("st_mem_base", lambda: sm.build()),
+    ("st_mem_small", lambda: sm.build(sm.SMALL_CONFIG)),
+    ("merl_resnet18", lambda: merl.build("BasicBlock", (2, 2, 2, 2), num_classes=10)),
+])
+def test_port_has_every_key_and_shape_of_the_authors_model(name, build):
+    # tests/golden holds what the authors' own classes build at the published configuration
+    # (tests/golden/build_official_manifests.py); the port must load it with strict=True.
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        port = build()
+    assert port_layout(port) == golden_layout(name)

@@ -22,6 +22,7 @@ from services.embedding.model import EmbeddingModel
 from services.embedding.zoo import official
 from services.embedding.zoo.official import ecg_fm, hubert_ecg
 from services.embedding.zoo.official.checkpoint import OfficialCheckpointError
+from golden_layouts import golden_manifest, golden_layout, port_layout
 
 # ---------------------------------------------------------------------------------------- shared helpers
 
@@ -415,3 +416,25 @@ def test_ecg_fm_default_architecture_has_the_published_parameter_count():
              + 768)                    # mask_emb
     assert sum(p.numel() for p in encoder.parameters()) + heads == 90_883_072
     assert ecg_fm.EcgFmConfig().frames(ecg_fm.NUM_SAMPLES) == 156
+
+
+# ------------------------------------------------------------------ golden layouts from the authors' code
+
+@pytest.mark.parametrize("size", ["small", "base", "large"])
+def test_hubert_ecg_port_has_every_encoder_key_of_the_authors_model(size):
+    # tests/golden: HuBERTECG (transformers' HubertModel + pre-training heads) at pretrain.py's sizes.
+    manifest = golden_manifest(f"hubert_ecg_{size}")
+    with torch.device("meta"):
+        port = hubert_ecg.HubertEcgModel(hubert_ecg.HubertEcgConfig.from_dict(manifest["configuration"]))
+    # The heads and the mask embedding are what load_official documents dropping, nothing else.
+    assert port_layout(port) == golden_layout(f"hubert_ecg_{size}", ("final_proj.", "label_embedding.",
+                                                                     "masked_spec_embed"))
+
+
+def test_ecg_fm_port_has_every_encoder_key_of_the_authors_model():
+    config = golden_manifest("ecg_fm")["configuration"]
+    with torch.device("meta"):
+        port = ecg_fm.EcgFmEncoder(ecg_fm.EcgFmConfig(**{
+            **config, "conv_feature_layers": ecg_fm.parse_conv_layers(config["conv_feature_layers"])}))
+    assert port.config == ecg_fm.EcgFmConfig()  # the port's defaults are the published recipe
+    assert port_layout(port) == golden_layout("ecg_fm")

@@ -1,13 +1,19 @@
 """kNN, MLP and regression probes, weighted metrics and training subsets (in process)."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import (average_precision_score, f1_score, mean_absolute_error, mean_squared_error, r2_score,
                              roc_auc_score)
+from sklearn.neural_network import MLPClassifier
+from threadpoolctl import threadpool_info, threadpool_limits
 
+from services.probing.blas import single_threaded_blas
 from services.probing.knn import fit_knn
+from services.probing.mlp import model_outputs
 from services.probing.metrics import point_metrics, score_test_split, weighted_metrics
 from services.probing.probes import ProbeSettings, fit_probe
 from services.probing.sampling import patient_split, regression_subset, scarcity_subset, scarcity_subsets
@@ -83,11 +89,24 @@ def test_nonlinear_results_carry_probabilities_not_a_linear_model(probe):
     x, y = blobs(240, 3, sep=3.0, seed=4)
     result = fit_probe(*split(x, y, 160), names(3), False, seed=0, probe=probe, settings=FAST_MLP)
     assert result.probe == probe and result.coef.size == 0 and result.c == 0.0
-    # The MLP computes in float32 (see services.probing.mlp), so its rows sum to 1 within float32 rounding.
-    np.testing.assert_allclose(result.test_probabilities.sum(axis=1), 1.0, atol=1e-6 if probe == "mlp" else 1e-9)
+    # The MLP's softmax runs in float64 on its float32 logits, so its rows sum to 1 as kNN's vote fractions do.
+    np.testing.assert_allclose(result.test_probabilities.sum(axis=1), 1.0, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(result.test_logits, np.log(np.clip(result.test_probabilities, 1e-15, 1)))
     metrics, per_class, _ = score_test_split(y[160:], result.test_probabilities, names(3), False)
     assert metrics == result.metrics and per_class == result.per_class_auroc
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("kind", ["multi-class", "binary", "multi-label"])
+def test_mlp_probabilities_are_sklearns_forward_pass_with_a_float64_output_layer(kind):
+    x, y = multi_hot(120, seed=19) if kind == "multi-label" else blobs(120, 3 if kind == "multi-class" else 2, 3.0, 19)
+    target = y.astype(np.int64) if kind == "multi-label" else y.argmax(axis=1)
+    model = MLPClassifier((8,), max_iter=30, random_state=0).fit(x, target)
+    ours, theirs = model_outputs(model, x, regression=False), model.predict_proba(x)
+    assert ours.dtype == np.float64 and ours.shape == theirs.shape == y.shape
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)  # equal up to sklearn's float32 output layer
+    if kind != "multi-label":
+        np.testing.assert_allclose(ours.sum(axis=1), 1.0, rtol=0, atol=1e-12)
 
 
 def test_linear_result_carries_probabilities_and_c():
@@ -270,6 +289,37 @@ def test_same_inputs_give_identical_outputs(probe, target_type):
     assert first.metrics == second.metrics and first.hyperparameters == second.hyperparameters
     assert first.metrics_ci_low == second.metrics_ci_low and first.metrics_ci_high == second.metrics_ci_high
     assert np.array_equal(first.test_logits, second.test_logits)
+
+
+def _blas_threads() -> set[int]:
+    """The thread counts of every loaded BLAS."""
+    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+
+def test_fits_in_any_thread_run_single_threaded_blas_and_agree():
+    # A server fits in whichever worker thread is free; threadpoolctl obeys only the first thread that
+    # set an OpenBLAS limit, so fits in a second thread once ran with the host's BLAS threads.
+    x, y = blobs(200, 3, sep=3.0, seed=18)
+    noise = np.random.default_rng(18).normal(size=(200, 16)).astype(np.float32)
+    parts = split(np.hstack([x, noise]), y, 140)  # 32 dimensions: there two BLAS threads change float32 sums
+    seen, fits = [], []
+
+    def fit() -> None:
+        probe = fit_probe(*parts, names(3), False, seed=2, probe="mlp", settings=FAST_MLP)
+        with single_threaded_blas():
+            seen.append(_blas_threads())
+        fits.append(probe)
+
+    with threadpool_limits(2, user_api="blas"):  # as on a 2-core host, whatever this one has; main thread holds it
+        assert _blas_threads() == {2}
+        fit()
+        for _ in range(2):  # fresh threads, neither the one that set the limit above
+            worker = threading.Thread(target=fit)
+            worker.start()
+            worker.join()
+        assert _blas_threads() == {2}  # restored after the fits
+    assert seen == [{1}, {1}, {1}]
+    assert all(np.array_equal(f.test_probabilities, fits[0].test_probabilities) for f in fits[1:])
 
 
 def test_mlp_seed_changes_the_model():

@@ -5,11 +5,23 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import OpenBLASController, threadpool_limits
 
 _BLAS_LOCK = threading.Lock()
 _blas_users = 0
 _blas_limiter: threadpool_limits | None = None
+
+
+def _free_openblas_control() -> None:
+    """Let the next thread that sets an OpenBLAS limit have it take effect."""
+    # threadpoolctl >= 3.8 hands a pthreads OpenBLAS to the first Python thread that sets a limit and
+    # silently ignores every other thread while that one lives. A server fits in whichever worker
+    # thread is free, so a fit in a second worker ran with all cores' BLAS threads, and its float32
+    # MLP differed from the same fit elsewhere in the last digit. This module sets and restores the
+    # limit under _BLAS_LOCK, taking control each time and releasing it once restored.
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
 
 
 @contextmanager
@@ -21,7 +33,8 @@ def single_threaded_blas() -> Iterator[None]:
     global _blas_users, _blas_limiter
     with _BLAS_LOCK:
         if _blas_users == 0:
-            _blas_limiter = threadpool_limits(limits=1, user_api="blas")
+            _free_openblas_control()
+            _blas_limiter = threadpool_limits(limits=1, user_api="blas")  # held by this thread until the end
         _blas_users += 1
     try:
         yield
@@ -29,5 +42,7 @@ def single_threaded_blas() -> Iterator[None]:
         with _BLAS_LOCK:
             _blas_users -= 1
             if _blas_users == 0 and _blas_limiter is not None:
+                _free_openblas_control()  # the last fit to end may run in another thread than the first
                 _blas_limiter.restore_original_limits()
+                _free_openblas_control()
                 _blas_limiter = None

@@ -2,7 +2,8 @@
 
 Protocol: embeddings are standardised with the training split's statistics (or given ones) and cast
 to float32 (sklearn's MLP keeps float32, ~1.8x faster per epoch than float64; the probe is trained by stochastic
-Adam, far noisier than float32 rounding). The training split is divided once, seeded, into a fit
+Adam, far noisier than float32 rounding). Probabilities are the float64 softmax (sigmoid for multi-label)
+of the network's float32 logits, so a row of class probabilities sums to 1 within float64 rounding. The training split is divided once, seeded, into a fit
 part and a validation part (val_fraction of every stratum of stratum_keys, at least one record of a
 stratum always staying in the fit part; a random split for regression). For each L2 strength alpha
 in the grid a fresh MLP (ReLU hidden layer, Adam, lr 1e-3, minibatches of min(200, n)) is trained
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy.special import expit, softmax
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import StandardScaler
@@ -86,11 +88,27 @@ def _model(regression: bool, hidden: int, alpha: float, seed: int, n_fit: int):
                random_state=np.random.RandomState(int(seed) % (2 ** 32)))
 
 
-def _outputs(model, x: np.ndarray, regression: bool) -> np.ndarray:
+def _logits(model, x: np.ndarray) -> np.ndarray:
+    """The output layer's inputs, float32, computed operation for operation as sklearn's forward pass."""
+    out = x
+    for layer, (weights, bias) in enumerate(zip(model.coefs_, model.intercepts_)):
+        out = out @ weights
+        out += bias
+        if layer < len(model.coefs_) - 1:
+            np.maximum(out, 0, out=out)  # ReLU: sklearn's default, which _model keeps
+    return out
+
+
+def model_outputs(model, x: np.ndarray, regression: bool) -> np.ndarray:
     """[n, C] probabilities (classification, one column per class) or predictions."""
     if regression:
         return model.predict(x).reshape(x.shape[0], -1).astype(np.float64)
-    return model.predict_proba(x).astype(np.float64)
+    # The output activation runs in float64 on the float32 logits: sklearn's float32 softmax rows sum
+    # to 1 only within ~1e-7, and confident probabilities round to exactly 1.0 and tie.
+    z = _logits(model, x).astype(np.float64)
+    probs = softmax(z, axis=1) if model.out_activation_ == "softmax" else expit(z)
+    # One logistic output (two classes) becomes [P(class 0), P(class 1)], as predict_proba returns it.
+    return np.column_stack([1.0 - probs[:, 0], probs[:, 0]]) if probs.shape[1] == 1 else probs
 
 
 def _val_loss(y: np.ndarray, out: np.ndarray, multi_label: bool, regression: bool) -> float:
@@ -137,7 +155,7 @@ def train_early_stopped(x_fit, y_fit, x_val, y_val, alpha: float, seed: int, hid
             model.partial_fit(x_fit, target)
         else:
             model.partial_fit(x_fit, target, classes=classes)
-        score, loss = _epoch_key(y_val, _outputs(model, x_val, regression), multi_label, regression)
+        score, loss = _epoch_key(y_val, model_outputs(model, x_val, regression), multi_label, regression)
         if score > top + _TOL:
             top, kept, best_state, best_epoch, stale = score, (score, loss), _snapshot(model), epoch, 0
         else:
@@ -203,7 +221,7 @@ def fit_mlp(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, multi_
         notes.append(f"training split too small for a validation part: MLP trained on all {len(y)} records "
                      f"with alpha={alpha:g}, no early stopping on validation")
         model, epochs = _train_without_holdout(xs, y, alpha, seed, hidden, max_epochs, multi_label, regression)
-    out = _outputs(model, xt, regression)
+    out = model_outputs(model, xt, regression)
     if regression:
         out = out * y_std + y_mean
     if epochs >= max_epochs:
