@@ -18,6 +18,22 @@ import pytest
 import yaml
 
 
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray per test module that asks for it; yields the ray module (short temp path: Ray's
+    Unix sockets have a length limit)."""
+    import tempfile
+
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def zoo_dir(tmp_path_factory) -> Path:
     """Zoo packages are built once per session into a temp dir (never into ~/.cache)."""

@@ -176,20 +176,6 @@ def test_ptbxl_challenge_and_code15_tokens_follow_their_files(tmp_path):
 # --------------------------------------------------------------------------- the embed stage, real server and Ray
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One local Ray for the module (short temp path: Ray's sockets have a length limit)."""
-    import shutil
-    import tempfile
-
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
-    yield
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_the_embed_stage_re_embeds_exactly_the_changed_records_and_says_so(ray_session, handcrafted_pkg, tmp_path,

@@ -51,15 +51,6 @@ def open_fds_under(folder: Path) -> list[str]:
     return holders
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One local Ray for the module (short temp path: Ray's sockets have a length limit)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
-    yield
-    ray.shutdown()
-    subprocess.run(["rm", "-rf", temp], check=False)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import replace
 
 import numpy as np
@@ -168,16 +166,6 @@ def test_sweep_options_equal_fit_probe_with_the_shared_standardiser_and_warm_sta
         assert not np.array_equal(outcome.result.test_logits, plain.test_logits), outcome.probe
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_ray_executor_equals_serial_and_reports_failed_tasks(ray_session):

@@ -1,9 +1,7 @@
 """Mixed experiments: a zoo FM, an imported ONNX package, a V2 endpoint, and a TLS + token endpoint."""
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import grpc
@@ -66,13 +64,6 @@ def endpoints(handcrafted_pkg, tmp_path_factory):
     stop(proc, log)
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
-    yield
-    ray.shutdown()
-    subprocess.run(["rm", "-rf", temp], check=False)
 
 
 def mixed(endpoints, onnx_dir: Path, token_file: Path) -> dict:

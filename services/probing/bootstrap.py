@@ -75,8 +75,13 @@ def bootstrap_ci(y: np.ndarray, outputs: np.ndarray, target_type: str, multi_lab
     group_of = group_index(groups, y.shape[0])
     reps = bootstrap_replicates(lambda w: weighted_metrics(y, outputs, target_type, multi_label, w), group_of,
                                 n_boot, seed)
+    return _cis(reps, keys)
+
+
+def _cis(replicates: dict[str, np.ndarray], keys: Sequence[str] | None) -> tuple[dict[str, float], dict[str, float]]:
+    """(ci_low, ci_high) per metric of the replicates (keys: only these; metrics never defined left out)."""
     low, high = {}, {}
-    for key, values in reps.items():
+    for key, values in replicates.items():
         if keys is not None and key not in keys:
             continue
         ci = percentile_ci(values)
@@ -112,11 +117,4 @@ def seed_mean_ci(y: np.ndarray, outputs: Sequence[np.ndarray], target_type: str,
             out[key] = np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
         return out
 
-    low, high = {}, {}
-    for key, values in bootstrap_replicates(seed_mean, group_of, n_boot, seed).items():
-        if keys is not None and key not in keys:
-            continue
-        ci = percentile_ci(values)
-        if ci is not None:
-            low[key], high[key] = ci
-    return low, high
+    return _cis(bootstrap_replicates(seed_mean, group_of, n_boot, seed), keys)
