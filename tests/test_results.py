@@ -82,3 +82,15 @@ def test_coerce_and_json_float() -> None:
     assert Results.coerce(results) is results and Results.coerce({"models": []}) == results
     assert json_float(float("nan")) is None and json_float(float("inf")) is None
     assert json_float(1.5) == 1.5 and json_float(None) is None and json_float("x") == "x"
+
+
+def test_diff_names_every_kind_of_difference_and_honours_the_tolerance():
+    from orchestrator.results.diff import differences
+
+    a = {"x": 1.0, "rows": [{"p": 0.5}, {"p": 0.25}], "gone": 1, "s": "a"}
+    b = {"rows": [{"p": 0.5 + 1e-16}], "x": 1.0, "new": 2, "s": "b"}
+    found = list(differences(a, b))
+    assert found[0] == "removed /gone" and "added /new" in found and 'changed /s: "a" -> "b"' in found
+    assert "length /rows: 2 -> 1" in found and any(f.startswith("changed /rows[0]/p") for f in found)
+    assert not any("rows[0]" in f for f in differences(a, b, tol=1e-12))
+    assert list(differences(a, json.loads(json.dumps(a)))) == []  # key order and a JSON round trip change nothing
