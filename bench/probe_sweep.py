@@ -283,6 +283,8 @@ def main() -> int:
     if args.quick:
         args.n, args.dim, args.seeds, args.fractions = 4000, 128, 3, [0.02, 0.05, 0.1, 0.3, 1.0]
     warnings.simplefilter("ignore", ConvergenceWarning)
+    # scikit-learn 1.8's notices about LogisticRegressionCV's future defaults: one per naive fit, no news.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
     x, y = make_data(args.n, args.dim, args.classes, seed=0)
     cut = int(0.8 * args.n)
     data = (x[:cut], y[:cut], x[cut:], y[cut:])
