@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shlex
 import signal
 import shutil
@@ -19,12 +20,14 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
+import crd_check
 import k8s_render
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile", "gpu": ROOT / "docker" / "Dockerfile.gpu"}
 COMPOSE = ROOT / "docker" / "compose.yaml"
-OVERLAYS = {"random-resnet": "random-resnet", "handcrafted": "handcrafted", "gpu-example": "random-resnet"}
+OVERLAYS = {"random-resnet": "random-resnet", "handcrafted": "handcrafted", "cmsc-ecg-small": "cmsc-ecg-small",
+            "msm-ecg-small": "msm-ecg-small", "gpu-example": "random-resnet"}
 SERVICE = "ecglens.v1.EmbeddingService"
 GRPC_PORT, METRICS_PORT = 8500, 8502
 # The oldest Kubernetes we promise (native gRPC probes are GA since 1.27) and the newest schema shipped.
@@ -65,15 +68,15 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
 # --- Kubernetes ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_renderer_matches_kubectl_kustomize(overlay: str) -> None:
+@pytest.mark.parametrize("kustomization", [f"overlays/{overlay}" for overlay in OVERLAYS] + ["rayjob"])
+def test_renderer_matches_kubectl_kustomize(kustomization: str) -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl not on PATH: only the pure-Python renderer was used")
-    out = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / "overlays" / overlay)],
+    out = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / kustomization)],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     reference = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(out) if o}
-    ours = {(o["kind"], o["metadata"]["name"]): o for o in k8s_render.render(ROOT / "k8s" / "overlays" / overlay)}
+    ours = {(o["kind"], o["metadata"]["name"]): o for o in k8s_render.render(ROOT / "k8s" / kustomization)}
     assert ours == reference
 
 
@@ -170,6 +173,171 @@ def test_renderer_rejects_unsupported_features(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text("resources: []\nreplicas:\n  - name: x\n    count: 2\n")
     with pytest.raises(ValueError, match="replicas"):
         k8s_render.render(tmp_path)
+
+
+# --- KubeRay: the orchestrator as a RayJob (k8s/rayjob) -----------------------------------------
+
+RAYJOB_KINDS = ["ConfigMap", "NetworkPolicy", "PersistentVolumeClaim", "PodMonitor", "RayJob"]
+CRDS = {"RayJob": "ray.io_v1_rayjob", "PodMonitor": "monitoring.coreos.com_v1_podmonitor"}
+FM_DNS = re.compile(r"^(ecglens-fm-[a-z0-9-]+)\.ecglens\.svc\.cluster\.local:8500$")
+
+
+def rayjob_objects() -> dict[str, dict]:
+    """k8s/rayjob's objects keyed by kind."""
+    objects = k8s_render.render(ROOT / "k8s" / "rayjob")
+    assert sorted(obj["kind"] for obj in objects) == RAYJOB_KINDS
+    return {obj["kind"]: obj for obj in objects}
+
+
+def pod_templates(rayjob: dict) -> dict[str, dict]:
+    """Every pod template inside the RayJob: head, each worker group, the submitter."""
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    templates = {"head": cluster["headGroupSpec"]["template"], "submitter": rayjob["spec"]["submitterPodTemplate"]}
+    return templates | {f"worker-{g['groupName']}": g["template"] for g in cluster["workerGroupSpecs"]}
+
+
+def as_pod_template(template: dict) -> dict:
+    """A core/v1 PodTemplate around a PodTemplateSpec, so kubernetes-validate checks the spec strictly."""
+    return {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
+
+
+def mounts(template: dict) -> dict[str, dict]:
+    """mountPath -> the volume behind it, for the template's single container."""
+    (container,) = template["spec"]["containers"]
+    volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
+    return {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts", [])}
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_rayjob_pod_templates_and_core_objects_pass_strict_schema(version: str) -> None:
+    objects = rayjob_objects()
+    for template in pod_templates(objects["RayJob"]).values():
+        kubernetes_validate.validate(as_pod_template(template), version, strict=True)
+    for kind in ("ConfigMap", "NetworkPolicy", "PersistentVolumeClaim"):
+        kubernetes_validate.validate(objects[kind], version, strict=True)
+
+
+@pytest.mark.parametrize("kind", CRDS)
+def test_custom_resources_match_their_crd_excerpt(kind: str) -> None:
+    excerpt = crd_check.load_excerpt(CRDS[kind])
+    assert re.fullmatch(r"[0-9a-f]{40}", excerpt["source"]["commit"]) and excerpt["source"]["path"].endswith(".yaml")
+    obj = rayjob_objects()[kind]
+    assert crd_check.errors(obj, excerpt) == []
+    # The only subtrees the excerpt does not cover are the pod templates, checked as PodTemplateSpecs above.
+    expected = {"RayJob": ["spec.rayClusterSpec.headGroupSpec.template",
+                           "spec.rayClusterSpec.workerGroupSpecs[0].template", "spec.submitterPodTemplate"]}
+    assert crd_check.omitted_used(obj, excerpt["schema"]) == expected.get(kind, [])
+
+
+@pytest.mark.parametrize(("kind", "break_it", "message"), [
+    ("RayJob", lambda o: o["spec"].update(entryPoint="x"), "'entryPoint' was unexpected"),
+    ("RayJob", lambda o: o["spec"]["rayClusterSpec"]["workerGroupSpecs"][0].update(minReplica=0), "'minReplica'"),
+    ("RayJob", lambda o: o["spec"]["rayClusterSpec"]["authOptions"].update(mode="tokens"), "'tokens' is not one of"),
+    ("RayJob", lambda o: o["spec"]["rayClusterSpec"]["workerGroupSpecs"][0].pop("groupName"), "'groupName' is a req"),
+    ("RayJob", lambda o: o.update(apiVersion="ray.io/v1alpha1"), "apiVersion/kind"),
+    ("PodMonitor", lambda o: o["spec"]["podMetricsEndpoints"][0].update(intervall="30s"), "'intervall' was unexp"),
+])
+def test_crd_check_can_fail(kind: str, break_it, message: str) -> None:
+    obj = copy.deepcopy(rayjob_objects()[kind])
+    break_it(obj)
+    assert any(message in error for error in crd_check.errors(obj, crd_check.load_excerpt(CRDS[kind])))
+
+
+def test_rayjob_pod_template_check_can_fail() -> None:
+    template = copy.deepcopy(pod_templates(rayjob_objects()["RayJob"])["head"])
+    template["spec"]["containers"][0]["volumeMount"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(as_pod_template(template), K8S_VERSIONS[0], strict=True)
+
+
+def test_rayjob_semantics() -> None:
+    import ray
+    objects = rayjob_objects()
+    rayjob, config, cluster = objects["RayJob"], objects["ConfigMap"], objects["RayJob"]["spec"]["rayClusterSpec"]
+    argv = shlex.split(rayjob["spec"]["entrypoint"])
+    assert argv[:2] == ["ecglens", "run"] and "--quiet" in argv
+    assert argv[2] == "/config/experiment.yaml" and argv[argv.index("--out") + 1] == "/data/run"
+    # Driver, head and workers run one image, so the Ray on the cluster is the Ray ecglens is tested with.
+    assert cluster["rayVersion"] == ray.__version__
+    auth = cluster["authOptions"]
+    assert auth["mode"] == "token"
+    templates = pod_templates(rayjob)
+    for role, template in templates.items():
+        pod = template["spec"]
+        (container,) = pod["containers"]
+        assert container["image"] == "ecglens/orchestrator:0.1.0", role
+        env = {e["name"]: e for e in container["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token", role
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": auth["secretName"], "key": "auth_token"}
+        # Secrets only by reference: the one literal values are the mode and HOME.
+        assert {name for name, e in env.items() if "value" in e} == {"RAY_AUTH_MODE", "HOME"}, role
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, role
+        assert "emptyDir" in mounts(template)["/tmp"], role
+        assert {"cpu", "memory"} <= set(container["resources"]["limits"]), role
+    experiment, claim = yaml.safe_load(config["data"]["experiment.yaml"]), objects["PersistentVolumeClaim"]
+    for role in [r for r in templates if r != "submitter"]:
+        volumes = mounts(templates[role])
+        assert volumes["/data"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"], role
+        assert volumes["/dev/shm"]["emptyDir"]["medium"] == "Memory", role
+        assert {volumes[p]["secret"]["secretName"] for p in ("/etc/ecglens/fm-token", "/etc/ecglens/fm-tls")} == {
+            "ecglens-fm-token", "ecglens-fm-client-tls"}, role
+        ports = {p["name"]: p["containerPort"] for p in templates[role]["spec"]["containers"][0]["ports"]}
+        assert ports["metrics"] == 8080, role
+    assert mounts(templates["head"])["/config"]["configMap"]["name"] == config["metadata"]["name"]
+    assert experiment["runtime"]["cache_dir"].startswith("/data/")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for group in cluster["workerGroupSpecs"]:
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        assert group["rayStartParams"]["metrics-export-port"] == "8080"
+
+
+@pytest.mark.parametrize("name", ["experiment.yaml", "experiment-secured.yaml"])
+def test_rayjob_experiments_are_valid_and_reach_the_fm_services(name: str) -> None:
+    from orchestrator.experiment import parse_experiment
+    objects = rayjob_objects()
+    exp = parse_experiment(yaml.safe_load(objects["ConfigMap"]["data"][name]), name)
+    assert exp.runtime["ray_address"] == "auto" and len(exp.models) == 5
+    services = {rendered(overlay)["Service"]["metadata"]["name"] for overlay in OVERLAYS}
+    templates = pod_templates(objects["RayJob"])
+    ray_pods = [t for role, t in templates.items() if role != "submitter"]
+    for model in exp.models:
+        (endpoint,) = model.endpoints
+        assert FM_DNS.match(endpoint) and FM_DNS.match(endpoint)[1] in services, endpoint
+        files = [v for key in ("tls", "auth") for k, v in model.connection.get(key, {}).items() if k.endswith("_file")]
+        assert len(files) == (4 if name == "experiment-secured.yaml" else 0), model.name
+        for path in files:  # each credential is a file from a Secret on every pod that may call the FM
+            for template in ray_pods:
+                assert "secret" in mounts(template)[str(Path(path).parent)], path
+
+
+def test_networkpolicy_only_the_orchestrator_reaches_the_fm_servers() -> None:
+    objects = rayjob_objects()
+    policy = objects["NetworkPolicy"]["spec"]
+    templates = pod_templates(objects["RayJob"])
+    for overlay in OVERLAYS:
+        pod_labels = rendered(overlay)["Deployment"]["spec"]["template"]["metadata"]["labels"]
+        assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items(), overlay
+    assert policy["policyTypes"] == ["Ingress"]
+    grpc_rule, metrics_rule = policy["ingress"]
+    assert [p["port"] for p in grpc_rule["ports"]] == [GRPC_PORT]
+    assert [p["port"] for p in metrics_rule["ports"]] == [METRICS_PORT]
+    (source,) = grpc_rule["from"]
+    allowed = {role for role, t in templates.items()
+               if source["podSelector"]["matchLabels"].items() <= t["metadata"]["labels"].items()}
+    assert allowed == set(templates) - {"submitter"}
+    assert "podSelector" not in metrics_rule["from"][0]
+
+
+def test_podmonitor_scrapes_fm_servers_and_ray_pods() -> None:
+    objects = rayjob_objects()
+    (endpoint,) = (monitor := objects["PodMonitor"]["spec"])["podMetricsEndpoints"]
+    pods = [rendered(overlay)["Deployment"]["spec"]["template"] for overlay in OVERLAYS]
+    pods += [t for role, t in pod_templates(objects["RayJob"]).items() if role != "submitter"]
+    for pod in pods:
+        assert monitor["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        ports = [p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])]
+        assert endpoint["port"] in ports
 
 
 # --- Linters ---------------------------------------------------------------------------------
