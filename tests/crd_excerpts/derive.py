@@ -20,7 +20,8 @@ import yaml
 def _strip_descriptions(node: Any) -> Any:
     """The schema without `description` keys (upstream prose, not structure)."""
     if isinstance(node, dict):
-        return {k: _strip_descriptions(v) for k, v in node.items() if k != "description"}
+        # A property may itself be named "description": only the prose (a string) goes.
+        return {k: _strip_descriptions(v) for k, v in node.items() if not (k == "description" and isinstance(v, str))}
     if isinstance(node, list):
         return [_strip_descriptions(v) for v in node]
     return node
