@@ -1,8 +1,10 @@
 """Analyse stage: UMAP, structure metrics, SHAP (with stability), CKA, lead attribution.
 
 Runs after the probes: it explains the fitted linear probes and looks at the embeddings themselves.
-Heavy numerical work runs on the analysis service (Ray tasks fan it out over replicas); lead
-attribution goes through each model's own endpoint, so it exercises the served path.
+UMAP, structure, SHAP and CKA run in Ray tasks, placed anywhere in the cluster, that compute with
+the AnalysisService's own code (services.analysis.tasks) on the float32 values it would receive, so
+no matrix travels over gRPC and the numbers and figures equal the served path's. Lead attribution
+goes through each model's own endpoint, so it exercises the served path.
 """
 from __future__ import annotations
 
@@ -21,62 +23,61 @@ from orchestrator.endpoints import EndpointError, open_client
 from orchestrator.experiment import Experiment
 from orchestrator.preprocess import preprocess
 from orchestrator.results import Representation, SimilarityRow
-from orchestrator.stages.launch import ANALYSES
 from orchestrator.stages.probe import Probed
 from orchestrator.stages.types import DatasetView, Embedded, Figure, Launched
-from services.analysis.client import AnalysisClient
+from services.analysis import tasks
 from services.analysis.figures import umap_grid
 from services.analysis.shap_stats import cross_source_shap_agreement, shap_stability
 
 log = logging.getLogger(__name__)
+ANALYSES = ("umap", "shap", "structure", "similarity")  # the ones run in Ray tasks (attribution is not)
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
+# Each analysis computes in its own worker, like a probe fit; a worker that dies (e.g. OOM) is retried.
+# Exceptions are not: the computation is deterministic, so it would fail the same way again.
+TASK_OPTIONS = {"num_cpus": 1, "max_retries": 2}
 
 
-@ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
-def umap_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], params: dict,
-                title: str) -> tuple[dict, list, np.ndarray]:
-    """UMAP of one model's embeddings on the analysis service: scores, figures, projection."""
-
-    with AnalysisClient(address) as client:
-        result, figures = client.umap(emb, classes, sources, n_neighbors=params["n_neighbors"],
-                                      min_dist=params["min_dist"], metric=params["metric"], seed=params["seed"],
-                                      title=title)
+def umap_task(emb: np.ndarray, classes: list[str], sources: list[str], params: dict,
+              title: str) -> tuple[dict, list, np.ndarray]:
+    """UMAP of one model's embeddings: scores, figures, projection."""
+    result, figures = tasks.umap(tasks.as_sent(emb), classes, sources, n_neighbors=params["n_neighbors"],
+                                 min_dist=params["min_dist"], metric=params["metric"], seed=params["seed"], title=title)
     scores = {"silhouette_class": result.silhouette_class, "silhouette_source": result.silhouette_source,
               "trustworthiness": result.trustworthiness, "n_neighbors": result.n_neighbors,
               "min_dist": result.min_dist, "metric": result.metric, "seed": params["seed"]}
-    return scores, figures, np.asarray(result.projection)
+    return scores, figures, result.projection
 
 
-@ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
-def structure_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], groups: list[str],
-                     projection: np.ndarray | None, params: dict, seed: int) -> dict:
+def structure_task(emb: np.ndarray, classes: list[str], sources: list[str], groups: list[str],
+                   projection: np.ndarray | None, params: dict, seed: int) -> dict:
     """Structure metrics (kNN agreement, site separability, rank, alignment/uniformity, continuity)."""
+    result = tasks.structure(tasks.as_sent(emb), classes, sources, groups=groups,
+                             projection=None if projection is None else tasks.as_sent(projection), k=params["k"],
+                             projection_metric=params.get("projection_metric", "euclidean"), seed=seed)
+    return tasks.structure_summary(result)
 
-    with AnalysisClient(address) as client:
-        return client.structure(emb, classes, sources, groups=groups, projection=projection, k=params["k"],
-                                projection_metric=params.get("projection_metric", "euclidean"), seed=seed)
 
-
-@ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
-def shap_remote(address: str, probe: dict, background: np.ndarray, samples: np.ndarray, class_names: list[str],
-                top_k: int, title: str) -> tuple[dict, list, np.ndarray]:
+def shap_task(probe: dict, background: np.ndarray, samples: np.ndarray, class_names: list[str],
+              top_k: int, title: str) -> tuple[dict, list, np.ndarray]:
     """Exact linear SHAP of one probe: summary, figures, mean |SHAP| [C, D]."""
-
-    with AnalysisClient(address) as client:
-        result, figures = client.shap(probe["coef"], probe["intercept"], probe["mean"], probe["scale"], background,
-                                      samples, class_names, top_k=top_k, title=title)
+    arrays = {key: tasks.as_sent(probe[key]) for key in ("coef", "intercept", "mean", "scale")}
+    result, figures = tasks.shap(background=tasks.as_sent(background), samples=tasks.as_sent(samples),
+                                 class_names=class_names, top_k=top_k, title=title, **arrays)
     top = {name: [int(d) for d, _ in dims] for name, dims in result.top_dims.items()}
     summary = {"dims_for_50pct": int(result.dims_for_50pct), "dims_for_90pct": int(result.dims_for_90pct),
                "gini": float(result.gini), "top_dims": top, "max_additivity_error": float(result.max_additivity_error)}
-    return summary, figures, np.asarray(result.mean_abs)
+    return summary, figures, result.mean_abs
 
 
-@ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
-def similarity_remote(address: str, embeddings: dict[str, np.ndarray], title: str) -> tuple[dict, list]:
+def similarity_task(embeddings: dict[str, np.ndarray], title: str) -> tuple[dict, list]:
     """Linear CKA between every pair of models on the same records."""
+    return tasks.similarity({name: tasks.as_sent(x) for name, x in embeddings.items()}, title=title)
 
-    with AnalysisClient(address) as client:
-        return client.similarity(embeddings, title=title)
+
+umap_remote = ray.remote(**TASK_OPTIONS)(umap_task)
+structure_remote = ray.remote(**TASK_OPTIONS)(structure_task)
+shap_remote = ray.remote(**TASK_OPTIONS)(shap_task)
+similarity_remote = ray.remote(**TASK_OPTIONS)(similarity_task)
 
 
 def age_band(age) -> str:
@@ -105,15 +106,15 @@ class Analysed:
 
 def analyse(exp: Experiment, views: list[DatasetView], probed: Probed, launched: Launched,
             embedded: Embedded) -> Analysed:
-    """Every enabled representation analysis; nothing when no analysis service runs or none is enabled."""
-    if not launched.analysis or not any(exp.analyses[k]["enabled"] for k in ANALYSES):
+    """Every enabled representation analysis; nothing when none is enabled."""
+    if not any(exp.analyses[k]["enabled"] for k in ANALYSES):
         return Analysed()
 
     def linear(model: str, dataset: str, task: str, fraction: float, seed: int) -> dict | None:
         found = probed.linear(model, dataset, task, fraction, seed)
         return found.probe_dict() if found else None
 
-    stage = _RepresentationStage(exp, launched.analysis)
+    stage = _RepresentationStage(exp)
     # Analyses compare models with each other (UMAP grids, CKA), so they look at the same ECGs: those
     # every model embedded. Probes, by contrast, use every record of each model.
     common = []
@@ -135,7 +136,6 @@ class _RepresentationStage:
     """Working state of the stage: entries filled in as analyses return."""
 
     exp: Experiment
-    analysis: list[str]
     entries: dict = field(default_factory=dict)
     similarity: list[dict] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
@@ -159,20 +159,19 @@ class _RepresentationStage:
             primary = [classes[k] for k in y.argmax(axis=1)]
             sources = [view.metas[i].source for i in view.usable]
             groups = [view.metas[i].patient_id for i in view.usable]
-            for k, model in enumerate(self.exp.models):
+            for model in self.exp.models:
                 entry = self.entries.setdefault((model.name, view.dataset.name), {
                     "model": model.name, "dataset": view.dataset.name, "sources": sorted(set(sources)),
                     "n_records": len(view.usable)})
-                address = self.analysis[k % len(self.analysis)]
                 if an["umap"]["enabled"]:
                     jobs.append(("umap", model.name, view, umap_remote.remote(
-                        address, view.emb[model.name], primary, sources, an["umap"], model.name)))
+                        view.emb[model.name], primary, sources, an["umap"], model.name)))
                 elif an["structure"]["enabled"]:
                     jobs.append(("structure", model.name, view, structure_remote.remote(
-                        address, view.emb[model.name], primary, sources, groups, None, an["structure"],
+                        view.emb[model.name], primary, sources, groups, None, an["structure"],
                         self.exp.split["seed"])))
                 if an["shap"]["enabled"]:
-                    jobs += self._shap_jobs(view, model.name, task, classes, linear, address, entry)
+                    jobs += self._shap_jobs(view, model.name, task, classes, linear, entry)
         projections: dict = {}
         followups = []
         for kind, model, view, ref in jobs:
@@ -213,8 +212,8 @@ class _RepresentationStage:
         sources = [view.metas[i].source for i in view.usable]
         groups = [view.metas[i].patient_id for i in view.usable]
         params = {**self.exp.analyses["structure"], "projection_metric": self.exp.analyses["umap"]["metric"]}
-        return model, view, structure_remote.remote(self.analysis[0], view.emb[model], primary, sources, groups,
-                                                    projection, params, self.exp.split["seed"])
+        return model, view, structure_remote.remote(view.emb[model], primary, sources, groups, projection, params,
+                                                    self.exp.split["seed"])
 
     @staticmethod
     def _set_structure(entry: dict, value: dict) -> None:
@@ -227,8 +226,7 @@ class _RepresentationStage:
             entry.setdefault("umap", {})["continuity"] = value["continuity"]
 
     # --- SHAP ------------------------------------------------------------------------------------
-    def _shap_jobs(self, view, model: str, task: str, classes: list[str], linear: Callable, address: str,
-                   entry: dict) -> list:
+    def _shap_jobs(self, view, model: str, task: str, classes: list[str], linear: Callable, entry: dict) -> list:
         exp, an = self.exp, self.exp.analyses["shap"]
         fractions = exp.scarcity["train_fractions"]
         if not fractions:
@@ -244,7 +242,7 @@ class _RepresentationStage:
                 continue
             kind = ("shap-main" if (fraction, seed) == (full, seed0) else
                     f"shap-seed:{seed}" if fraction == full else f"shap-fraction:{fraction:g}")
-            jobs.append((kind, model, view, shap_remote.remote(address, probe, emb[train], emb[test], classes,
+            jobs.append((kind, model, view, shap_remote.remote(probe, emb[train], emb[test], classes,
                                                                 an["top_k"], model)))
         probe = linear(model, view.dataset.name, task, full, seed0)
         sources = np.array([view.metas[view.usable[i]].source for i in test])
@@ -252,7 +250,7 @@ class _RepresentationStage:
             for source in sorted(set(sources)):
                 rows = test[sources == source]
                 jobs.append((f"shap-source:{source}", model, view, shap_remote.remote(
-                    address, probe, emb[train], emb[rows], classes, an["top_k"], model)))
+                    probe, emb[train], emb[rows], classes, an["top_k"], model)))
         entry["shap"] = {"task": task, "train_fraction": full, "seed": seed0, "classes": classes}
         entry["_runs"] = {"seeds": [], "fractions": [], "sources": {}}
         return jobs
@@ -295,7 +293,7 @@ class _RepresentationStage:
         for view in views:
             try:
                 cka, figures = ray.get(similarity_remote.remote(
-                    self.analysis[0], {m.name: ray.get(view.emb[m.name]) for m in self.exp.models},
+                    {m.name: ray.get(view.emb[m.name]) for m in self.exp.models},
                     view.dataset.name))
             except Exception as err:
                 self.problems(view.dataset.name, "analysis", f"similarity failed: {err}", "")
