@@ -23,63 +23,16 @@ from orchestrator.endpoints import EndpointError, open_client
 from orchestrator.experiment import Experiment
 from orchestrator.preprocess import preprocess
 from orchestrator.results import Representation, SimilarityRow
+from orchestrator.stages.analysis_tasks import (driver_threads, shap_remote, similarity_remote, structure_remote,
+                                               umap_remote)
 from orchestrator.stages.probe import Probed
 from orchestrator.stages.types import DatasetView, Embedded, Figure, Launched
-from services.analysis import tasks
 from services.analysis.figures import umap_grid
 from services.analysis.shap_stats import cross_source_shap_agreement, shap_stability
 
 log = logging.getLogger(__name__)
 ANALYSES = ("umap", "shap", "structure", "similarity")  # the ones run in Ray tasks (attribution is not)
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
-# Each analysis computes in its own worker, like a probe fit; a worker that dies (e.g. OOM) is retried.
-# Exceptions are not: the computation is deterministic, so it would fail the same way again.
-TASK_OPTIONS = {"num_cpus": 1, "max_retries": 2}
-
-
-def umap_task(emb: np.ndarray, classes: list[str], sources: list[str], params: dict,
-              title: str) -> tuple[dict, list, np.ndarray]:
-    """UMAP of one model's embeddings: scores, figures, projection."""
-    result, figures = tasks.umap(tasks.as_sent(emb), classes, sources, n_neighbors=params["n_neighbors"],
-                                 min_dist=params["min_dist"], metric=params["metric"], seed=params["seed"], title=title)
-    scores = {"silhouette_class": result.silhouette_class, "silhouette_source": result.silhouette_source,
-              "trustworthiness": result.trustworthiness, "n_neighbors": result.n_neighbors,
-              "min_dist": result.min_dist, "metric": result.metric, "seed": params["seed"]}
-    return scores, figures, result.projection
-
-
-def structure_task(emb: np.ndarray, classes: list[str], sources: list[str], groups: list[str],
-                   projection: np.ndarray | None, params: dict, seed: int) -> dict:
-    """Structure metrics (kNN agreement, site separability, rank, alignment/uniformity, continuity)."""
-    result = tasks.structure(tasks.as_sent(emb), classes, sources, groups=groups,
-                             projection=None if projection is None else tasks.as_sent(projection), k=params["k"],
-                             projection_metric=params.get("projection_metric", "euclidean"), seed=seed)
-    return tasks.structure_summary(result)
-
-
-def shap_task(probe: dict, background: np.ndarray, samples: np.ndarray, class_names: list[str],
-              top_k: int, title: str) -> tuple[dict, list, np.ndarray]:
-    """Exact linear SHAP of one probe: summary, figures, mean |SHAP| [C, D]."""
-    arrays = {key: tasks.as_sent(probe[key]) for key in ("coef", "intercept", "mean", "scale")}
-    result, figures = tasks.shap(background=tasks.as_sent(background), samples=tasks.as_sent(samples),
-                                 class_names=class_names, top_k=top_k, title=title, **arrays)
-    top = {name: [int(d) for d, _ in dims] for name, dims in result.top_dims.items()}
-    summary = {"dims_for_50pct": int(result.dims_for_50pct), "dims_for_90pct": int(result.dims_for_90pct),
-               "gini": float(result.gini), "top_dims": top, "max_additivity_error": float(result.max_additivity_error)}
-    return summary, figures, result.mean_abs
-
-
-def similarity_task(embeddings: dict[str, np.ndarray], title: str) -> tuple[dict, list]:
-    """Linear CKA between every pair of models on the same records."""
-    return tasks.similarity({name: tasks.as_sent(x) for name, x in embeddings.items()}, title=title)
-
-
-umap_remote = ray.remote(**TASK_OPTIONS)(umap_task)
-structure_remote = ray.remote(**TASK_OPTIONS)(structure_task)
-shap_remote = ray.remote(**TASK_OPTIONS)(shap_task)
-similarity_remote = ray.remote(**TASK_OPTIONS)(similarity_task)
-
-
 def age_band(age) -> str:
     """Coarse age band for colouring (unknown when missing)."""
     if age is None:
@@ -114,7 +67,7 @@ def analyse(exp: Experiment, views: list[DatasetView], probed: Probed, launched:
         found = probed.linear(model, dataset, task, fraction, seed)
         return found.probe_dict() if found else None
 
-    stage = _RepresentationStage(exp)
+    stage = _RepresentationStage(exp, driver_threads())
     # Analyses compare models with each other (UMAP grids, CKA), so they look at the same ECGs: those
     # every model embedded. Probes, by contrast, use every record of each model.
     common = []
@@ -136,6 +89,7 @@ class _RepresentationStage:
     """Working state of the stage: entries filled in as analyses return."""
 
     exp: Experiment
+    threads: dict  # the driver's BLAS / OpenMP threads, which every analysis task computes with
     entries: dict = field(default_factory=dict)
     similarity: list[dict] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
@@ -165,11 +119,11 @@ class _RepresentationStage:
                     "n_records": len(view.usable)})
                 if an["umap"]["enabled"]:
                     jobs.append(("umap", model.name, view, umap_remote.remote(
-                        view.emb[model.name], primary, sources, an["umap"], model.name)))
+                        view.emb[model.name], primary, sources, an["umap"], model.name, self.threads)))
                 elif an["structure"]["enabled"]:
                     jobs.append(("structure", model.name, view, structure_remote.remote(
                         view.emb[model.name], primary, sources, groups, None, an["structure"],
-                        self.exp.split["seed"])))
+                        self.exp.split["seed"], self.threads)))
                 if an["shap"]["enabled"]:
                     jobs += self._shap_jobs(view, model.name, task, classes, linear, entry)
         projections: dict = {}
@@ -213,7 +167,7 @@ class _RepresentationStage:
         groups = [view.metas[i].patient_id for i in view.usable]
         params = {**self.exp.analyses["structure"], "projection_metric": self.exp.analyses["umap"]["metric"]}
         return model, view, structure_remote.remote(view.emb[model], primary, sources, groups, projection, params,
-                                                    self.exp.split["seed"])
+                                                    self.exp.split["seed"], self.threads)
 
     @staticmethod
     def _set_structure(entry: dict, value: dict) -> None:
@@ -243,14 +197,14 @@ class _RepresentationStage:
             kind = ("shap-main" if (fraction, seed) == (full, seed0) else
                     f"shap-seed:{seed}" if fraction == full else f"shap-fraction:{fraction:g}")
             jobs.append((kind, model, view, shap_remote.remote(probe, emb[train], emb[test], classes,
-                                                                an["top_k"], model)))
+                                                                an["top_k"], model, self.threads)))
         probe = linear(model, view.dataset.name, task, full, seed0)
         sources = np.array([view.metas[view.usable[i]].source for i in test])
         if probe is not None and len(set(sources)) > 1:
             for source in sorted(set(sources)):
                 rows = test[sources == source]
                 jobs.append((f"shap-source:{source}", model, view, shap_remote.remote(
-                    probe, emb[train], emb[rows], classes, an["top_k"], model)))
+                    probe, emb[train], emb[rows], classes, an["top_k"], model, self.threads)))
         entry["shap"] = {"task": task, "train_fraction": full, "seed": seed0, "classes": classes}
         entry["_runs"] = {"seeds": [], "fractions": [], "sources": {}}
         return jobs
@@ -294,7 +248,7 @@ class _RepresentationStage:
             try:
                 cka, figures = ray.get(similarity_remote.remote(
                     {m.name: ray.get(view.emb[m.name]) for m in self.exp.models},
-                    view.dataset.name))
+                    view.dataset.name, self.threads))
             except Exception as err:
                 self.problems(view.dataset.name, "analysis", f"similarity failed: {err}", "")
                 continue
