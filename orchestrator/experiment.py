@@ -252,6 +252,8 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
     raw = _merge(DEFAULTS, data, source)
     if raw["runtime"]["probing_replicas"] != 1:
         log.warning("%s.runtime.probing_replicas is ignored: probe fits run as Ray tasks (see ray_num_cpus)", source)
+    if raw["runtime"]["analysis_replicas"] != 1:
+        log.warning("%s.runtime.analysis_replicas is ignored: analyses run as Ray tasks (see ray_num_cpus)", source)
     if not raw["datasets"]:
         raise ConfigError(f"{source}.datasets: at least one dataset is required")
     if not raw["models"]:

@@ -1,8 +1,10 @@
 """Analyse stage: UMAP, structure metrics, SHAP (with stability), CKA, lead attribution.
 
 Runs after the probes: it explains the fitted linear probes and looks at the embeddings themselves.
-Heavy numerical work runs on the analysis service (Ray tasks fan it out over replicas); lead
-attribution goes through each model's own endpoint, so it exercises the served path.
+UMAP, structure, SHAP and CKA run in Ray tasks, placed anywhere in the cluster, that compute with
+the AnalysisService's own code (services.analysis.tasks) on the float32 values it would receive, so
+no matrix travels over gRPC and the numbers and figures equal the served path's. Lead attribution
+goes through each model's own endpoint, so it exercises the served path.
 """
 from __future__ import annotations
 
@@ -21,64 +23,16 @@ from orchestrator.endpoints import EndpointError, open_client
 from orchestrator.experiment import Experiment
 from orchestrator.preprocess import preprocess
 from orchestrator.results import Representation, SimilarityRow
-from orchestrator.stages.launch import ANALYSES
+from orchestrator.stages.analysis_tasks import (driver_threads, shap_remote, similarity_remote, structure_remote,
+                                               umap_remote)
 from orchestrator.stages.probe import Probed
 from orchestrator.stages.types import DatasetView, Embedded, Figure, Launched
-from services.analysis.client import AnalysisClient
 from services.analysis.figures import umap_grid
 from services.analysis.shap_stats import cross_source_shap_agreement, shap_stability
 
 log = logging.getLogger(__name__)
+ANALYSES = ("umap", "shap", "structure", "similarity")  # the ones run in Ray tasks (attribution is not)
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
-
-
-@ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
-def umap_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], params: dict,
-                title: str) -> tuple[dict, list, np.ndarray]:
-    """UMAP of one model's embeddings on the analysis service: scores, figures, projection."""
-
-    with AnalysisClient(address) as client:
-        result, figures = client.umap(emb, classes, sources, n_neighbors=params["n_neighbors"],
-                                      min_dist=params["min_dist"], metric=params["metric"], seed=params["seed"],
-                                      title=title)
-    scores = {"silhouette_class": result.silhouette_class, "silhouette_source": result.silhouette_source,
-              "trustworthiness": result.trustworthiness, "n_neighbors": result.n_neighbors,
-              "min_dist": result.min_dist, "metric": result.metric, "seed": params["seed"]}
-    return scores, figures, np.asarray(result.projection)
-
-
-@ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
-def structure_remote(address: str, emb: np.ndarray, classes: list[str], sources: list[str], groups: list[str],
-                     projection: np.ndarray | None, params: dict, seed: int) -> dict:
-    """Structure metrics (kNN agreement, site separability, rank, alignment/uniformity, continuity)."""
-
-    with AnalysisClient(address) as client:
-        return client.structure(emb, classes, sources, groups=groups, projection=projection, k=params["k"],
-                                projection_metric=params.get("projection_metric", "euclidean"), seed=seed)
-
-
-@ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
-def shap_remote(address: str, probe: dict, background: np.ndarray, samples: np.ndarray, class_names: list[str],
-                top_k: int, title: str) -> tuple[dict, list, np.ndarray]:
-    """Exact linear SHAP of one probe: summary, figures, mean |SHAP| [C, D]."""
-
-    with AnalysisClient(address) as client:
-        result, figures = client.shap(probe["coef"], probe["intercept"], probe["mean"], probe["scale"], background,
-                                      samples, class_names, top_k=top_k, title=title)
-    top = {name: [int(d) for d, _ in dims] for name, dims in result.top_dims.items()}
-    summary = {"dims_for_50pct": int(result.dims_for_50pct), "dims_for_90pct": int(result.dims_for_90pct),
-               "gini": float(result.gini), "top_dims": top, "max_additivity_error": float(result.max_additivity_error)}
-    return summary, figures, np.asarray(result.mean_abs)
-
-
-@ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=True)
-def similarity_remote(address: str, embeddings: dict[str, np.ndarray], title: str) -> tuple[dict, list]:
-    """Linear CKA between every pair of models on the same records."""
-
-    with AnalysisClient(address) as client:
-        return client.similarity(embeddings, title=title)
-
-
 def age_band(age) -> str:
     """Coarse age band for colouring (unknown when missing)."""
     if age is None:
@@ -105,15 +59,15 @@ class Analysed:
 
 def analyse(exp: Experiment, views: list[DatasetView], probed: Probed, launched: Launched,
             embedded: Embedded) -> Analysed:
-    """Every enabled representation analysis; nothing when no analysis service runs or none is enabled."""
-    if not launched.analysis or not any(exp.analyses[k]["enabled"] for k in ANALYSES):
+    """Every enabled representation analysis; nothing when none is enabled."""
+    if not any(exp.analyses[k]["enabled"] for k in ANALYSES):
         return Analysed()
 
     def linear(model: str, dataset: str, task: str, fraction: float, seed: int) -> dict | None:
         found = probed.linear(model, dataset, task, fraction, seed)
         return found.probe_dict() if found else None
 
-    stage = _RepresentationStage(exp, launched.analysis)
+    stage = _RepresentationStage(exp, driver_threads())
     # Analyses compare models with each other (UMAP grids, CKA), so they look at the same ECGs: those
     # every model embedded. Probes, by contrast, use every record of each model.
     common = []
@@ -135,7 +89,7 @@ class _RepresentationStage:
     """Working state of the stage: entries filled in as analyses return."""
 
     exp: Experiment
-    analysis: list[str]
+    threads: dict  # the driver's BLAS / OpenMP threads, which every analysis task computes with
     entries: dict = field(default_factory=dict)
     similarity: list[dict] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
@@ -159,20 +113,19 @@ class _RepresentationStage:
             primary = [classes[k] for k in y.argmax(axis=1)]
             sources = [view.metas[i].source for i in view.usable]
             groups = [view.metas[i].patient_id for i in view.usable]
-            for k, model in enumerate(self.exp.models):
+            for model in self.exp.models:
                 entry = self.entries.setdefault((model.name, view.dataset.name), {
                     "model": model.name, "dataset": view.dataset.name, "sources": sorted(set(sources)),
                     "n_records": len(view.usable)})
-                address = self.analysis[k % len(self.analysis)]
                 if an["umap"]["enabled"]:
                     jobs.append(("umap", model.name, view, umap_remote.remote(
-                        address, view.emb[model.name], primary, sources, an["umap"], model.name)))
+                        view.emb[model.name], primary, sources, an["umap"], model.name, self.threads)))
                 elif an["structure"]["enabled"]:
                     jobs.append(("structure", model.name, view, structure_remote.remote(
-                        address, view.emb[model.name], primary, sources, groups, None, an["structure"],
-                        self.exp.split["seed"])))
+                        view.emb[model.name], primary, sources, groups, None, an["structure"],
+                        self.exp.split["seed"], self.threads)))
                 if an["shap"]["enabled"]:
-                    jobs += self._shap_jobs(view, model.name, task, classes, linear, address, entry)
+                    jobs += self._shap_jobs(view, model.name, task, classes, linear, entry)
         projections: dict = {}
         followups = []
         for kind, model, view, ref in jobs:
@@ -213,8 +166,8 @@ class _RepresentationStage:
         sources = [view.metas[i].source for i in view.usable]
         groups = [view.metas[i].patient_id for i in view.usable]
         params = {**self.exp.analyses["structure"], "projection_metric": self.exp.analyses["umap"]["metric"]}
-        return model, view, structure_remote.remote(self.analysis[0], view.emb[model], primary, sources, groups,
-                                                    projection, params, self.exp.split["seed"])
+        return model, view, structure_remote.remote(view.emb[model], primary, sources, groups, projection, params,
+                                                    self.exp.split["seed"], self.threads)
 
     @staticmethod
     def _set_structure(entry: dict, value: dict) -> None:
@@ -227,8 +180,7 @@ class _RepresentationStage:
             entry.setdefault("umap", {})["continuity"] = value["continuity"]
 
     # --- SHAP ------------------------------------------------------------------------------------
-    def _shap_jobs(self, view, model: str, task: str, classes: list[str], linear: Callable, address: str,
-                   entry: dict) -> list:
+    def _shap_jobs(self, view, model: str, task: str, classes: list[str], linear: Callable, entry: dict) -> list:
         exp, an = self.exp, self.exp.analyses["shap"]
         fractions = exp.scarcity["train_fractions"]
         if not fractions:
@@ -244,15 +196,15 @@ class _RepresentationStage:
                 continue
             kind = ("shap-main" if (fraction, seed) == (full, seed0) else
                     f"shap-seed:{seed}" if fraction == full else f"shap-fraction:{fraction:g}")
-            jobs.append((kind, model, view, shap_remote.remote(address, probe, emb[train], emb[test], classes,
-                                                                an["top_k"], model)))
+            jobs.append((kind, model, view, shap_remote.remote(probe, emb[train], emb[test], classes,
+                                                                an["top_k"], model, self.threads)))
         probe = linear(model, view.dataset.name, task, full, seed0)
         sources = np.array([view.metas[view.usable[i]].source for i in test])
         if probe is not None and len(set(sources)) > 1:
             for source in sorted(set(sources)):
                 rows = test[sources == source]
                 jobs.append((f"shap-source:{source}", model, view, shap_remote.remote(
-                    address, probe, emb[train], emb[rows], classes, an["top_k"], model)))
+                    probe, emb[train], emb[rows], classes, an["top_k"], model, self.threads)))
         entry["shap"] = {"task": task, "train_fraction": full, "seed": seed0, "classes": classes}
         entry["_runs"] = {"seeds": [], "fractions": [], "sources": {}}
         return jobs
@@ -295,8 +247,8 @@ class _RepresentationStage:
         for view in views:
             try:
                 cka, figures = ray.get(similarity_remote.remote(
-                    self.analysis[0], {m.name: ray.get(view.emb[m.name]) for m in self.exp.models},
-                    view.dataset.name))
+                    {m.name: ray.get(view.emb[m.name]) for m in self.exp.models},
+                    view.dataset.name, self.threads))
             except Exception as err:
                 self.problems(view.dataset.name, "analysis", f"similarity failed: {err}", "")
                 continue

@@ -1,4 +1,7 @@
-"""Launch stage: start every server the run needs (model replicas, analysis service) and read the cards."""
+"""Launch stage: start every model replica the run serves itself and read every model's card.
+
+Analyses need no server: they run in Ray tasks on the analysis code (see stages/analyse.py).
+"""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -10,9 +13,6 @@ from orchestrator.experiment import Experiment
 from orchestrator.stages.types import Hooks, Launched
 from services.common.process import ServerProcess, start_server
 from services.embedding.zoo.registry import resolve_package
-
-ANALYSES = ("umap", "shap", "structure", "similarity")
-
 
 @dataclass
 class Services:
@@ -41,14 +41,11 @@ def _plan(exp: Experiment) -> list[tuple[str, list[str], str, str]]:
             package = str(resolve_package(model.package))  # build zoo models once, before replicas start
             plan += [("services.embedding", ["--model", package], f"{model.name}-{r}", model.name)
                      for r in range(model.replicas)]
-    if any(exp.analyses[k]["enabled"] for k in ANALYSES):
-        plan += [("services.analysis", [], f"analysis-{r}", "analysis")
-                 for r in range(exp.runtime["analysis_replicas"])]
     return plan
 
 
 def launch(exp: Experiment, services: Services, hooks: Hooks) -> Launched:
-    """Start one server per launched model replica plus the analysis service; read every model's card."""
+    """Start one server per launched model replica; read every model's card."""
     plan = _plan(exp)
     # Started in parallel (each waits for its own warm-up); a failure still leaves the others stoppable,
     # because Services.start records each handle as soon as it exists.
@@ -56,15 +53,14 @@ def launch(exp: Experiment, services: Services, hooks: Hooks) -> Launched:
         futures = [(owner, pool.submit(services.start, module, args, name)) for module, args, name, owner in plan]
         handles = [(owner, future.result()) for owner, future in futures]
     endpoints: dict[str, list[str]] = {m.name: list(m.endpoints) for m in exp.models}
-    analysis: list[str] = []
     by_owner: dict[str, list[ServerProcess]] = {}
     for owner, handle in handles:
         by_owner.setdefault(owner, []).append(handle)
-        (analysis if owner == "analysis" else endpoints[owner]).append(handle.address)
+        endpoints[owner].append(handle.address)
     if hooks.on_launched:
         hooks.on_launched(by_owner)
     cards = {}
     for model in exp.models:
         client, cards[model.name] = open_client(endpoints[model.name][0], model.connection, exp.runtime["timeout_s"])
         client.close()
-    return Launched(endpoints, cards, analysis)
+    return Launched(endpoints, cards, [])

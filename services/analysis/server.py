@@ -11,8 +11,7 @@ import grpc
 import numpy as np
 
 from protos.ecglens.v1 import analysis_pb2, analysis_pb2_grpc, tensor_pb2
-from services.analysis import core, inputs, neighbourhood, separability, similarity, structure
-from services.analysis.figures import similarity_figure
+from services.analysis import structure, tasks
 from services.common.runtime import add_server_arguments, serve_threaded
 from services.common.tensors import TensorError, from_tensor, to_tensor
 
@@ -50,27 +49,10 @@ def _nan_if_none(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def _validate_umap(request: analysis_pb2.UmapRequest) -> np.ndarray:
-    """Decode and check a UmapRequest; return the [N, D] embeddings."""
-    x = _decode(request.embeddings, "embeddings", 2)
-    n = x.shape[0]
-    if n < core.MIN_UMAP_ROWS:
-        raise InvalidRequest(f"embeddings: UMAP needs at least {core.MIN_UMAP_ROWS} rows, got {n}")
-    if x.shape[1] < 1:
-        raise InvalidRequest("embeddings: has 0 columns (D must be >= 1)")
-    for name, labels in (("class_labels", request.class_labels), ("sources", request.sources)):
-        if len(labels) != n:
-            raise InvalidRequest(f"{name}: has {len(labels)} entries but embeddings has {n} rows")
-    core.resolve_umap_params(n, request.n_neighbors, request.min_dist, request.metric)
-    return x
-
-
-def _validate_shap(request: analysis_pb2.ShapRequest) -> dict[str, np.ndarray]:
-    """Decode a ShapRequest's tensors with their expected ranks (shapes are checked by core)."""
+def _decode_shap(request: analysis_pb2.ShapRequest) -> dict[str, np.ndarray]:
+    """Decode a ShapRequest's tensors with their expected ranks (shapes are checked by tasks.shap)."""
     if not request.HasField("model"):
         raise InvalidRequest("model: not set")
-    if request.top_k < 0:
-        raise InvalidRequest(f"top_k: must be >= 0 (0 = default {core.DEFAULT_TOP_K}), got {request.top_k}")
     model = request.model
     return {
         "coef": _decode(model.coef, "model.coef", 2),
@@ -82,44 +64,8 @@ def _validate_shap(request: analysis_pb2.ShapRequest) -> dict[str, np.ndarray]:
     }
 
 
-def _labels(values, n: int, name: str) -> list[str]:
-    """A repeated string field with exactly n entries, or InvalidRequest."""
-    if len(values) != n:
-        raise InvalidRequest(f"{name}: has {len(values)} entries but embeddings has {n} rows")
-    return list(values)
-
-
-def _validate_structure(request: analysis_pb2.StructureRequest) -> dict:
-    """Decode and check a StructureRequest; return keyword arguments of structure.structure_metrics."""
-    x = _decode(request.embeddings, "embeddings", 2)
-    n = x.shape[0]
-    if n < 4 or x.shape[1] < 1:
-        raise InvalidRequest(f"embeddings: needs at least 4 rows and 1 column, got shape {list(x.shape)}")
-    projection = None
-    if request.HasField("projection"):
-        projection = _decode(request.projection, "projection", 2)
-        if projection.shape[0] != n:
-            raise InvalidRequest(f"projection: has {projection.shape[0]} rows but embeddings has {n}")
-    for name, value in (("k", request.k), ("cv_folds", request.cv_folds)):
-        if value < 0:
-            raise InvalidRequest(f"{name}: must be >= 0 (0 = default), got {value}")
-    if request.cv_folds == 1:
-        raise InvalidRequest("cv_folds: must be >= 2 (0 = default 5), got 1")
-    return {
-        "x": x, "class_labels": _labels(request.class_labels, n, "class_labels"),
-        "sources": _labels(request.sources, n, "sources"),
-        "groups": _labels(request.groups, n, "groups") if len(request.groups) else None,
-        "projection": projection, "k": request.k or inputs.DEFAULT_K,
-        "metric": request.metric or neighbourhood.DEFAULT_KNN_METRIC,
-        "projection_metric": request.projection_metric or "euclidean", "seed": request.seed,
-        "cv": request.cv_folds or separability.DEFAULT_CV_FOLDS,
-    }
-
-
-def _validate_similarity(request: analysis_pb2.SimilarityRequest) -> dict[str, np.ndarray]:
-    """Decode a SimilarityRequest: unique names, row-aligned finite [N, D] matrices."""
-    if not request.models:
-        raise InvalidRequest("models: at least one model is required")
+def _decode_similarity(request: analysis_pb2.SimilarityRequest) -> dict[str, np.ndarray]:
+    """Decode a SimilarityRequest's named matrices: non-empty, unique names (rows are checked by tasks)."""
     arrays: dict[str, np.ndarray] = {}
     for i, model in enumerate(request.models):
         if not model.name:
@@ -127,11 +73,6 @@ def _validate_similarity(request: analysis_pb2.SimilarityRequest) -> dict[str, n
         if model.name in arrays:
             raise InvalidRequest(f"models[{i}].name: {model.name!r} appears twice")
         arrays[model.name] = _decode(model.embeddings, f"models[{model.name!r}].embeddings", 2)
-    rows = {name: x.shape[0] for name, x in arrays.items()}
-    if len(set(rows.values())) != 1:
-        raise InvalidRequest(f"models: embeddings must have the same rows (aligned records); got row counts {rows}")
-    if next(iter(rows.values())) < 2:
-        raise InvalidRequest("models: embeddings need at least 2 rows")
     return arrays
 
 
@@ -158,7 +99,7 @@ def _structure_response(request_id: str, result: structure.StructureResult) -> a
 
 
 class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
-    """Umap, Shap, Structure and Similarity RPCs on top of services.analysis.core, .structure and .similarity."""
+    """Umap, Shap, Structure and Similarity RPCs: decode, compute with services.analysis.tasks, encode."""
 
     def _run(self, method: str, request_id: str, context: grpc.ServicerContext, work: Callable[[], Reply]) -> Reply:
         """Run work(); map validation errors to INVALID_ARGUMENT and anything else to INTERNAL."""
@@ -194,30 +135,32 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
 
     @staticmethod
     def _structure(request: analysis_pb2.StructureRequest) -> analysis_pb2.StructureResponse:
-        """Validated Structure request to response."""
-        result = structure.structure_metrics(**_validate_structure(request))
+        """Decoded Structure request to response."""
+        x = _decode(request.embeddings, "embeddings", 2)
+        projection = _decode(request.projection, "projection", 2) if request.HasField("projection") else None
+        result = tasks.structure(x, list(request.class_labels), list(request.sources), list(request.groups),
+                                 projection, k=request.k, metric=request.metric,
+                                 projection_metric=request.projection_metric, seed=request.seed,
+                                 cv_folds=request.cv_folds)
         return _structure_response(request.request_id, result)
 
     @staticmethod
     def _similarity(request: analysis_pb2.SimilarityRequest) -> analysis_pb2.SimilarityResponse:
-        """Validated Similarity request to response."""
-        arrays = _validate_similarity(request)
-        cka = similarity.cka_matrix(arrays)
+        """Decoded Similarity request to response."""
+        arrays = _decode_similarity(request)
+        cka, figures = tasks.similarity(arrays, request.title)
         names = list(arrays)
         pairs = [analysis_pb2.CkaPair(model_a=a, model_b=b, cka=_nan_if_none(cka[(a, b)]))
                  for i, a in enumerate(names) for b in names[i:]]
-        figure = similarity_figure(names, cka, request.title)
-        return analysis_pb2.SimilarityResponse(request_id=request.request_id, pairs=pairs,
-                                               figures=_figures([figure]))
+        return analysis_pb2.SimilarityResponse(request_id=request.request_id, pairs=pairs, figures=_figures(figures))
 
     @staticmethod
     def _umap(request: analysis_pb2.UmapRequest) -> analysis_pb2.UmapResponse:
-        """Validated UMAP request to response."""
-        x = _validate_umap(request)
-        labels, sources = list(request.class_labels), list(request.sources)
-        result = core.umap_projection(x, labels, sources, n_neighbors=request.n_neighbors,
-                                      min_dist=request.min_dist, metric=request.metric, seed=request.seed)
-        figures = core.umap_figures(result, labels, sources, request.title or "embeddings")
+        """Decoded UMAP request to response."""
+        x = _decode(request.embeddings, "embeddings", 2)
+        result, figures = tasks.umap(x, list(request.class_labels), list(request.sources),
+                                     n_neighbors=request.n_neighbors, min_dist=request.min_dist,
+                                     metric=request.metric, seed=request.seed, title=request.title)
         return analysis_pb2.UmapResponse(
             request_id=request.request_id, projection=to_tensor(result.projection),
             silhouette_class=_nan_if_none(result.silhouette_class),
@@ -227,17 +170,15 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
 
     @staticmethod
     def _shap(request: analysis_pb2.ShapRequest) -> analysis_pb2.ShapResponse:
-        """Validated SHAP request to response."""
-        arrays = _validate_shap(request)
-        names = list(request.class_names)
-        result = core.linear_shap(class_names=names, top_k=request.top_k, **arrays)
-        figure = core.shap_figure(result, names, request.title or "probe")
+        """Decoded SHAP request to response."""
+        result, figures = tasks.shap(class_names=list(request.class_names), top_k=request.top_k, title=request.title,
+                                     **_decode_shap(request))
         top = [analysis_pb2.ClassTopDims(class_name=name, dims=[d for d, _ in dims], importance=[v for _, v in dims])
                for name, dims in result.top_dims.items()]
         return analysis_pb2.ShapResponse(
             request_id=request.request_id, shap_values=to_tensor(result.shap_values),
             base_values=to_tensor(result.base_values), dims_for_90pct=result.dims_for_90pct,
-            top_dims=top, max_additivity_error=result.max_additivity_error, figures=_figures([figure]),
+            top_dims=top, max_additivity_error=result.max_additivity_error, figures=_figures(figures),
             dims_for_50pct=result.dims_for_50pct, gini=result.gini, mean_abs=to_tensor(result.mean_abs))
 
 
