@@ -127,6 +127,6 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
     (out_dir / "run.json").write_text(json.dumps({
         "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
         "python": platform.python_version(), "cpus": os.cpu_count(),
-        "endpoints": launched.endpoints, "analysis": launched.analysis,
+        "endpoints": launched.endpoints,
         "report": str(report)}, indent=2) + "\n")
     return results

@@ -203,7 +203,7 @@ def test_the_embed_stage_re_embeds_exactly_the_changed_records_and_says_so(ray_s
                       log_dir=tmp_path / "logs") as server:
         client, card = open_client(server.address, {}, 60.0)
         client.close()
-        launched = Launched({"handcrafted": [server.address]}, {"handcrafted": card}, [])
+        launched = Launched({"handcrafted": [server.address]}, {"handcrafted": card})
 
         def run():
             written.clear()

@@ -63,4 +63,4 @@ def launch(exp: Experiment, services: Services, hooks: Hooks) -> Launched:
     for model in exp.models:
         client, cards[model.name] = open_client(endpoints[model.name][0], model.connection, exp.runtime["timeout_s"])
         client.close()
-    return Launched(endpoints, cards, [])
+    return Launched(endpoints, cards)

@@ -43,11 +43,10 @@ class Figure:
 
 @dataclass
 class Launched:
-    """Where every model and service of the run answers, and what each model's card says."""
+    """Where every model of the run answers, and what each model's card says."""
 
     endpoints: dict[str, list[str]]  # model name -> replica addresses (launched or remote)
     cards: dict[str, Any]  # model name -> its ModelCard (protobuf)
-    analysis: list[str]  # analysis service replicas
 
 
 @dataclass(frozen=True)
