@@ -118,7 +118,7 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         preprocessing=assemble.preprocessing_entries(exp, embedded), probes=probed.probes, summary=summary,
         label_efficiency=efficiency(summary), comparisons=comparisons, representations=analysed.representations,
         transfer=transfer_rows, transfer_gap=transfer_gaps(transfer_rows), similarity=analysed.similarity,
-        errors=assemble.errors(problems), counts=assemble.counts(exp, embedded, problems))
+        errors=assemble.errors(problems), counts=assemble.counts(exp, views, problems))
     results.partial = bool(results.losses())
     results.findings = findings(results)
     results.write(out_dir / "results.json")

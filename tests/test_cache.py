@@ -214,7 +214,7 @@ def test_the_embed_stage_re_embeds_exactly_the_changed_records_and_says_so(ray_s
         problems, first = run()
         names = [record_name(k) for k in range(6)]
         assert problems == [] and sorted(r for batch in written for r in batch) == sorted(names)
-        before = first.load(names)
+        before = first.cache().get(names)
 
         problems, _ = run()
         assert problems == [] and written == [], "an unchanged dataset was embedded again"
@@ -226,7 +226,7 @@ def test_the_embed_stage_re_embeds_exactly_the_changed_records_and_says_so(ray_s
         note = "2 record(s) changed since they were cached; re-embedded"
         assert problems == [RecordProblem(first.dataset, "*", "warning", note, "handcrafted")]
         assert all(len(tokens) == 1 for tokens in stored(again.cache_dir).values()), "a record is stored twice"
-        after = again.load(names)
+        after = again.cache().get(names)
         np.testing.assert_array_equal(np.delete(after, 2, axis=0), np.delete(before, 2, axis=0))
         assert not np.allclose(after[2], before[2]), "the rewritten record kept its stale embedding"
 

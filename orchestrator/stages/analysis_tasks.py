@@ -16,9 +16,10 @@ from typing import Iterator
 
 import numpy as np
 import ray
-from threadpoolctl import OpenBLASController, threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from services.analysis import tasks
+from services.common.threads import free_openblas_control
 
 Threads = dict[str, int]  # threadpoolctl user_api ("blas", "openmp") -> threads
 # Each analysis computes in its own worker, like a probe fit; a worker that dies (e.g. OOM) is retried.
@@ -42,10 +43,7 @@ def computing_with(threads: Threads | None) -> Iterator[None]:
     if not threads:
         yield
         return
-    # threadpoolctl lets only one Python thread limit a pthreads OpenBLAS; a task owns its worker.
-    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
-    if clear is not None:
-        clear(force=True)
+    free_openblas_control()  # a task owns its worker, so it may take OpenBLAS control
     with threadpool_limits(limits=dict(threads)):
         yield
 

@@ -61,7 +61,7 @@ def preprocessing_entries(exp: Experiment, embedded: Embedded) -> list[Preproces
     return out
 
 
-def counts(exp: Experiment, embedded: Embedded, problems: list[RecordProblem]) -> list[CountRow]:
+def counts(exp: Experiment, views: list[DatasetView], problems: list[RecordProblem]) -> list[CountRow]:
     """results.json `counts[]`: records per dataset; embedded, skipped and lost per model.
 
     skipped: records with a per-record problem (unreadable, rejected, failed to embed). lost: records
@@ -69,12 +69,13 @@ def counts(exp: Experiment, embedded: Embedded, problems: list[RecordProblem]) -
     (a bad file is the data's problem and costs every model alike, so it is not counted as lost).
     """
     out = []
-    for dataset in embedded.datasets:
+    for view in views:
+        dataset = view.dataset
         for model in exp.models:
             mine = [p for p in problems if p.dataset == dataset.name and p.record != "*" and p.stage != "warning"
                     and p.model in ("", model.name)]
             unreadable = len({p.record for p in mine if p.stage == "read"})
-            done = len(embedded.sets[(model.name, dataset.name)].done_ids())
+            done = int(view.has[model.name].sum())  # what the views stage read from the cache
             out.append(CountRow(dataset=dataset.name, model=model.name, records=len(dataset), embedded=done,
                                 skipped=len(mine), lost=max(0, len(dataset) - unreadable - done)))
     return out

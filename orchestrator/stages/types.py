@@ -62,14 +62,6 @@ class EmbeddingSet:
         """Open the shards (no manifest is rewritten)."""
         return EmbeddingCache.open(self.cache_dir)
 
-    def done_ids(self) -> set[str]:
-        """Record ids embedded so far."""
-        return self.cache().done_ids()
-
-    def load(self, record_ids: list[str]) -> np.ndarray:
-        """[len(record_ids), D] float32, in the given order."""
-        return self.cache().get(record_ids)
-
 
 @dataclass
 class Embedded:

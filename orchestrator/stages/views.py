@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 import ray
 
+from orchestrator.cache import EmbeddingCache
 from orchestrator.datasets.base import Dataset, RecordMeta, label_matrix
 from orchestrator.experiment import Experiment
-from orchestrator.stages.types import DatasetView, Embedded, EmbeddingSet
+from orchestrator.stages.types import DatasetView, Embedded
 from services.probing.sampling import patient_split
 
 
@@ -32,8 +33,9 @@ def all_tasks(exp: Experiment, dataset: Dataset, tasks: list[str]) -> list[str]:
 def _view(exp: Experiment, dataset: Dataset, embedded: Embedded) -> DatasetView:
     metas = [dataset.meta(i) for i in range(len(dataset))]
     ids = [m.record_id for m in metas]
-    sets = [embedded.sets[(m.name, dataset.name)] for m in exp.models]
-    done = [s.done_ids() for s in sets]
+    # Each set's shards are read once, here: done ids and the embeddings both come from that read.
+    caches = [embedded.sets[(m.name, dataset.name)].cache() for m in exp.models]
+    done = [c.done_ids() for c in caches]
     # Every record some model embedded; each model is then evaluated on its own (view.has).
     usable = [i for i, rid in enumerate(ids) if any(rid in d for d in done)]
     tasks = [t for t in (exp.tasks or list(dataset.tasks)) if t in dataset.tasks]
@@ -52,17 +54,17 @@ def _view(exp: Experiment, dataset: Dataset, embedded: Embedded) -> DatasetView:
         view.split[task] = (view.train[labelled[view.train]], view.test[labelled[view.test]])
         view.dropped[task] = [c for c, k in zip(dataset.tasks[task], keep) if not k]
     usable_ids = [ids[i] for i in usable]
-    for model, embedding_set, have in zip(exp.models, sets, done):
+    for model, cache, have in zip(exp.models, caches, done):
         view.has[model.name] = np.array([rid in have for rid in usable_ids], dtype=bool)
-        view.emb[model.name] = ray.put(_scatter(embedding_set, usable_ids, view.has[model.name]))
+        view.emb[model.name] = ray.put(_scatter(cache, usable_ids, view.has[model.name]))
     return view
 
 
-def _scatter(embedding_set: EmbeddingSet, ids: list[str], has: np.ndarray) -> np.ndarray:
+def _scatter(cache: EmbeddingCache, ids: list[str], has: np.ndarray) -> np.ndarray:
     """[len(ids), D] embeddings, zero rows where the model has none (those rows are never used)."""
     if has.all():
-        return embedding_set.load(ids)
-    present = embedding_set.load([rid for rid, h in zip(ids, has) if h])
+        return cache.get(ids)
+    present = cache.get([rid for rid, h in zip(ids, has) if h])
     out = np.zeros((len(ids), present.shape[1] if present.size else 0), np.float32)
     out[has] = present
     return out

@@ -5,23 +5,13 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from threadpoolctl import OpenBLASController, threadpool_limits
+from threadpoolctl import threadpool_limits
+
+from services.common.threads import free_openblas_control
 
 _BLAS_LOCK = threading.Lock()
 _blas_users = 0
 _blas_limiter: threadpool_limits | None = None
-
-
-def _free_openblas_control() -> None:
-    """Let the next thread that sets an OpenBLAS limit have it take effect."""
-    # threadpoolctl >= 3.8 hands a pthreads OpenBLAS to the first Python thread that sets a limit and
-    # silently ignores every other thread while that one lives. A server fits in whichever worker
-    # thread is free, so a fit in a second worker ran with all cores' BLAS threads, and its float32
-    # MLP differed from the same fit elsewhere in the last digit. This module sets and restores the
-    # limit under _BLAS_LOCK, taking control each time and releasing it once restored.
-    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
-    if clear is not None:
-        clear(force=True)
 
 
 @contextmanager
@@ -29,11 +19,12 @@ def single_threaded_blas() -> Iterator[None]:
     """Hold BLAS at one thread while any probe in this process is fitting."""
     # Probe matrices are small: BLAS threads cost more than they save (10x on 2 cores), and one
     # thread fixes the summation order so fits are bit-identical on any host. The limit is
-    # process-wide, so it is reference-counted across concurrent fits (server worker threads).
+    # process-wide, so it is reference-counted across concurrent fits (server worker threads), and set
+    # and restored under _BLAS_LOCK, taking OpenBLAS control each time and releasing it once restored.
     global _blas_users, _blas_limiter
     with _BLAS_LOCK:
         if _blas_users == 0:
-            _free_openblas_control()
+            free_openblas_control()
             _blas_limiter = threadpool_limits(limits=1, user_api="blas")  # held by this thread until the end
         _blas_users += 1
     try:
@@ -42,7 +33,7 @@ def single_threaded_blas() -> Iterator[None]:
         with _BLAS_LOCK:
             _blas_users -= 1
             if _blas_users == 0 and _blas_limiter is not None:
-                _free_openblas_control()  # the last fit to end may run in another thread than the first
+                free_openblas_control()  # the last fit to end may run in another thread than the first
                 _blas_limiter.restore_original_limits()
-                _free_openblas_control()
+                free_openblas_control()
                 _blas_limiter = None
