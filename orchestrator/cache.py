@@ -69,13 +69,13 @@ class EmbeddingCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.tokens = tokens
         self.check = CacheCheck()
-        self._rows: dict[str, np.ndarray] | None = None
+        self._index: dict[str, Path] | None = None  # record id -> shard; rows stay on disk
         if manifest is not None:
             manifest = {**manifest, "format": CACHE_FORMAT}
             self._verify_manifest(manifest)
             self._write_json(self.dir / "manifest.json", manifest)
         if tokens is not None:
-            self._load_rows()  # drops stale rows now, so `check` is complete before anything is embedded
+            self._load_index()  # drops stale rows now, so `check` is complete before anything is embedded
 
     @classmethod
     def open(cls, directory: Path | str) -> "EmbeddingCache":
@@ -149,31 +149,51 @@ class EmbeddingCache:
             return ""
         return "changed" if token else "untokened"
 
-    def _load_rows(self) -> dict[str, np.ndarray]:
-        if self._rows is None:
-            rows: dict[str, np.ndarray] = {}
+    def _read_shard(self, shard: Path, with_emb: bool) -> tuple[list[str], list[str], np.ndarray | None]:
+        """(ids, tokens, embeddings or None) of one shard; npz members load lazily, so ids alone are cheap."""
+        with np.load(shard, allow_pickle=False) as data:
+            ids = data["ids"].tolist()
+            tokens = data["tokens"].tolist() if "tokens" in data.files else [""] * len(ids)
+            return ids, tokens, (data["emb"] if with_emb else None)
+
+    def _load_index(self) -> dict[str, Path]:
+        """Record id -> the shard holding its reusable row; drops stale rows from their shards the first time.
+
+        Only ids and tokens are read (the driver never holds embeddings: get() reads rows on demand), except
+        where a shard must be rewritten or a record sits in two shards and both rows are compared.
+        """
+        if self._index is None:
+            index: dict[str, Path] = {}
             stale: dict[str, set[str]] = {"changed": set(), "untokened": set(), "removed": set()}
             for shard in self._shards():
-                with np.load(shard, allow_pickle=False) as data:
-                    ids, emb = data["ids"].tolist(), data["emb"]
-                    tokens = data["tokens"].tolist() if "tokens" in data.files else [""] * len(ids)
+                ids, tokens, _ = self._read_shard(shard, with_emb=False)
                 why = [self._stale(rid, token) for rid, token in zip(ids, tokens)]
                 for rid, reason in zip(ids, why):
                     if reason:
                         stale[reason].add(rid)
                 keep = [k for k, reason in enumerate(why) if not reason]
                 if len(keep) < len(ids):
+                    _, _, emb = self._read_shard(shard, with_emb=True)
                     self._prune(shard, [ids[k] for k in keep], emb[keep], [tokens[k] for k in keep])
                 for k in keep:
-                    if ids[k] in rows and not np.array_equal(rows[ids[k]], emb[k]):
-                        raise CacheError(f"{self.dir}: record {ids[k]} has two different embeddings")
-                    rows[ids[k]] = emb[k]
-            self._rows = rows
+                    if ids[k] in index:
+                        self._same_row(ids[k], index[ids[k]], shard)
+                    index[ids[k]] = shard
+            self._index = index
             # A record stale in one shard and current in another was re-embedded after a crash: not stale.
-            self.check.changed = len(stale["changed"] - set(rows))
-            self.check.untokened = len(stale["untokened"] - set(rows) - stale["changed"])
+            self.check.changed = len(stale["changed"] - set(index))
+            self.check.untokened = len(stale["untokened"] - set(index) - stale["changed"])
             self.check.removed = len(stale["removed"])
-        return self._rows
+        return self._index
+
+    def _same_row(self, rid: str, first: Path, second: Path) -> None:
+        """Raise CacheError when a record's rows in two shards differ (a repeat of one batch is harmless)."""
+        rows = []
+        for shard in (first, second):
+            ids, _, emb = self._read_shard(shard, with_emb=True)
+            rows.append(emb[ids.index(rid)])
+        if not np.array_equal(*rows):
+            raise CacheError(f"{self.dir}: record {rid} has two different embeddings")
 
     def _prune(self, shard: Path, ids: list[str], emb: np.ndarray, tokens: list[str]) -> None:
         """Rewrite a shard with only the rows that may be reused (delete it when none may)."""
@@ -184,7 +204,7 @@ class EmbeddingCache:
 
     def done_ids(self) -> set[str]:
         """Record ids already embedded (with their current content, when the cache has tokens)."""
-        return set(self._load_rows())
+        return set(self._load_index())
 
     def write(self, record_ids: list[str], embeddings: np.ndarray) -> Path:
         """Store one batch atomically; the shard name is a digest of its ids, so a repeat overwrites itself."""
@@ -195,18 +215,30 @@ class EmbeddingCache:
         target = self.dir / f"shard-{digest}.npz"
         tokens = [(self.tokens or {}).get(rid, "") for rid in record_ids]
         self._save(target, record_ids, embeddings, tokens)
-        rows = self._load_rows()
-        for rid, emb in zip(record_ids, embeddings):
-            rows[rid] = np.asarray(emb, np.float32)
+        index = self._load_index()
+        for rid in record_ids:
+            index[rid] = target
         return target
 
     def get(self, record_ids: list[str]) -> np.ndarray:
-        """Embeddings in the given order; raise CacheError naming missing ids."""
-        rows = self._load_rows()
-        missing = [rid for rid in record_ids if rid not in rows]
+        """Embeddings in the given order, read from their shards; raise CacheError naming missing ids."""
+        index = self._load_index()
+        missing = [rid for rid in record_ids if rid not in index]
         if missing:
             raise CacheError(f"{len(missing)} record(s) missing from {self.dir}: {missing[:5]}")
-        return np.stack([rows[rid] for rid in record_ids]) if record_ids else np.zeros((0, 0), np.float32)
+        if not record_ids:
+            return np.zeros((0, 0), np.float32)
+        wanted: dict[Path, list[tuple[int, str]]] = {}
+        for position, rid in enumerate(record_ids):
+            wanted.setdefault(index[rid], []).append((position, rid))
+        out: np.ndarray | None = None
+        for shard, rows in wanted.items():
+            ids, _, emb = self._read_shard(shard, with_emb=True)
+            where = {rid: k for k, rid in enumerate(ids)}
+            if out is None:
+                out = np.empty((len(record_ids), emb.shape[1]), np.float32)
+            out[[p for p, _ in rows]] = emb[[where[rid] for _, rid in rows]]
+        return out
 
 
 def _difference(key: str, found: object, expected: object) -> str:

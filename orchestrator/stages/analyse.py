@@ -187,7 +187,7 @@ class _RepresentationStage:
             return []
         full, seed0 = max(fractions), exp.seeds[0]
         train, test = view.split[task]
-        emb = ray.get(view.emb[model])
+        emb = view.emb[model]  # a ref: rows are cut inside each task
         jobs = []
         wanted = [(full, s) for s in exp.seeds] + [(f, seed0) for f in fractions if f != full]
         for fraction, seed in wanted:
@@ -196,7 +196,7 @@ class _RepresentationStage:
                 continue
             kind = ("shap-main" if (fraction, seed) == (full, seed0) else
                     f"shap-seed:{seed}" if fraction == full else f"shap-fraction:{fraction:g}")
-            jobs.append((kind, model, view, shap_remote.remote(probe, emb[train], emb[test], classes,
+            jobs.append((kind, model, view, shap_remote.remote(probe, emb, train, test, classes,
                                                                 an["top_k"], model, self.threads)))
         probe = linear(model, view.dataset.name, task, full, seed0)
         sources = np.array([view.metas[view.usable[i]].source for i in test])
@@ -204,7 +204,7 @@ class _RepresentationStage:
             for source in sorted(set(sources)):
                 rows = test[sources == source]
                 jobs.append((f"shap-source:{source}", model, view, shap_remote.remote(
-                    probe, emb[train], emb[rows], classes, an["top_k"], model, self.threads)))
+                    probe, emb, train, rows, classes, an["top_k"], model, self.threads)))
         entry["shap"] = {"task": task, "train_fraction": full, "seed": seed0, "classes": classes}
         entry["_runs"] = {"seeds": [], "fractions": [], "sources": {}}
         return jobs
@@ -247,8 +247,8 @@ class _RepresentationStage:
         for view in views:
             try:
                 cka, figures = ray.get(similarity_remote.remote(
-                    {m.name: ray.get(view.emb[m.name]) for m in self.exp.models},
-                    view.dataset.name, self.threads))
+                    [m.name for m in self.exp.models], view.dataset.name, self.threads,
+                    *[view.emb[m.name] for m in self.exp.models]))
             except Exception as err:
                 self.problems(view.dataset.name, "analysis", f"similarity failed: {err}", "")
                 continue

@@ -91,7 +91,18 @@ def similarity_task(embeddings: dict[str, np.ndarray], title: str,
         return tasks.similarity({name: tasks.as_sent(x) for name, x in embeddings.items()}, title=title)
 
 
+def shap_rows_task(probe: dict, emb: np.ndarray, background_rows: np.ndarray, sample_rows: np.ndarray,
+                   class_names: list[str], top_k: int, title: str, threads: Threads | None = None):
+    """shap_task on rows of one embedding matrix, cut where the task runs (the driver holds only a ref)."""
+    return shap_task(probe, emb[background_rows], emb[sample_rows], class_names, top_k, title, threads)
+
+
+def similarity_rows_task(names: list[str], title: str, threads: Threads | None, *matrices: np.ndarray):
+    """similarity_task on matrices passed as top-level arguments, so Ray resolves their refs."""
+    return similarity_task(dict(zip(names, matrices)), title, threads)
+
+
 umap_remote = ray.remote(**TASK_OPTIONS)(umap_task)
 structure_remote = ray.remote(**TASK_OPTIONS)(structure_task)
-shap_remote = ray.remote(**TASK_OPTIONS)(shap_task)
-similarity_remote = ray.remote(**TASK_OPTIONS)(similarity_task)
+shap_remote = ray.remote(**TASK_OPTIONS)(shap_rows_task)
+similarity_remote = ray.remote(**TASK_OPTIONS)(similarity_rows_task)

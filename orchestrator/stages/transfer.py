@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import numpy as np
-import ray
 
 from orchestrator.dispatch import RecordProblem
 from orchestrator.experiment import Experiment
 from orchestrator.results import TransferGap, TransferResult, json_float
+from orchestrator.stages.embedding_refs import concat_rows
 from orchestrator.stages.probe import FitKey, FittedProbe, collect, run_cells
 from orchestrator.stages.types import DatasetView
 from services.probing.grid import GridCell
@@ -23,7 +23,7 @@ ALL = "all datasets"
 class _Pool:
     """Every dataset's records that carry the transfer task, in one label space, for one model."""
 
-    emb: np.ndarray
+    emb: object  # ObjectRef of the pooled [N, D] matrix
     y: np.ndarray
     train: np.ndarray  # bool mask
     test: np.ndarray
@@ -40,7 +40,7 @@ def _pool(model: str, task: str, views: list[DatasetView]) -> tuple[list[str], _
         full = np.zeros((len(view.usable), len(space)), np.float32)
         for k, c in enumerate(classes):
             full[:, space.index(c)] = y[:, k]
-        parts.append(ray.get(view.emb[model]))
+        parts.append(view.emb[model])  # refs, joined in a task
         ys.append(full)
         train, test = view.split_for(task, model)
         for mask, rows in ((train_mask, train), (test_mask, test)):
@@ -48,7 +48,7 @@ def _pool(model: str, task: str, views: list[DatasetView]) -> tuple[list[str], _
             m[rows] = True
             mask.append(m)
         sources += [f"{s}" for s in view.column(lambda m: m.source)]
-    return space, _Pool(np.concatenate(parts), np.concatenate(ys), np.concatenate(train_mask),
+    return space, _Pool(concat_rows.remote(*parts), np.concatenate(ys), np.concatenate(train_mask),
                         np.concatenate(test_mask), np.array(sources))
 
 
@@ -62,7 +62,7 @@ def transfer_cells(exp: Experiment, views: list[DatasetView]) -> tuple[list[Grid
     cells, problems = [], []
     for model in exp.models:
         space, pool = _pool(model.name, task, pools)
-        emb_ref = ray.put(pool.emb)
+        emb_ref = pool.emb
         sources = pool.sources
         small = sorted({s for s in set(sources) if min((pool.train & (sources == s)).sum(),
                                                        (pool.test & (sources == s)).sum()) < cfg["min_records"]})

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import ray
 
 from orchestrator.cache import EmbeddingCache
 from orchestrator.datasets.base import Dataset, RecordMeta
@@ -125,5 +124,7 @@ class DatasetView:
         view.labels = {task: (classes, y[keep]) for task, (classes, y) in self.labels.items()}
         view.split = {task: (remap(train), remap(test)) for task, (train, test) in self.split.items()}
         view.has = {model: has[keep] for model, has in self.has.items()}
-        view.emb = {model: ray.put(ray.get(ref)[keep]) for model, ref in self.emb.items()}
+        from orchestrator.stages.embedding_refs import take_rows  # the stage module imports this one
+
+        view.emb = {model: take_rows.remote(ref, keep) for model, ref in self.emb.items()}
         return view

@@ -6,11 +6,9 @@ never moves a record between train and test.
 from __future__ import annotations
 
 import numpy as np
-import ray
-
-from orchestrator.cache import EmbeddingCache
 from orchestrator.datasets.base import Dataset, RecordMeta, label_matrix
 from orchestrator.experiment import Experiment
+from orchestrator.stages.embedding_refs import load_rows
 from orchestrator.stages.types import DatasetView, Embedded
 from services.probing.sampling import patient_split
 
@@ -56,20 +54,11 @@ def _view(exp: Experiment, dataset: Dataset, embedded: Embedded) -> DatasetView:
     usable_ids = [ids[i] for i in usable]
     for model, cache, have in zip(exp.models, caches, done):
         view.has[model.name] = np.array([rid in have for rid in usable_ids], dtype=bool)
-        view.emb[model.name] = ray.put(_scatter(cache, usable_ids, view.has[model.name]))
+        # By reference: a Ray task reads the rows from the cache wherever it runs; the driver holds a ref.
+        view.emb[model.name] = load_rows.remote(str(cache.dir), usable_ids, view.has[model.name])
     return view
 
 
-def _scatter(cache: EmbeddingCache, ids: list[str], has: np.ndarray) -> np.ndarray:
-    """[len(ids), D] embeddings, zero rows where the model has none (those rows are never used)."""
-    if has.all():
-        return cache.get(ids)
-    present = cache.get([rid for rid, h in zip(ids, has) if h])
-    out = np.zeros((len(ids), present.shape[1] if present.size else 0), np.float32)
-    out[has] = present
-    return out
-
-
 def make_views(exp: Experiment, embedded: Embedded) -> list[DatasetView]:
-    """One DatasetView per dataset, embeddings in Ray's object store (shared by every later task)."""
+    """One DatasetView per dataset; embeddings are ObjectRefs made by load tasks (see embedding_refs)."""
     return [_view(exp, dataset, embedded) for dataset in embedded.datasets]
