@@ -9,6 +9,7 @@ only itself. Every finished batch goes straight to the cache.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from orchestrator.preprocess import PreprocessSpec, preprocess_windows
 log = logging.getLogger(__name__)
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 MAX_BUSY_RETRIES = 8
+MAX_REREADS = 2  # a batch whose worker or data was lost with a node is read and sent again this often
 
 
 @dataclass
@@ -77,37 +79,84 @@ def average_windows(emb: np.ndarray, counts: list[int]) -> np.ndarray:
     return np.stack([emb[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
 
 
-@ray.remote(max_restarts=0, max_task_retries=0)
-class EndpointWorker:
-    """One endpoint replica: a gRPC channel (ECGLens or V2 protocol, TLS, token) and bounded retries."""
+# A worker lost with its node is restarted elsewhere and its calls in flight are sent again (embedding is
+# idempotent: a repeated batch writes the same shard). Its methods never raise on RPC errors, so these
+# retries only ever happen on a lost process or node.
+WORKER_OPTIONS = {"max_restarts": 4, "max_task_retries": 4}
 
-    def __init__(self, address: str, connection: dict, timeout_s: float = 120.0, attempts: int = 3) -> None:
+
+@ray.remote(**WORKER_OPTIONS)
+class EndpointWorker:
+    """One endpoint replica: a gRPC channel (ECGLens or V2 protocol, TLS, token) and bounded retries.
+
+    With `host` (a ServerHost actor: the replica was launched on a cluster node), a replica that stops
+    answering is looked up again: after a node loss its host restarts elsewhere with a new address.
+    """
+
+    def __init__(self, address: str, connection: dict, timeout_s: float = 120.0, attempts: int = 3,
+                 host: object = None) -> None:
+        self.connection, self.timeout_s, self.attempts, self.host = connection, timeout_s, attempts, host
+        self.client = None
+        self._lock = threading.Lock()  # calls run concurrently (max_concurrency); one reconnects at a time
+        self._connect(self._current(address))
+
+    def _current(self, address: str) -> str:
+        """The replica's address now: asked of its host when it has one (it may have moved)."""
+        if self.host is None:
+            return address
+        try:
+            return ray.get(self.host.address.remote(), timeout=self.timeout_s)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            return address
+
+    def _connect(self, address: str) -> None:
         from orchestrator.endpoints import EndpointError, open_client
 
-        self.address = address
-        self.attempts = attempts
-        self.error = None
+        if self.client is not None:
+            self.client.close()
+        self.address, self.error, self.client = address, None, None
         try:
-            self.client, _ = open_client(address, connection, timeout_s)
+            self.client, _ = open_client(address, self.connection, self.timeout_s)
         except EndpointError as err:
             self.error = str(err)
+
+    def _moved(self) -> bool:
+        """Reconnect when the replica's host now serves at another address; whether it did."""
+        if self.host is None:
+            return False
+        with self._lock:
+            seen = self.address
+            address = self._current(seen)
+            if address == seen:
+                return False
+            if address != self.address:  # another call may have reconnected meanwhile
+                log.warning("replica moved from %s to %s (its node was lost); reconnecting", seen, address)
+                self._connect(address)
+            return self.error is None
 
     def embed(self, x: np.ndarray, request_id: str) -> tuple[str, object]:
         """('ok', embeddings) or (status name, message) after retries; never raises on RPC errors."""
         from services.embedding.client import EmbedError
 
-        if self.error:
+        if self.error and not self._moved():
             return "UNAVAILABLE", self.error
-        delay = 0.2
-        for attempt in range(self.attempts):
+        delay, moves, attempt = 0.2, 0, 0
+        while True:
             try:
                 return "ok", self.client.embed(x, request_id)
             except EmbedError as err:
-                if err.code.name not in RETRYABLE or attempt == self.attempts - 1:
-                    return err.code.name, f"{self.address}: {err.details}"
+                code = err.code.name
+                if code not in RETRYABLE:
+                    return code, f"{self.address}: {err.details}"
+                attempt += 1
+                if attempt >= self.attempts:
+                    # Out of attempts: when the replica moved (its node was lost), start over at its new address.
+                    if code == "UNAVAILABLE" and moves < 2 and self._moved():
+                        moves, attempt, delay = moves + 1, 0, 0.2
+                        continue
+                    return code, f"{self.address}: {err.details}"
                 time.sleep(delay)
                 delay *= 2
-        return "UNKNOWN", "unreachable"
 
 
 @dataclass
@@ -132,7 +181,14 @@ class EmbedJob:
     in_flight: int = 2
     timeout_s: float = 120.0
     connection: dict = field(default_factory=dict)
+    hosts: dict = field(default_factory=dict)  # replica address -> ServerHost actor (launched on a cluster)
     problems: list[RecordProblem] = field(default_factory=list)
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message (Ray's carry whole tracebacks)."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _halves(batch: _Batch) -> list[_Batch]:
@@ -153,8 +209,8 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
         progress(len(indices) - len(todo))
     if not todo:
         return []
-    workers = {addr: EndpointWorker.options(max_concurrency=job.in_flight).remote(addr, job.connection, job.timeout_s)
-               for addr in job.replicas}
+    workers = {addr: EndpointWorker.options(max_concurrency=job.in_flight).remote(
+        addr, job.connection, job.timeout_s, host=job.hosts.get(addr)) for addr in job.replicas}
     alive = list(job.replicas)
     load = {addr: 0 for addr in alive}
     chunks = deque(todo[k:k + job.batch_size] for k in range(0, len(todo), job.batch_size))
@@ -163,6 +219,9 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
     calls: dict = {}
     problems: list[RecordProblem] = []
     max_reads = 2 * job.in_flight * len(alive)
+    rid_of = dict(zip(indices, record_ids))
+    index_of = dict(zip(record_ids, indices))
+    rereads: dict[tuple[str, ...], int] = {}
 
     def fail(ids: list[str], stage: str, reason: str) -> None:
         problems.extend(RecordProblem(job.dataset_name, rid, stage, reason, job.model) for rid in ids)
@@ -172,8 +231,9 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
     try:
         while chunks or reads or ready or calls:
             while chunks and len(reads) + len(ready) < max_reads:
-                meta_ref, x_ref = read_batch.remote(job.dataset, chunks.popleft(), job.prep)
-                reads[meta_ref] = x_ref
+                chunk = chunks.popleft()
+                meta_ref, x_ref = read_batch.remote(job.dataset, chunk, job.prep)
+                reads[meta_ref] = (x_ref, chunk)
             while ready and alive:
                 target = min(alive, key=load.get)
                 if load[target] >= job.in_flight:
@@ -192,8 +252,12 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
             finished, _ = ray.wait(pending, num_returns=1)
             ref = finished[0]
             if ref in reads:
-                x_ref = reads.pop(ref)
-                meta = ray.get(ref)
+                x_ref, chunk = reads.pop(ref)
+                try:
+                    meta = ray.get(ref)
+                except ray.exceptions.RayError as err:  # Ray already retried it (max_retries): its node is gone
+                    fail([rid_of[i] for i in chunk], "read", f"read task lost after retries: {_first_line(err)}")
+                    continue
                 for rid, stage, reason in meta["problems"]:
                     if stage == "warning":
                         problems.append(RecordProblem(job.dataset_name, rid, stage, reason, job.model))
@@ -204,7 +268,22 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                 continue
             batch, target = calls.pop(ref)
             load[target] -= 1
-            status, value = ray.get(ref)
+            try:
+                status, value = ray.get(ref)
+            except ray.exceptions.RayError as err:
+                # The worker or the batch's data was lost beyond Ray's own retries (a node went away): the
+                # replica's worker is dropped; the records are read again and sent elsewhere, a bounded
+                # number of times, so a run always ends and loses only what truly cannot be done.
+                log.warning("embedding call on %s lost (%s); reading its %d record(s) again",
+                            target, _first_line(err), len(batch.ids))
+                if isinstance(err, ray.exceptions.RayActorError) and target in alive:
+                    alive.remove(target)
+                rereads[tuple(batch.ids)] = rereads.get(tuple(batch.ids), 0) + 1
+                if rereads[tuple(batch.ids)] > MAX_REREADS:
+                    fail(batch.ids, "embed", f"lost {MAX_REREADS + 1} times with Ray nodes: {_first_line(err)}")
+                else:
+                    chunks.appendleft([index_of[rid] for rid in batch.ids])
+                continue
             if status == "ok":
                 job.cache.write(batch.ids, average_windows(value, batch.counts))
                 if progress:

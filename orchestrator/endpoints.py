@@ -54,7 +54,9 @@ def call_metadata(auth: dict | None) -> tuple[tuple[str, str], ...]:
     """gRPC metadata carrying a bearer token and/or an API key."""
     auth = auth or {}
     out = []
-    token = _secret("token_file", "token_env", auth, "token")
+    # "token" itself is internal: the run's token for servers it launched on a cluster (stages/launch.py);
+    # the experiment file cannot set it (its auth keys are AUTH_KEYS), so no secret is ever written out.
+    token = auth.get("token") or _secret("token_file", "token_env", auth, "token")
     if token:
         out.append(("authorization", f"Bearer {token}"))
     key = _secret("api_key_file", "api_key_env", auth, "API key")

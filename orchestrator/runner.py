@@ -56,15 +56,20 @@ def _init_ray(address: str | None, num_cpus: int | None, temp_dir: str | None) -
 
 
 @contextlib.contextmanager
-def _ray_session(exp: Experiment, ray_address: str | None, ray_temp_dir: str | None) -> Iterator[None]:
-    """Ray for the run: shut down (and its private files removed) afterwards if this run started it."""
+def _ray_session(exp: Experiment, ray_address: str | None, ray_temp_dir: str | None) -> Iterator[bool]:
+    """Ray for the run, shut down (and its private files removed) afterwards if this run started it.
+
+    Yields whether the run joined a cluster (an address was given): then launched servers must run on
+    cluster nodes, reachable from every node, not on the driver's loopback (see stages/launch.py).
+    """
+    address = ray_address or exp.runtime["ray_address"]
     with contextlib.ExitStack() as stack:
-        ray_dir = _init_ray(ray_address or exp.runtime["ray_address"], exp.runtime["ray_num_cpus"], ray_temp_dir)
+        ray_dir = _init_ray(address, exp.runtime["ray_num_cpus"], ray_temp_dir)
         if ray_dir:
             if not ray_temp_dir:
                 stack.callback(shutil.rmtree, ray_dir, True)
             stack.callback(ray.shutdown)
-        yield
+        yield bool(address)
 
 
 class _Timer:
@@ -97,9 +102,9 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
     hooks, timer, started = hooks or Hooks(), _Timer(), time.perf_counter()
     services = Services(out_dir / "logs")
     cache_root = Path(exp.runtime["cache_dir"] or out_dir / "cache")
-    with _ray_session(exp, ray_address, ray_temp_dir), contextlib.ExitStack() as stack:
+    with _ray_session(exp, ray_address, ray_temp_dir) as on_cluster, contextlib.ExitStack() as stack:
         stack.callback(services.stop_all)
-        launched = timer("launch", launch, exp, services, hooks)
+        launched = timer("launch", launch, exp, services, hooks, on_cluster)
         embedded = timer("embed", embed, exp, launched, cache_root, hooks, show_progress)
         evaluate_started = time.perf_counter()
         views = make_views(exp, embedded)

@@ -79,6 +79,7 @@ def analyse(exp: Experiment, views: list[DatasetView], probed: Probed, launched:
         common.append(view.restricted(keep))
     views = common
     preps = {key: embedding_set.prep for key, embedding_set in embedded.sets.items()}
+    stage.connections = {m.name: launched.connection(m.name, m.connection) for m in exp.models}
     stage.run(views, linear, launched.endpoints, launched.cards, preps)
     return Analysed([Representation.from_dict(entry) for entry in stage.representations()],
                     [SimilarityRow(**row) for row in stage.similarity], stage.figures, stage.found)
@@ -94,6 +95,7 @@ class _RepresentationStage:
     similarity: list[dict] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     found: list[RecordProblem] = field(default_factory=list)
+    connections: dict = field(default_factory=dict)  # model -> connection settings (Launched.connection)
 
     def problems(self, dataset: str, stage: str, reason: str, model: str) -> None:
         """Record one failed analysis; the stage goes on."""
@@ -310,7 +312,8 @@ class _RepresentationStage:
                     continue
                 prep = preps[(model.name, view.dataset.name)]
                 ecgs = np.stack([preprocess(view.dataset.load(view.usable[i]), prep) for i in picks])
-                client = self._live_client(endpoints[model.name], model.connection)
+                connection = self.connections.get(model.name, model.connection)
+                client = self._live_client(endpoints[model.name], connection)
                 if client is None:
                     self.problems(view.dataset.name, "analysis", "lead attribution skipped: no replica answers",
                                   model.name)
@@ -318,7 +321,7 @@ class _RepresentationStage:
                 try:
                     result = attribute(client, probe, ecgs, classes, list(prep.leads), segments=cfg["segments"],
                                        baseline=cfg["baseline"], nsamples=cfg["nsamples"], seed=cfg["seed"],
-                                       use_ray=not (model.connection.get("tls") or model.connection.get("auth")))
+                                       use_ray=not (connection.get("tls") or connection.get("auth")))
                 except Exception as err:
                     self.problems(view.dataset.name, "analysis", f"lead attribution failed: {err}", model.name)
                     continue

@@ -59,7 +59,8 @@ def embed(exp: Experiment, launched: Launched, cache_root: Path, hooks: Hooks, s
             job = EmbedJob(model.name, launched.endpoints[model.name], dataset.spec, dataset.name, prep, cache,
                            batch_size=min(exp.runtime["batch_size"], int(card.max_batch_size) or 32),
                            in_flight=exp.runtime["in_flight"], timeout_s=exp.runtime["timeout_s"],
-                           connection=model.connection)
+                           connection=launched.connection(model.name, model.connection),
+                           hosts={a: h for a, h in launched.hosts.items() if a in launched.endpoints[model.name]})
             with tqdm(total=len(keep), desc=f"embed {model.name} on {dataset.name}", unit="ecg",
                       disable=not show_progress, leave=True) as bar:
                 done = [0]  # counted here: a disabled tqdm bar does not count

@@ -22,7 +22,7 @@ class Hooks:
     """Callbacks for tests and tools, e.g. to kill a replica mid-run."""
 
     on_embedded: Callable[[str, int], None] | None = None  # (model, records done so far)
-    on_launched: Callable[[dict[str, list[Any]]], None] | None = None  # owner -> its ServerProcess handles
+    on_launched: Callable[[dict[str, list[Any]]], None] | None = None  # owner -> ServerProcess/ServerHost
 
 
 @dataclass
@@ -46,6 +46,12 @@ class Launched:
 
     endpoints: dict[str, list[str]]  # model name -> replica addresses (launched or remote)
     cards: dict[str, Any]  # model name -> its ModelCard (protobuf)
+    connections: dict[str, dict] = field(default_factory=dict)  # model -> connection settings to use
+    hosts: dict[str, Any] = field(default_factory=dict)  # address -> ServerHost actor (runs on a cluster)
+
+    def connection(self, model: str, default: dict) -> dict:
+        """How to connect to the model's replicas (the experiment's settings plus a run token on a cluster)."""
+        return self.connections.get(model, default)
 
 
 @dataclass(frozen=True)
