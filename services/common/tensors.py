@@ -21,7 +21,7 @@ def to_tensor(array: np.ndarray, dtype: str = "float32") -> tensor_pb2.Tensor:
     np_dtype = np.dtype(dtype).newbyteorder("<")
     if np_dtype not in _PB_OF:
         raise TensorError(f"unsupported dtype {dtype!r}: use float32 or float16")
-    data = np.ascontiguousarray(array, dtype=np_dtype)
+    data = np.asarray(array, dtype=np_dtype, order="C")  # not ascontiguousarray: it turns 0-d into 1-d
     return tensor_pb2.Tensor(dtype=_PB_OF[np_dtype], shape=list(data.shape), data=data.tobytes())
 
 
