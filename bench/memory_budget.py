@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         token.write_text("bench-token\n")
         scenario("defaults (64 MiB limit, 1024 MiB budget)", package, [], big, args.concurrent)
         scenario("--max-message-mb 256 (budget alone)", package, ["--max-message-mb", "256"], big, args.concurrent)
-        scenario("--max-message-mb 256, budget 512", package, ["--max-message-mb", "256", "--request-budget-mb", "512"],
+        scenario("--max-message-mb 256, budget 2048", package, ["--max-message-mb", "256", "--request-budget-mb", "2048"],
                  big, args.concurrent)
         scenario("token server, --max-message-mb 256, no token", package,
                  ["--max-message-mb", "256", "--auth-token-file", str(token)], big, args.concurrent)

@@ -150,14 +150,14 @@ def test_every_rejection_is_counted_by_code_and_the_request_id_is_clipped_in_log
 def test_over_the_budget_is_resource_exhausted_and_oversized_messages_are_refused_unread(handcrafted_pkg):
     metrics_port = free_port()
     srv = start_server("services.embedding", ["--model", str(handcrafted_pkg), "--metrics-port", str(metrics_port),
-                                              "--max-message-mb", "1", "--request-budget-mb", "2",
+                                              "--max-message-mb", "0.5", "--request-budget-mb", "2",
                                               "--budget-wait", "0.2", "--drain-seconds", "0"], name="tight")
     try:
         with grpc.insecure_channel(srv.address) as channel:
             big = embedding_pb2.EmbedRequest(ecg=to_tensor(np.zeros((8, 12, 5000)))).SerializeToString()  # 1.9 MB
             code, details = raw_call(channel, EMBED, big)
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
-            # An open stream waiting for its first message holds the whole budget (3 x 1 MiB > 2 MiB).
+            # An open stream waiting for its first message holds the whole budget (4 x 0.5 MiB + overhead).
             gate = threading.Event()
             stream = channel.stream_stream("/ecglens.v1.EmbeddingService/EmbedStream", request_serializer=None,
                                            response_deserializer=None)

@@ -29,6 +29,9 @@ _SERVER_TRANSPORT = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.so_reuseport", 0),
     ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+    # Without BDP probing a stream's HTTP/2 window stays small until the server asks for the message,
+    # so a request waiting for memory budget is not buffered by the transport behind the server's back.
+    ("grpc.http2.bdp_probe", 0),
 ]
 SERVER_OPTIONS = _MESSAGE_LIMITS + _SERVER_TRANSPORT
 

@@ -114,7 +114,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                              "12 x 5000 float32); larger ones get RESOURCE_EXHAUSTED unread")
     parser.add_argument("--request-budget-mb", type=float, default=DEFAULT_BUDGET_MIB,
                         help=f"memory budget for requests in flight in MiB (default {DEFAULT_BUDGET_MIB}); a request "
-                             "reserves 3x the largest message before it is read and 3x its own size after; "
+                             "reserves 4x the largest message before it is read and 4x its own size after; "
                              "without room within --budget-wait it gets RESOURCE_EXHAUSTED")
     parser.add_argument("--budget-wait", type=float, default=1.0,
                         help="seconds a request may wait for room in the budget (default 1)")
@@ -131,6 +131,9 @@ def limits_from_args(args: argparse.Namespace, security: Security) -> Limits:
     """The Limits the flags ask for; ValueError names a flag that makes no sense."""
     if args.max_message_mb <= 0 or args.request_budget_mb <= 0:
         raise ValueError("--max-message-mb and --request-budget-mb must be positive")
+    if args.request_budget_mb < 4 * args.max_message_mb:
+        raise ValueError(f"--request-budget-mb ({args.request_budget_mb:g}) must be at least 4 x --max-message-mb "
+                         f"({args.max_message_mb:g}): one request of the largest size costs that much")
     if args.metrics_auth and not security.token:
         raise ValueError("--metrics-auth needs --auth-token-file (the token the metrics endpoint asks for)")
     return Limits(max_message_bytes=int(args.max_message_mb * MIB), budget_bytes=int(args.request_budget_mb * MIB),
