@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -247,6 +248,11 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _interrupted(exit_: SystemExit) -> bool:
+    """True for the SystemExit(SIGTERM) that ray.init's own SIGTERM handler (which replaces ours) raises."""
+    return exit_.code == signal.SIGTERM
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse and dispatch; user errors print one clear line and exit 2."""
     args = build_parser().parse_args(argv)
@@ -256,14 +262,25 @@ def main(argv: list[str] | None = None) -> int:
     from services.embedding.card import CardError
 
     signal.signal(signal.SIGTERM, _raise_interrupt)  # stop launched servers on SIGTERM as on Ctrl-C
+    # Ray's C++ failure-signal handler would otherwise catch SIGTERM itself and abort the driver (exit -6)
+    # before any cleanup; with it off, SIGTERM reaches Python and unwinds like Ctrl-C.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         return int(args.func(args) or 0)
     except (CardError, ConfigError, _UsageError, ServerStartError, EndpointError) as err:
         print(f"ecglens: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ecglens: interrupted; every process it started has been stopped", file=sys.stderr)
-        return 130
+        return _interrupt_exit()
+    except SystemExit as exit_:
+        if _interrupted(exit_):
+            return _interrupt_exit()
+        raise
+
+
+def _interrupt_exit() -> int:
+    print("ecglens: interrupted; every process it started has been stopped", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

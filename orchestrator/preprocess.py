@@ -14,6 +14,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from orchestrator.datasets.base import Record, RecordError
+from orchestrator.datasets.header_checks import check_rate
 
 CANONICAL_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 _ALIASES = {"di": "I", "dii": "II", "diii": "III", "mlii": "II"}
@@ -110,12 +111,50 @@ def filter_signal(signal: np.ndarray, fs: float, spec: "PreprocessSpec") -> np.n
     return signal
 
 
+def _ratio(source_hz: float, target_hz: float) -> Fraction:
+    return Fraction(target_hz / source_hz).limit_denominator(2000)
+
+
 def resample(signal: np.ndarray, source_hz: float, target_hz: float) -> np.ndarray:
     """Polyphase resampling along time (anti-aliased), exact for rational rate ratios."""
     if abs(source_hz - target_hz) < 1e-9:
         return signal
-    ratio = Fraction(target_hz / source_hz).limit_denominator(2000)
+    ratio = _ratio(source_hz, target_hz)
     return resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1)
+
+
+def _window_span(total: int, spec: "PreprocessSpec") -> tuple[int, int]:
+    """[start, end) of the output samples windows() keeps from a signal of total output samples."""
+    n = spec.num_samples
+    if spec.window == "center" and total > n:
+        start = (total - n) // 2
+        return start, start + n
+    if spec.window == "average" and total >= 2 * n:
+        return 0, min(total // n, spec.max_windows) * n
+    return 0, min(total, n)
+
+
+def resample_for_windows(signal: np.ndarray, source_hz: float, spec: "PreprocessSpec") -> tuple[np.ndarray, int, int]:
+    """(resampled stretch, its first output index, output length of the whole record): only the stretch that
+    windows() keeps is resampled, with the resampling filter's reach on each side, so the windows come out
+    exactly as from the whole record.
+
+    Memory is bounded by the window, not by the record: a header with a tiny rate (0.05 Hz to 500 Hz is
+    x10,000) can no longer make one record cost gigabytes."""
+    if abs(source_hz - spec.sampling_rate_hz) < 1e-9:
+        return signal, 0, signal.shape[-1]
+    ratio = _ratio(source_hz, spec.sampling_rate_hz)
+    up, down = ratio.numerator, ratio.denominator
+    total = -(-signal.shape[-1] * up // down)  # resample_poly's output length: ceil(len * up / down)
+    start, end = _window_span(total, spec)
+    # resample_poly's FIR reaches 10 * max(up, down) upsampled samples each side of an output sample.
+    reach = -(-10 * max(up, down) // up) + 2
+    # Output k sits at input k * down / up: a cut starting at a multiple of `down` keeps outputs aligned.
+    begin = max(0, (start * down // up - reach) // down * down)
+    stop = min(signal.shape[-1], -(-end * down // up) + reach)
+    if begin == 0 and stop == signal.shape[-1]:
+        return resample(signal, source_hz, spec.sampling_rate_hz), 0, total
+    return resample(signal[..., begin:stop], source_hz, spec.sampling_rate_hz), begin * up // down, total
 
 
 def fit_window(signal: np.ndarray, num_samples: int) -> np.ndarray:
@@ -125,16 +164,17 @@ def fit_window(signal: np.ndarray, num_samples: int) -> np.ndarray:
     return np.pad(signal, ((0, 0), (0, num_samples - signal.shape[-1])))
 
 
-def windows(signal: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """[n_windows, L, num_samples]: one window (start/center) or consecutive ones to average."""
-    n, total = spec.num_samples, signal.shape[-1]
-    if spec.window == "center" and total > n:
-        start = (total - n) // 2
-        return signal[None, :, start:start + n]
-    if spec.window == "average" and total >= 2 * n:
-        count = min(total // n, spec.max_windows)
-        return np.stack([signal[:, k * n:(k + 1) * n] for k in range(count)])
-    return fit_window(signal, n)[None]
+def windows(signal: np.ndarray, spec: PreprocessSpec, offset: int = 0, total: int | None = None) -> np.ndarray:
+    """[n_windows, L, num_samples]: one window (start/center) or consecutive ones to average.
+
+    signal may be a stretch starting at output index offset of a signal of total samples (resample_for_windows)."""
+    n = spec.num_samples
+    total = signal.shape[-1] + offset if total is None else total
+    start, end = _window_span(total, spec)
+    kept = signal[:, start - offset:end - offset]
+    if spec.window == "average" and end - start >= 2 * n:
+        return np.stack([kept[:, k * n:(k + 1) * n] for k in range((end - start) // n)])
+    return fit_window(kept, n)[None]
 
 
 def preprocess_windows(record: Record, spec: PreprocessSpec) -> tuple[np.ndarray, list[str]]:
@@ -148,14 +188,15 @@ def preprocess_windows(record: Record, spec: PreprocessSpec) -> tuple[np.ndarray
     if not np.isfinite(signal).all():
         bad = int((~np.isfinite(signal)).sum())
         raise RecordError(f"{record.record_id}: {bad} NaN/Inf sample(s)")
+    check_rate(float(record.sampling_rate_hz), record.record_id)  # before any allocation scaled by it
     scale = _UNIT_SCALE_TO_MV.get(record.units.lower())
     if scale is None:
         raise RecordError(f"{record.record_id}: unknown units {record.units!r}")
     signal, filled = select_leads(signal * scale / _UNIT_SCALE_TO_MV[spec.units.lower()], record.leads, spec.leads,
                                   record.record_id, spec.missing_leads)
     signal = filter_signal(signal, record.sampling_rate_hz, spec)
-    signal = resample(signal, record.sampling_rate_hz, spec.sampling_rate_hz)
-    return np.ascontiguousarray(windows(signal, spec), dtype=np.float32), filled
+    signal, offset, total = resample_for_windows(signal, record.sampling_rate_hz, spec)
+    return np.ascontiguousarray(windows(signal, spec, offset, total), dtype=np.float32), filled
 
 
 def preprocess(record: Record, spec: PreprocessSpec) -> np.ndarray:

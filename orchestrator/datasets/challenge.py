@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.datasets.base import COARSE_CLASSES, DatasetSpec, Record, RecordError, RecordMeta, file_token
+from orchestrator.datasets.header_checks import rate_problem
 
 LABELS_DIR = Path(__file__).resolve().parent / "labels"
 ALLOWED_PARAMS = {"path"}
 # Part of every record's content token: bump when load() would return something else from the same files.
 ADAPTER_VERSION = "1"
 _UNIT_SCALE_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
-_WFDB_DEFAULT_GAIN = 200.0  # WFDB: a gain of 0 means "uncalibrated", read with the default gain
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,9 @@ def _record_line(line: str) -> tuple[str, int, float, int]:
         raise HeaderError(f"record line {line!r} is not `name signals rate samples`") from None
     if n_signals < 1 or num_samples < 1 or not rate > 0:
         raise HeaderError(f"record line {line!r} has a non-positive signal count, rate or sample count")
+    problem = rate_problem(rate)
+    if problem:
+        raise HeaderError(f"record line {line[:80]!r}: {problem}")
     return tokens[0], n_signals, rate, num_samples
 
 
@@ -188,9 +191,11 @@ def _signal_line(line: str, k: int) -> tuple[str, float, int, str, str]:
         adc_zero = int(tokens[4]) if len(tokens) > 4 else 0
         # WFDB: an absent baseline defaults to the ADC zero
         baseline = int(match.group(2)) if match.group(2) is not None else adc_zero
-        gain = float(match.group(1)) or _WFDB_DEFAULT_GAIN
+        gain = float(match.group(1))
     except ValueError:
         raise HeaderError(f"signal line {line!r} has a non-numeric ADC zero or gain") from None
+    if gain == 0 or not math.isfinite(gain):  # WFDB reads 0 as "uncalibrated": no conversion to mV exists
+        raise HeaderError(f"signal line {line[:80]!r}: ADC gain {match.group(1)} (uncalibrated)")
     lead = " ".join(tokens[8:]) or f"signal{k}"
     return tokens[0], gain, baseline, match.group(3) or "mV", lead
 

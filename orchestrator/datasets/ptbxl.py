@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from orchestrator.datasets.base import COARSE_CLASSES, DatasetSpec, Record, RecordError, RecordMeta, file_token
+from orchestrator.datasets.header_checks import wfdb_header_problem
 
 DATABASE = "ptbxl_database.csv"
 STATEMENTS = "scp_statements.csv"
@@ -267,6 +268,9 @@ def read_header(base: Path) -> Any:
     hea = _sidecar(base, ".hea")
     if not hea.is_file():
         raise RecordError(f"header file {hea} is missing")
+    problem = wfdb_header_problem(hea.read_text(errors="replace"))  # wfdb would guess defaults for bad fields
+    if problem:
+        raise RecordError(f"{hea}: {problem}")
     try:
         header = wfdb.rdheader(str(base))
     except Exception as err:  # any parser failure is this record's problem, not the dataset's
@@ -388,6 +392,10 @@ class PtbxlDataset:
             if row.fold in part_of:
                 split[part_of[row.fold]].append(i)
         return split
+
+    def metadata_problems(self) -> list[tuple[str, str]]:
+        """(where, problem) of every database row that was skipped or read with a gap (the run lists them in errors)."""
+        return [(p["where"], p["problem"]) for p in self._problems if p["kind"] == "bad_row"]
 
     def describe(self, headers: int | None = 100) -> dict[str, Any]:
         """Counts, labels and problems; checks every record's files exist and reads `headers` headers (None: all)."""

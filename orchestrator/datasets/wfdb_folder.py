@@ -33,6 +33,7 @@ import numpy as np
 import wfdb
 
 from orchestrator.datasets.base import DatasetSpec, Record, RecordError, RecordMeta, file_token
+from orchestrator.datasets.header_checks import check_wfdb_header
 
 DEFAULTS: dict[str, Any] = {"path": None, "labels": None, "record_column": "record", "patient_column": "patient",
                             "label_column": "label", "source": None, "source_column": None, "task": "label"}
@@ -95,8 +96,10 @@ class WfdbFolderDataset:
             raise RecordError(f"{row.record}: listed more than once in {self.labels_path.name} (lines {where}); "
                               "all copies skipped")
         base = self._base(row.record)
-        if not base.with_name(base.name + ".hea").is_file():
+        hea = base.with_name(base.name + ".hea")
+        if not hea.is_file():
             raise RecordError(f"{row.record}: header {row.record}.hea not found in {self.folder}")
+        check_wfdb_header(hea, row.record)  # rate, sample count, gains: wfdb's parser would guess defaults
         try:
             header = wfdb.rdheader(str(base))
         except Exception as err:  # wfdb raises bare ValueError/IndexError/etc. on malformed headers
@@ -131,6 +134,10 @@ class WfdbFolderDataset:
         """Folder path of a record name (no extension)."""
         return self.folder / record
 
+    def metadata_problems(self) -> list[tuple[str, str]]:
+        """(where, problem) for every labels-CSV row that names no usable record (the run lists them in errors)."""
+        return [(f"{self.labels_path.name} line {line}", f"row skipped: {reason}") for line, reason in self._skipped]
+
     def unlabelled(self) -> list[str]:
         """Records (.hea files) in the folder that the CSV does not name; ignored by the adapter."""
         named = {row.record for row in self._rows}
@@ -151,7 +158,7 @@ class WfdbFolderDataset:
                 continue
             rates[f"{float(header.fs):g}"] += 1
             leads[",".join(header.sig_name or [])] += 1
-            if header.sig_len:
+            if header.sig_len and header.fs:
                 durations.append(header.sig_len / header.fs)
         metas = [self.meta(i) for i in range(len(self))]
         counts = Counter(label for m in metas for label in m.labels[self.task])

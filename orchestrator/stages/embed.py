@@ -29,6 +29,13 @@ def _unique_indices(dataset: Dataset, problems: list[RecordProblem]) -> tuple[li
     return keep, [ids[i] for i in keep]
 
 
+def metadata_problems(dataset: Dataset) -> list[RecordProblem]:
+    """The adapter's bad metadata rows (labels CSV, database table) as `errors` warnings: a row loses no record
+    of the dataset, so it is a note, not a skipped record."""
+    rows = getattr(dataset, "metadata_problems", lambda: [])()
+    return [RecordProblem(dataset.name, where, "warning", problem) for where, problem in rows]
+
+
 def cache_key(model_name: str, card, prep_hash: str) -> str:
     """The model half of a cache path: experiment name, card version and fingerprint, preprocessing hash."""
     # The experiment's model name is part of the key: two entries that serve the same package (e.g. a
@@ -43,6 +50,7 @@ def embed(exp: Experiment, launched: Launched, cache_root: Path, hooks: Hooks, s
     out = Embedded(datasets, {})
     for dataset in datasets:
         keep, ids = _unique_indices(dataset, out.problems)
+        out.problems += metadata_problems(dataset)
         # Read once per dataset (stat() per record file), shared by every model's cache.
         tokens = {rid: dataset.content_token(i) for i, rid in zip(keep, ids)}
         for model in exp.models:

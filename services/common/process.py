@@ -1,17 +1,33 @@
-"""Start ECGLens servers as child processes and stop them cleanly (tests, orchestrator, demo)."""
+"""Start ECGLens servers as child processes and stop them cleanly (tests, orchestrator, demo).
+
+A child never outlives its launcher: start_server tells it the launcher's pid (ECGLENS_PARENT_PID) and
+the child's runtime watches for being orphaned (watch_parent), drains and exits, even when the
+launcher was killed with SIGKILL and could clean nothing up. A getppid() watchdog rather than
+PR_SET_PDEATHSIG: the latter fires when the launching *thread* ends, and launchers start servers from
+thread pools. Children run in their own session, so a terminal's Ctrl-C reaches only the launcher,
+which stops them in order.
+"""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+log = logging.getLogger(__name__)
+PARENT_ENV = "ECGLENS_PARENT_PID"
+ORPHAN_EXIT = 70  # exit status of a server that had to force its way out after its launcher died
 
 
 class ServerStartError(RuntimeError):
@@ -94,11 +110,12 @@ def start_server(module: str, args: list[str], name: str | None = None, host: st
     port_file = Path(tmp.name) / "port"
     log_path = (Path(log_dir) if log_dir else Path(tmp.name)) / f"{name or module.rsplit('.', 1)[-1]}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), PARENT_ENV: str(os.getpid())}
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", module, "--host", host, "--port", "0", "--port-file", str(port_file), *args],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env)
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env,
+            start_new_session=True)
     handle = ServerProcess(name or module, "", process, log_path, tmp)
     deadline = time.monotonic() + timeout_s
     try:
@@ -123,3 +140,26 @@ def write_port_file(path: str | None, port: int) -> None:
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(str(port))
     os.replace(tmp, path)
+
+
+def watch_parent(on_orphaned: Callable[[], None], hard_exit_after_s: float = 30.0,
+                 interval_s: float = 0.5) -> threading.Thread | None:
+    """When started by start_server, call on_orphaned once the launcher is gone, and exit hard if still alive
+    hard_exit_after_s later; None when this process was not started that way."""
+    text = os.environ.pop(PARENT_ENV, None)  # popped: this process's own children are not watched for it
+    if not text or not text.isdigit():
+        return None
+    parent = int(text)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        log.warning("launcher (pid %d) is gone: shutting down", parent)
+        on_orphaned()
+        time.sleep(hard_exit_after_s)
+        log.error("still running %.0fs after the launcher died: exiting", hard_exit_after_s)
+        os._exit(ORPHAN_EXIT)
+
+    thread = threading.Thread(target=watch, name="parent-watchdog", daemon=True)
+    thread.start()
+    return thread

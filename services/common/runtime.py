@@ -1,5 +1,9 @@
 """The one bootstrap of every ECGLens gRPC server: options, health, reflection, interceptors, port file, drain.
 
+Shutdown (SIGTERM/SIGINT, or the parent process gone): health turns NOT_SERVING, the listener stays
+open for drain_s answering new calls UNAVAILABLE "draining" (health and reflection keep answering, so
+a load balancer sees NOT_SERVING), then it closes and in-flight calls get grace_s to finish.
+
 Every server is a grpc.aio server. Async servicers (embedding) are registered as they are;
 synchronous, CPU-bound servicers (probing, analysis) are wrapped by `threaded` so that each call
 runs in a bounded thread pool with the blocking-server semantics their code relies on: grpcio
@@ -21,11 +25,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.grpc_options import SERVER_OPTIONS
-from services.common.process import write_port_file
+from services.common.admission import refusal
+from services.common.grpc_options import MAX_MESSAGE_BYTES, server_options
+from services.common.process import watch_parent, write_port_file
 
 log = logging.getLogger(__name__)
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# Methods open to everyone at every moment: health (probes must see NOT_SERVING) and reflection.
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+DRAINING = "server is draining (shutting down); retry on another replica"
 
 
 @dataclass
@@ -38,7 +46,9 @@ class ServerSpec:
     host: str = "127.0.0.1"
     port: int = 0
     port_file: str | None = None
-    grace_s: float = 10.0  # seconds in-flight calls may finish after SIGTERM/SIGINT
+    grace_s: float = 10.0  # seconds in-flight calls may finish once the listener closed
+    drain_s: float = 1.0  # seconds the listener stays open answering UNAVAILABLE "draining" after a stop signal
+    max_receive_bytes: int = MAX_MESSAGE_BYTES  # larger messages are refused by gRPC core, unread
     max_workers: int = 4  # threads of the pool handed to register, for servicers wrapped by `threaded`
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
     bind: Callable[[grpc.aio.Server, str], int] | None = None  # default: an insecure port
@@ -108,6 +118,20 @@ async def set_serving(health_servicer: health.aio.HealthServicer, service_names:
         await health_servicer.set(name, status)
 
 
+class DrainGate(grpc.aio.ServerInterceptor):
+    """Once closed, answers every call but health and reflection UNAVAILABLE "draining", without reading it."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+    async def intercept_service(self, continuation, details):
+        """Pass calls through until draining starts."""
+        if not self.draining or details.method.startswith(OPEN_PREFIXES):
+            return await continuation(details)
+        handler = await continuation(details)
+        return None if handler is None else refusal(handler, grpc.StatusCode.UNAVAILABLE, DRAINING)
+
+
 def _stop_event() -> asyncio.Event:
     """An event set by SIGTERM or SIGINT."""
     stop = asyncio.Event()
@@ -135,11 +159,15 @@ async def _warmed_up(spec: ServerSpec, stop: asyncio.Event) -> bool:
 async def serve(spec: ServerSpec, stop: asyncio.Event | None = None) -> None:
     """Bind, publish the port, warm up, flip health to SERVING; on SIGTERM/SIGINT (or `stop`) drain and return."""
     pool = futures.ThreadPoolExecutor(max_workers=spec.max_workers, thread_name_prefix="rpc")
-    server = grpc.aio.server(migration_thread_pool=pool, options=SERVER_OPTIONS,
-                             interceptors=list(spec.interceptors) or None)
+    gate = DrainGate()
+    server = grpc.aio.server(migration_thread_pool=pool, options=server_options(spec.max_receive_bytes),
+                             interceptors=[gate, *spec.interceptors])
     spec.register(server, pool)
     health_servicer = await add_health_and_reflection(server, spec.services)
     stop = stop or _stop_event()
+    loop = asyncio.get_running_loop()
+    # Started by a launcher (services.common.process.start_server): stop when it dies, even by SIGKILL.
+    watch_parent(lambda: loop.call_soon_threadsafe(stop.set), hard_exit_after_s=spec.drain_s + spec.grace_s + 10)
     address = f"{spec.host}:{spec.port}"
     bound = spec.bind(server, address) if spec.bind else server.add_insecure_port(address)
     if not bound:
@@ -153,11 +181,17 @@ async def serve(spec: ServerSpec, stop: asyncio.Event | None = None) -> None:
     write_port_file(spec.port_file, bound)
     log.info("serving %s on %s:%d", ",".join(spec.services), spec.host, bound, extra={"port": bound})
     try:
-        if spec.warm_up is not None and await _warmed_up(spec, stop):
+        warm = spec.warm_up is None or await _warmed_up(spec, stop)
+        if spec.warm_up is not None and warm:
             await set_serving(health_servicer, spec.services, True)
         await stop.wait()
-        log.info("draining: refusing new requests, finishing in-flight ones (grace %.0fs)", spec.grace_s)
+        gate.draining = True
         await set_serving(health_servicer, spec.services, False)
+        if warm and spec.drain_s > 0:  # never served: nobody to turn away gracefully
+            log.info("draining: NOT_SERVING, new calls answered UNAVAILABLE for %.1fs, then the listener closes",
+                     spec.drain_s)
+            await asyncio.sleep(spec.drain_s)
+        log.info("closing: finishing in-flight calls (grace %.0fs)", spec.grace_s)
         await server.stop(spec.grace_s)
         if spec.on_stopped:
             await spec.on_stopped()
@@ -177,6 +211,9 @@ def add_server_arguments(parser: argparse.ArgumentParser, port: int, workers_hel
     parser.add_argument("--port", type=int, default=port, help=f"TCP port; 0 picks a free one (default {port})")
     parser.add_argument("--port-file", default=None, help="write the bound port here once SERVING")
     parser.add_argument("--workers", type=int, default=4, help=f"{workers_help} (default 4)")
+    parser.add_argument("--drain-seconds", type=float, default=1.0,
+                        help="after SIGTERM: seconds health says NOT_SERVING and new calls get UNAVAILABLE "
+                             "'draining' before the listener closes (default 1)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
 
@@ -187,4 +224,5 @@ def serve_threaded(add_to_server: Callable[[Any, grpc.aio.Server], None], servic
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve_blocking(ServerSpec(
         services=[service_name], register=lambda server, pool: add_to_server(threaded(servicer, pool), server),
-        host=args.host, port=args.port, port_file=args.port_file, max_workers=args.workers))
+        host=args.host, port=args.port, port_file=args.port_file, max_workers=args.workers,
+        drain_s=args.drain_seconds))

@@ -4,9 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from protos.ecglens.v1 import tensor_pb2
+from services.common.text import clip, clip_shape
 
 _NP_OF = {tensor_pb2.FLOAT32: np.dtype("<f4"), tensor_pb2.FLOAT16: np.dtype("<f2")}
 _PB_OF = {np.dtype("<f4"): tensor_pb2.FLOAT32, np.dtype("<f2"): tensor_pb2.FLOAT16}
+# No ECGLens tensor has more than 3 dimensions; 8 leaves room and keeps every message short.
+MAX_RANK = 8
 
 
 class TensorError(ValueError):
@@ -18,23 +21,43 @@ def to_tensor(array: np.ndarray, dtype: str = "float32") -> tensor_pb2.Tensor:
     np_dtype = np.dtype(dtype).newbyteorder("<")
     if np_dtype not in _PB_OF:
         raise TensorError(f"unsupported dtype {dtype!r}: use float32 or float16")
-    data = np.ascontiguousarray(array, dtype=np_dtype)
+    data = np.asarray(array, dtype=np_dtype, order="C")  # not ascontiguousarray: it turns 0-d into 1-d
     return tensor_pb2.Tensor(dtype=_PB_OF[np_dtype], shape=list(data.shape), data=data.tobytes())
 
 
+def check_shape(shape, name: str = "tensor") -> tuple[int, ...]:
+    """The shape as ints, with rank <= MAX_RANK and no negative dimension; raise TensorError."""
+    if len(shape) > MAX_RANK:
+        raise TensorError(f"{name}: shape has {len(shape)} dimensions; at most {MAX_RANK} are allowed")
+    dims = tuple(int(s) for s in shape)
+    if any(s < 0 for s in dims):
+        raise TensorError(f"{name}: negative dimension in shape {clip_shape(dims)}")
+    return dims
+
+
+def element_count(shape: tuple[int, ...]) -> int:
+    """Product of the dimensions in Python integers (numpy's int64 would wrap around)."""
+    count = 1
+    for s in shape:
+        count *= s
+    return count
+
+
 def from_tensor(tensor: tensor_pb2.Tensor, name: str = "tensor") -> np.ndarray:
-    """Decode a Tensor to a read-only array (zero-copy over the message bytes); raise TensorError."""
+    """Decode a Tensor to a read-only array (zero-copy over one copy of the bytes); raise TensorError."""
     if tensor.dtype not in _NP_OF:
         known = ", ".join(tensor_pb2.DType.Name(v) for v in _NP_OF)
         label = tensor_pb2.DType.Name(tensor.dtype) if tensor.dtype in tensor_pb2.DType.values() else tensor.dtype
-        raise TensorError(f"{name}: unsupported dtype {label}; expected one of {known}")
-    shape = tuple(int(s) for s in tensor.shape)
-    if any(s < 0 for s in shape):
-        raise TensorError(f"{name}: negative dimension in shape {list(shape)}")
+        raise TensorError(f"{name}: unsupported dtype {clip(label)}; expected one of {known}")
+    shape = check_shape(tensor.shape, name)
     itemsize = _NP_OF[tensor.dtype].itemsize
-    expected = int(np.prod(shape, dtype=np.int64)) * itemsize
-    if len(tensor.data) != expected:
+    expected = element_count(shape) * itemsize
+    data = tensor.data  # each access of a bytes field copies it: read it once
+    if len(data) != expected:
         raise TensorError(
-            f"{name}: data has {len(tensor.data)} bytes but shape {list(shape)} x "
-            f"{tensor_pb2.DType.Name(tensor.dtype)} needs {expected}")
-    return np.frombuffer(tensor.data, dtype=_NP_OF[tensor.dtype]).reshape(shape)
+            f"{name}: data has {len(data)} bytes but shape {clip_shape(shape)} x "
+            f"{tensor_pb2.DType.Name(tensor.dtype)} needs {clip(expected, 40)}")
+    try:  # an empty tensor may still name dimensions numpy cannot index (e.g. [2**62, 0])
+        return np.frombuffer(data, dtype=_NP_OF[tensor.dtype]).reshape(shape)
+    except (ValueError, OverflowError) as err:
+        raise TensorError(f"{name}: shape {clip_shape(shape)} cannot be laid out: {clip(err, 120)}") from None

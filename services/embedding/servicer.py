@@ -10,8 +10,10 @@ import grpc
 import numpy as np
 
 from protos.ecglens.v1 import embedding_pb2, embedding_pb2_grpc, tensor_pb2
+from services.common.admission import Malformed
 from services.common.proto_enums import to_enum
 from services.common.tensors import TensorError, from_tensor, to_tensor
+from services.common.text import clip, clip_details
 from services.embedding.backends import BackendError
 from services.embedding.batcher import Draining, DynamicBatcher, QueueFull
 from services.embedding.metrics import ServerMetrics
@@ -20,12 +22,14 @@ from services.embedding.model import EmbeddingModel, InputError
 log = logging.getLogger("ecglens.embedding")
 SERVICE = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 STREAM_WINDOW = 8  # requests of one stream processed concurrently, so they can share batches
+LOGGED_ID_CHARS = 128  # a request_id is the client's text: logs carry at most this much of it
 
 
 class RequestFailed(Exception):
     """A request that ends with a gRPC status instead of an embedding."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        message = clip_details(message)  # it travels as a trailer; echoed input must not overflow it
         super().__init__(message)
         self.code, self.message = code, message
 
@@ -85,12 +89,21 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         return card_message(model)
 
     async def _embed(self, request: embedding_pb2.EmbedRequest) -> np.ndarray:
-        model, batcher = self._ready()
+        self._ready()
         if not request.HasField("ecg"):
             raise RequestFailed(grpc.StatusCode.INVALID_ARGUMENT, "ecg is missing")
         try:
-            x = model.validate(from_tensor(request.ecg, "ecg"))
-        except (TensorError, InputError) as err:
+            x = from_tensor(request.ecg, "ecg")
+        except TensorError as err:
+            raise RequestFailed(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
+        return await self.embed_array(x, request.request_id)
+
+    async def embed_array(self, x: np.ndarray, request_id: str = "") -> np.ndarray:
+        """Validate a decoded wire batch and embed it through the batcher; raise RequestFailed."""
+        model, batcher = self._ready()
+        try:
+            x = model.validate(x)
+        except InputError as err:
             raise RequestFailed(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
         try:
             return await batcher.submit(x)
@@ -101,34 +114,40 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         except BackendError as err:
             raise RequestFailed(grpc.StatusCode.INTERNAL, f"model failed: {err}") from None
         except Exception as err:  # a crash inside a backend must not take the server down
-            log.exception("inference failed", extra={"request_id": request.request_id})
+            log.exception("inference failed", extra={"request_id": clip(request_id, LOGGED_ID_CHARS)})
             raise RequestFailed(grpc.StatusCode.INTERNAL, f"model failed: {type(err).__name__}: {err}") from None
 
-    async def _answer(self, request: embedding_pb2.EmbedRequest, method: str) -> embedding_pb2.EmbedResponse:
-        """Embed one request; failures become a response whose status is set."""
+    async def _answer(self, request: embedding_pb2.EmbedRequest | Malformed, method: str,
+                      counted: bool = True) -> embedding_pb2.EmbedResponse:
+        """Embed one request; failures (a message that could not even be parsed too) set the response's status."""
         started = time.perf_counter()
+        request_id = "" if isinstance(request, Malformed) else request.request_id
         try:
+            if isinstance(request, Malformed):
+                raise RequestFailed(request.code, request.message)
             emb = await self._embed(request)
         except RequestFailed as failed:
-            self.metrics.count(method, failed.code.name)
-            log.warning("rejected", extra={"request_id": request.request_id, "code": failed.code.name,
-                                           "reason": failed.message, "method": method})
-            return embedding_pb2.EmbedResponse(request_id=request.request_id, status=tensor_pb2.Status(
+            if counted:
+                self.metrics.count(method, failed.code.name)
+            log.warning("rejected", extra={"request_id": clip(request_id, LOGGED_ID_CHARS), "code": failed.code.name,
+                                           "reason": clip(failed.message, 300), "method": method})
+            return embedding_pb2.EmbedResponse(request_id=request_id, status=tensor_pb2.Status(
                 code=failed.code.value[0], message=failed.message))
-        self.metrics.count(method, "OK")
-        log.debug("embedded", extra={"request_id": request.request_id, "batch": len(emb),
+        if counted:
+            self.metrics.count(method, "OK")
+        log.debug("embedded", extra={"request_id": clip(request_id, LOGGED_ID_CHARS), "batch": len(emb),
                                      "ms": round(1e3 * (time.perf_counter() - started), 2)})
-        return embedding_pb2.EmbedResponse(request_id=request.request_id, embedding=to_tensor(emb))
+        return embedding_pb2.EmbedResponse(request_id=request_id, embedding=to_tensor(emb))
 
     async def Embed(self, request, context):  # noqa: N802
-        """Embed one batch; failures are the RPC's status."""
-        response = await self._answer(request, "Embed")
+        """Embed one batch; failures are the RPC's status (counted by the admission interceptor)."""
+        response = await self._answer(request, "Embed", counted=False)
         if response.status.code:
             await context.abort(_STATUS_BY_NUMBER[response.status.code], response.status.message)
         return response
 
     async def EmbedStream(self, request_iterator, context):  # noqa: N802
-        """One response per request, in request order; a bad request fails only itself."""
+        """One response per request, in request order; a bad request (even unparseable bytes) fails only itself."""
         pending: asyncio.Queue = asyncio.Queue(maxsize=STREAM_WINDOW)
 
         async def read() -> None:

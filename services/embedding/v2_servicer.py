@@ -16,8 +16,10 @@ import numpy as np
 from protos.ecglens.v1 import embedding_pb2, tensor_pb2
 from protos.inference import open_inference_grpc_pb2 as pb
 from protos.inference import open_inference_grpc_pb2_grpc as pb_grpc
+from services.common.tensors import element_count
+from services.common.text import clip, clip_shape
 from services.embedding.model import EmbeddingModel
-from services.embedding.servicer import EmbeddingServicer, RequestFailed
+from services.embedding.servicer import LOGGED_ID_CHARS, EmbeddingServicer, RequestFailed
 
 log = logging.getLogger("ecglens.embedding.v2")
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -47,9 +49,9 @@ def _check_model(model: EmbeddingModel, name: str, version: str | None) -> None:
     """Raise NOT_FOUND unless name (and version, when given) are the hosted model's."""
     card = model.card
     if name != card.name:
-        raise RequestFailed(UNKNOWN_MODEL, f"unknown model {name!r}; this server hosts {card.name!r}")
+        raise RequestFailed(UNKNOWN_MODEL, f"unknown model {clip(repr(name))}; this server hosts {card.name!r}")
     if version and version != card.version:
-        raise RequestFailed(UNKNOWN_MODEL, f"model {name!r} has no version {version!r}; "
+        raise RequestFailed(UNKNOWN_MODEL, f"model {clip(repr(name))} has no version {clip(repr(version))}; "
                                            f"this server hosts version {card.version!r}")
 
 
@@ -82,60 +84,72 @@ def model_metadata(model: EmbeddingModel) -> pb.ModelMetadataResponse:
 
 def _single_input(request: pb.ModelInferRequest) -> pb.ModelInferRequest.InferInputTensor:
     """The one input "ecg", or INVALID_ARGUMENT naming what was sent instead."""
-    names = [t.name for t in request.inputs]
-    if len(names) != 1:
-        raise _invalid(f"expected exactly 1 input {INPUT_NAME!r}, got {len(names)}: {names}")
-    if names[0] != INPUT_NAME:
-        raise _invalid(f"unknown input {names[0]!r}; the model's only input is {INPUT_NAME!r}")
+    names = [clip(repr(t.name)) for t in request.inputs[:4]]
+    if len(request.inputs) != 1:
+        raise _invalid(f"expected exactly 1 input {INPUT_NAME!r}, got {len(request.inputs)}: "
+                       f"[{', '.join(names)}{', ...' if len(request.inputs) > 4 else ''}]")
+    if request.inputs[0].name != INPUT_NAME:
+        raise _invalid(f"unknown input {names[0]}; the model's only input is {INPUT_NAME!r}")
     for wanted in request.outputs:
         if wanted.name != OUTPUT_NAME:
-            raise _invalid(f"unknown output {wanted.name!r}; the model's only output is {OUTPUT_NAME!r}")
+            raise _invalid(f"unknown output {clip(repr(wanted.name))}; the model's only output is {OUTPUT_NAME!r}")
     return request.inputs[0]
 
 
-def _shape(tensor: pb.ModelInferRequest.InferInputTensor) -> list[int]:
-    shape = [int(s) for s in tensor.shape]
-    if len(shape) != 3:
-        raise _invalid(f"input {INPUT_NAME!r} must have rank 3 [batch, leads, samples], got shape {shape}")
+def _shape(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[int, ...]:
+    if len(tensor.shape) != 3:
+        raise _invalid(f"input {INPUT_NAME!r} must have rank 3 [batch, leads, samples], got shape "
+                       f"{clip_shape(tensor.shape)}")
+    shape = tuple(int(s) for s in tensor.shape)
     if any(s < 0 for s in shape):
-        raise _invalid(f"input {INPUT_NAME!r} has a negative dimension in shape {shape}")
+        raise _invalid(f"input {INPUT_NAME!r} has a negative dimension in shape {clip_shape(shape)}")
     return shape
 
 
-def _payload(request: pb.ModelInferRequest, tensor: pb.ModelInferRequest.InferInputTensor,
-             shape: list[int]) -> tuple[bytes, int]:
-    """The input's little-endian bytes and ecglens.v1 dtype, from raw or typed contents."""
+def _values(request: pb.ModelInferRequest, tensor: pb.ModelInferRequest.InferInputTensor,
+            shape: tuple[int, ...]) -> np.ndarray:
+    """The input as a flat little-endian array, from raw or typed contents (one copy of the data)."""
     if tensor.datatype not in _INPUT_DTYPES:
-        raise _invalid(f"input {INPUT_NAME!r} has datatype {tensor.datatype or '(empty)'}; "
+        raise _invalid(f"input {INPUT_NAME!r} has datatype {clip(tensor.datatype) or '(empty)'}; "
                        f"expected FP32 (raw or fp32_contents) or FP16 (raw)")
-    np_dtype, wire_dtype = _INPUT_DTYPES[tensor.datatype]
-    count = int(np.prod(shape, dtype=np.int64))
+    np_dtype, _wire = _INPUT_DTYPES[tensor.datatype]
+    count = element_count(shape)  # Python integers: a product that overflows int64 is still compared right
     if request.raw_input_contents:
         if tensor.HasField("contents"):
             raise _invalid(f"input {INPUT_NAME!r} sets both raw_input_contents and typed contents; send one")
         if len(request.raw_input_contents) != 1:
             raise _invalid(f"raw_input_contents has {len(request.raw_input_contents)} entries for 1 input")
-        raw = request.raw_input_contents[0]
+        raw = request.raw_input_contents[0]  # each access copies the bytes: read once
         if len(raw) != count * np_dtype.itemsize:
-            raise _invalid(f"input {INPUT_NAME!r} raw_input_contents has {len(raw)} bytes but shape {shape} x "
-                           f"{tensor.datatype} needs {count * np_dtype.itemsize}")
-        return raw, wire_dtype
+            raise _invalid(f"input {INPUT_NAME!r} raw_input_contents has {len(raw)} bytes but shape "
+                           f"{clip_shape(shape)} x {tensor.datatype} needs {clip(count * np_dtype.itemsize, 40)}")
+        return np.frombuffer(raw, dtype=np_dtype)
     if tensor.datatype != "FP32":
         raise _invalid(f"input {INPUT_NAME!r} is {tensor.datatype}: send it as raw_input_contents "
                        "(the protocol has no typed field for 16-bit floats)")
     values = tensor.contents.fp32_contents
     if len(values) != count:
-        raise _invalid(f"input {INPUT_NAME!r} fp32_contents has {len(values)} values but shape {shape} needs {count}")
-    return np.asarray(values, dtype=np_dtype).tobytes(), wire_dtype
+        raise _invalid(f"input {INPUT_NAME!r} fp32_contents has {len(values)} values but shape "
+                       f"{clip_shape(shape)} needs {clip(count, 40)}")
+    return np.asarray(values, dtype=np_dtype)
+
+
+def decode_input(request: pb.ModelInferRequest) -> np.ndarray:
+    """The V2 input "ecg" as a [batch, leads, samples] array; raise RequestFailed (INVALID_ARGUMENT)."""
+    tensor = _single_input(request)
+    shape = _shape(tensor)
+    try:
+        return _values(request, tensor, shape).reshape(shape)
+    except (ValueError, OverflowError) as err:  # an empty input may name dimensions numpy cannot index
+        raise _invalid(f"input {INPUT_NAME!r} shape {clip_shape(shape)} cannot be laid out: {clip(err, 120)}") from None
 
 
 def to_embed_request(request: pb.ModelInferRequest) -> embedding_pb2.EmbedRequest:
     """Translate a V2 ModelInferRequest into the equivalent ecglens.v1 EmbedRequest; raise RequestFailed."""
-    tensor = _single_input(request)
-    shape = _shape(tensor)
-    data, wire_dtype = _payload(request, tensor, shape)
+    x = decode_input(request)
+    wire_dtype = _INPUT_DTYPES[request.inputs[0].datatype][1]
     return embedding_pb2.EmbedRequest(request_id=request.id,
-                                      ecg=tensor_pb2.Tensor(dtype=wire_dtype, shape=shape, data=data))
+                                      ecg=tensor_pb2.Tensor(dtype=wire_dtype, shape=list(x.shape), data=x.tobytes()))
 
 
 def infer_response(model: EmbeddingModel, request_id: str, emb: np.ndarray) -> pb.ModelInferResponse:
@@ -191,17 +205,17 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return model_metadata(model)
 
     async def ModelInfer(self, request, context):  # noqa: N802
-        """Embed input "ecg" through the shared validation and batcher; errors become the RPC status."""
+        """Embed input "ecg" through the shared validation and batcher; errors become the RPC status.
+
+        Counted in the metrics by the admission interceptor, like every call."""
         try:
             model, _ = self.embedding._ready()
             _check_model(model, request.model_name, _optional(request, "model_version"))
-            emb = await self.embedding._embed(to_embed_request(request))
+            emb = await self.embedding.embed_array(decode_input(request), request.id)
         except RequestFailed as failed:
-            self.embedding.metrics.count("ModelInfer", failed.code.name)
-            log.warning("rejected", extra={"request_id": request.id, "code": failed.code.name,
-                                           "reason": failed.message, "method": "ModelInfer"})
+            log.warning("rejected", extra={"request_id": clip(request.id, LOGGED_ID_CHARS), "code": failed.code.name,
+                                           "reason": clip(failed.message, 300), "method": "ModelInfer"})
             await context.abort(failed.code, failed.message)
-        self.embedding.metrics.count("ModelInfer", "OK")
         return infer_response(model, request.id, emb)
 
 
