@@ -30,7 +30,7 @@ class _Pool:
     sources: np.ndarray
 
 
-def _pool(model: str, task: str, views: list[DatasetView]) -> tuple[list[str], _Pool]:
+def _pool(model: str, task: str, views: list[DatasetView]) -> tuple[list[str], _Pool | None]:
     space = list(views[0].dataset.tasks[task])
     parts, ys, train_mask, test_mask, sources = [], [], [], [], []
     for view in views:
@@ -48,6 +48,8 @@ def _pool(model: str, task: str, views: list[DatasetView]) -> tuple[list[str], _
             m[rows] = True
             mask.append(m)
         sources += [f"{s}" for s in view.column(lambda m: m.source)]
+    if not parts:  # the model embedded nothing of any dataset (its records are listed in errors)
+        return space, None
     return space, _Pool(concat_rows.remote(*parts), np.concatenate(ys), np.concatenate(train_mask),
                         np.concatenate(test_mask), np.array(sources))
 
@@ -62,6 +64,8 @@ def transfer_cells(exp: Experiment, views: list[DatasetView]) -> tuple[list[Grid
     cells, problems = [], []
     for model in exp.models:
         space, pool = _pool(model.name, task, pools)
+        if pool is None:
+            continue
         emb_ref = pool.emb
         sources = pool.sources
         small = sorted({s for s in set(sources) if min((pool.train & (sources == s)).sum(),
