@@ -8,6 +8,8 @@ only itself. Every finished batch goes straight to the cache.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -25,7 +27,9 @@ from orchestrator.preprocess import PreprocessSpec, preprocess_windows
 log = logging.getLogger(__name__)
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 MAX_BUSY_RETRIES = 8
-MAX_REREADS = 2  # a batch whose worker or data was lost with a node is read and sent again this often
+# A batch whose worker or data was lost with a node is read and sent again, this often, after 1, 2, 4, 8, 16 s:
+# long enough for Ray to notice the node is gone (missed heartbeats) and restart the worker elsewhere.
+MAX_REREADS = 5
 
 
 @dataclass
@@ -222,6 +226,8 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
     rid_of = dict(zip(indices, record_ids))
     index_of = dict(zip(record_ids, indices))
     rereads: dict[tuple[str, ...], int] = {}
+    deferred: list = []  # heap of (due time, tie-break, indices): batches to read again after a node loss
+    order = itertools.count()
 
     def fail(ids: list[str], stage: str, reason: str) -> None:
         problems.extend(RecordProblem(job.dataset_name, rid, stage, reason, job.model) for rid in ids)
@@ -229,7 +235,10 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
             progress(len(ids))
 
     try:
-        while chunks or reads or ready or calls:
+        while chunks or reads or ready or calls or deferred:
+            now = time.monotonic()
+            while deferred and deferred[0][0] <= now:
+                chunks.appendleft(heapq.heappop(deferred)[2])
             while chunks and len(reads) + len(ready) < max_reads:
                 chunk = chunks.popleft()
                 meta_ref, x_ref = read_batch.remote(job.dataset, chunk, job.prep)
@@ -240,16 +249,20 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                     break
                 batch = ready.popleft()
                 ref = workers[target].embed.remote(batch.x, f"{job.model}:{batch.ids[0]}:{len(batch.ids)}")
-                calls[ref] = (batch, target)
+                calls[ref] = (batch, target, workers[target])
                 load[target] += 1
             if ready and not alive:
                 while ready:
                     fail(ready.popleft().ids, "embed", f"no reachable replica of {job.model}")
                 continue
             pending = list(reads) + list(calls)
+            wake = max(0.0, deferred[0][0] - time.monotonic()) if deferred else None
             if not pending:
+                time.sleep(wake or 0.0)
                 continue
-            finished, _ = ray.wait(pending, num_returns=1)
+            finished, _ = ray.wait(pending, num_returns=1, timeout=wake)
+            if not finished:
+                continue
             ref = finished[0]
             if ref in reads:
                 x_ref, chunk = reads.pop(ref)
@@ -266,7 +279,7 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                 if meta["ids"]:
                     ready.append(_Batch(meta["ids"], meta["counts"], x_ref))
                 continue
-            batch, target = calls.pop(ref)
+            batch, target, worker = calls.pop(ref)
             load[target] -= 1
             try:
                 status, value = ray.get(ref)
@@ -276,13 +289,18 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                 # number of times, so a run always ends and loses only what truly cannot be done.
                 log.warning("embedding call on %s lost (%s); reading its %d record(s) again",
                             target, _first_line(err), len(batch.ids))
-                if isinstance(err, ray.exceptions.RayActorError) and target in alive:
-                    alive.remove(target)
-                rereads[tuple(batch.ids)] = rereads.get(tuple(batch.ids), 0) + 1
-                if rereads[tuple(batch.ids)] > MAX_REREADS:
+                if isinstance(err, ray.exceptions.ActorDiedError) and workers[target] is worker:
+                    # Its restarts are used up (or cannot happen): a fresh worker for the same replica. The
+                    # replica itself may be fine; only a failing endpoint takes a replica out of `alive`.
+                    workers[target] = EndpointWorker.options(max_concurrency=job.in_flight).remote(
+                        target, job.connection, job.timeout_s, host=job.hosts.get(target))
+                key = tuple(batch.ids)
+                rereads[key] = rereads.get(key, 0) + 1
+                if rereads[key] > MAX_REREADS:
                     fail(batch.ids, "embed", f"lost {MAX_REREADS + 1} times with Ray nodes: {_first_line(err)}")
                 else:
-                    chunks.appendleft([index_of[rid] for rid in batch.ids])
+                    heapq.heappush(deferred, (time.monotonic() + 2 ** (rereads[key] - 1), next(order),
+                                              [index_of[rid] for rid in batch.ids]))
                 continue
             if status == "ok":
                 job.cache.write(batch.ids, average_windows(value, batch.counts))
