@@ -30,17 +30,17 @@ version: "1"
 backend: python
 entry_point: null_model:NullModel
 input: {sampling_rate_hz: 500, leads: [I, II, III, aVR, aVL, aVF, V1, V2, V3, V4, V5, V6], num_samples: 5000}
-output: {embedding_dim: 8}
+output: {embedding_dim: DIM}
 serving: {max_batch_size: 64}
 """
 
 
-def measure(records: int) -> dict:
+def measure(records: int, dim: int = 8) -> dict:
     """Run one size in this process and return peak RSS (MB) and records/s."""
     import ray
 
     from orchestrator.cache import EmbeddingCache
-    from orchestrator.datasets.base import DatasetSpec, open_dataset
+    from orchestrator.datasets.base import DatasetSpec, open_dataset, record_ids
     from orchestrator.dispatch import EmbedJob, run_embed_job
     from orchestrator.preprocess import PreprocessSpec
     from orchestrator.stages.embedding_refs import load_rows
@@ -52,15 +52,16 @@ def measure(records: int) -> dict:
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     try:
         (work / "pkg").mkdir()
-        (work / "pkg" / "card.yaml").write_text(CARD)
-        env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
+        (work / "pkg" / "card.yaml").write_text(CARD.replace("DIM", str(dim)))
+        env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")]),
+               "ECGLENS_NULL_DIM": str(dim)}
         with start_server("services.embedding", ["--model", str(work / "pkg")], env=env) as server:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, _temp_dir=ray_tmp)
             spec = DatasetSpec("synthetic", {"sites": ["eu"], "records_per_site": records, "seed": 0})
             dataset = open_dataset(spec)
             prep = PreprocessSpec(500.0, ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"),
                                   5000)
-            ids = [dataset.meta(i).record_id for i in range(len(dataset))]
+            ids = record_ids(dataset)
             job = EmbedJob("null", [server.address], spec, dataset.name, prep, EmbeddingCache(work / "cache", "m", "d"),
                            batch_size=64, in_flight=2)
             started = time.perf_counter()
@@ -70,7 +71,7 @@ def measure(records: int) -> dict:
             matrix = load_rows.remote(str(job.cache.dir), ids, np.ones(len(ids), bool))
             shape = ray.get(shape_of.remote(matrix))
             elapsed = time.perf_counter() - started
-            assert shape == (records, 8), shape
+            assert shape == (records, dim), shape
             ray.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -84,15 +85,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=8,
+                        help="embedding width (default 8; 1024 checks a 100k x 1024 float32 set end to end)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if args.one:
-        print(json.dumps(measure(args.one)))
+        print(json.dumps(measure(args.one, args.dim)))
         return 0
     rows = []
     for n in (args.small, args.large):
-        out = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--dim", str(args.dim)], capture_output=True,
+                             text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for r in rows:
         print(f"{r['records']:>8} records: driver peak RSS {r['peak_rss_mb']:7.1f} MB, {r['records_per_s']:7.1f} records/s")

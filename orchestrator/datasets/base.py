@@ -88,6 +88,14 @@ def file_token(version: str, paths: Iterable[Path | str], *extra: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
+def record_ids(dataset: Dataset) -> list[str]:
+    """Every record id in index order: the adapter's own record_ids() when it has one (no metadata is built)."""
+    # The embed stage needs only ids; building (and caching) every record's metadata for them would cost
+    # the driver ~1 kB per record before a single ECG is read (bench/data_scaling.py).
+    own = getattr(dataset, "record_ids", None)
+    return list(own()) if callable(own) else [dataset.meta(i).record_id for i in range(len(dataset))]
+
+
 def label_matrix(dataset: Dataset, task: str, indices: list[int] | None = None) -> np.ndarray:
     """[n, C] float32 0/1 targets of `task` in the task's class order."""
     classes = dataset.tasks[task]

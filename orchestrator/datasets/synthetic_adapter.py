@@ -48,6 +48,10 @@ class SyntheticAdapter:
                           {"condition": (condition,), "coarse": (self.COARSE[condition],)},
                           {"age": m["age"], "sex": m["sex"], "region": site.region})
 
+    def record_ids(self) -> list[str]:
+        """Record ids in index order, without building any record's metadata."""
+        return self._data.record_ids()
+
     def load(self, i: int) -> Record:
         """Generate record i."""
         r = self._data.load(i)

@@ -7,12 +7,13 @@ under the same dataset path is embedded again; each (dataset, model) whose cache
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
 
 from orchestrator.cache import EmbeddingCache
-from orchestrator.datasets.base import Dataset, open_dataset
+from orchestrator.datasets.base import Dataset, open_dataset, record_ids
 from orchestrator.dispatch import EmbedJob, RecordProblem, run_embed_job
 from orchestrator.experiment import Experiment
 from orchestrator.preprocess import spec_from_card
@@ -21,11 +22,12 @@ from orchestrator.stages.types import Embedded, EmbeddingSet, Hooks, Launched
 
 def _unique_indices(dataset: Dataset, problems: list[RecordProblem]) -> tuple[list[int], list[str]]:
     """Indices whose record id is unique; every copy of a duplicated id is skipped and reported."""
-    ids = [dataset.meta(i).record_id for i in range(len(dataset))]
-    duplicates = sorted({r for r in ids if ids.count(r) > 1}) if len(set(ids)) != len(ids) else []
+    ids = record_ids(dataset)
+    duplicates = sorted(r for r, n in Counter(ids).items() if n > 1)  # Counter: linear at 100k records
     for rid in duplicates:
         problems.append(RecordProblem(dataset.name, rid, "read", "duplicate record id; all copies skipped"))
-    keep = [i for i, r in enumerate(ids) if r not in duplicates]
+    skip = set(duplicates)
+    keep = [i for i, r in enumerate(ids) if r not in skip]
     return keep, [ids[i] for i in keep]
 
 
