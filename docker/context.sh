@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make wheels`: everything the images install, prepared on the host, so `docker build` needs no network.
+#   docker/build/wheels/   every third-party wheel of docker/requirements/*.txt, pinned by constraints.txt
+#   docker/build/ecglens/  the ecglens wheel of this checkout (rebuilt every time)
+#   docker/build/models/   the zoo packages named in $MODELS (deterministic; built by the host's torch)
+# Environment: PYTHON (the project's venv python), TORCH_SPEC, TORCH_INDEX, MODELS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+TORCH_INDEX=${TORCH_INDEX:-}
+MODELS=${MODELS:-random-resnet handcrafted}
+out=docker/build
+mkdir -p "$out/wheels" "$out/ecglens" "$out/models"
+
+# torch alone first, from TORCH_INDEX where given: the CPU build, not PyPI's CUDA one with its GBs of
+# nvidia-* wheels. The resolve below then finds it in the wheelhouse.
+# shellcheck disable=SC2086
+"$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$out/wheels" "$TORCH_SPEC" $TORCH_INDEX
+"$PYTHON" -m pip wheel -q --wheel-dir "$out/wheels" --find-links "$out/wheels" -c constraints.txt \
+    -r docker/requirements/server-torch.txt -r docker/requirements/orchestrator.txt
+
+# A stale build/lib could carry deleted modules into the wheel.
+rm -rf build "$out/ecglens"/*.whl
+"$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$out/ecglens" .
+rm -rf build
+
+for model in $MODELS; do
+    "$PYTHON" -m ecglens_cli.main zoo build --out "$out/models" --only "$model" >/dev/null
+done
+du -sh "$out/wheels" "$out/ecglens" "$out/models"
