@@ -36,7 +36,7 @@ bench: $(STAMP)
 
 # Rewrite the lock from the venv after changing a dependency (then `make wheels` and rebuild the images).
 lock: $(STAMP)
-	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^#' \
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --all --exclude-editable | grep -v -e '^#' -e '^pip==' \
 	  | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 # docker/build/: the wheelhouse, the ecglens wheel and the zoo packages the images install (no network

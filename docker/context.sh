@@ -5,6 +5,8 @@
 #   docker/build/models/   the zoo packages named in $MODELS (deterministic; built by the host's torch)
 # Environment: PYTHON (the project's venv python), TORCH_SPEC, TORCH_INDEX, MODELS.
 set -euo pipefail
+# pip warns about every configured local index that lacks a package; keep real messages only.
+quiet() { "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
@@ -16,16 +18,17 @@ mkdir -p "$out/wheels" "$out/ecglens" "$out/models"
 # torch alone first, from TORCH_INDEX where given: the CPU build, not PyPI's CUDA one with its GBs of
 # nvidia-* wheels. The resolve below then finds it in the wheelhouse.
 # shellcheck disable=SC2086
-"$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$out/wheels" "$TORCH_SPEC" $TORCH_INDEX
-"$PYTHON" -m pip wheel -q --wheel-dir "$out/wheels" --find-links "$out/wheels" -c constraints.txt \
+quiet "$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$out/wheels" "$TORCH_SPEC" $TORCH_INDEX
+quiet "$PYTHON" -m pip wheel -q --wheel-dir "$out/wheels" --find-links "$out/wheels" -c constraints.txt \
     -r docker/requirements/server-torch.txt -r docker/requirements/orchestrator.txt
 
 # A stale build/lib could carry deleted modules into the wheel.
 rm -rf build "$out/ecglens"/*.whl
-"$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$out/ecglens" .
+quiet "$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$out/ecglens" .
 rm -rf build
 
 for model in $MODELS; do
-    "$PYTHON" -m ecglens_cli.main zoo build --out "$out/models" --only "$model" >/dev/null
+    "$PYTHON" -m ecglens_cli.main zoo build --out "$out/models" --only "$model" >"$out/zoo-build.log" 2>&1 \
+        || { cat "$out/zoo-build.log" >&2; exit 1; }
 done
 du -sh "$out/wheels" "$out/ecglens" "$out/models"

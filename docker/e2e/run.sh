@@ -66,7 +66,7 @@ build() {  # IMAGE DOCKERFILE [BUILD-ARG...]
     local args=()
     for a in "$@"; do args+=(--build-arg "$a"); done
     nice -n 10 docker build -q --network none --build-arg BASE_IMAGE="$BASE_IMAGE" "${args[@]}" \
-        -f "$file" -t "$image" . >/dev/null
+        -f "$file" -t "$image" . >"$E2E_DIR/build.log" 2>&1 || { cat "$E2E_DIR/build.log"; return 1; }
     echo "built $image in $(( $(date +%s) - t0 ))s: $(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}')"
 }
 step "images (base $BASE_IMAGE)"
