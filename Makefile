@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: demo test venv protos bench clean lock wheels e2e
+.PHONY: demo test venv protos bench clean lock wheels wheels-gpu e2e
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ lock: $(STAMP)
 # in `docker build`). MODELS="random-resnet handcrafted" by default.
 wheels: $(STAMP)
 	PYTHON=$(PY) TORCH_SPEC="$(TORCH_SPEC)" TORCH_INDEX="$(TORCH_INDEX)" docker/context.sh
+
+# The GPU image's wheelhouse (docker/Dockerfile.gpu): CUDA wheels for the CUDA base's Python 3.12, several
+# GB. Not run on the development machines (no GPU image can be built there).
+wheels-gpu: $(STAMP)
+	$(PY) -m pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d docker/build/wheels-gpu -c constraints.txt -r docker/requirements/server-gpu.txt
 
 # Every CPU image built and run in containers against the contract and the host (docker/e2e/run.sh).
 # Needs root where no Docker engine answers (it then installs and starts Debian's).
