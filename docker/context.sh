@@ -22,9 +22,11 @@ quiet "$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$out/wheels" "$TORCH_SPEC
 quiet "$PYTHON" -m pip wheel -q --wheel-dir "$out/wheels" --find-links "$out/wheels" -c constraints.txt \
     -r docker/requirements/server-torch.txt -r docker/requirements/orchestrator.txt
 
-# A stale build/lib could carry deleted modules into the wheel.
+# A stale build/lib could carry deleted modules into the wheel. Timestamps from the last commit make the
+# wheel reproducible, so an unchanged checkout reuses the images' cached layers.
 rm -rf build "$out/ecglens"/*.whl
-quiet "$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$out/ecglens" .
+SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || echo 315532800) \
+    quiet "$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$out/ecglens" .
 rm -rf build
 
 for model in $MODELS; do

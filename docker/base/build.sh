@@ -15,11 +15,10 @@ mirror=${DEBIAN_MIRROR:-$(grep -rhE '^(deb |URIs:)' /etc/apt/sources.list /etc/a
 mirror=${mirror:-http://deb.debian.org/debian}
 command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
 rootfs=$(mktemp -d /tmp/ecglens-rootfs.XXXXXX)
-trap 'rm -rf "$rootfs"' EXIT
+trap 'rm -rf "$rootfs" "$rootfs.log"' EXIT
 # python-is-python3: the Dockerfiles and HEALTHCHECK call `python`; passwd: groupadd/useradd.
 debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,passwd \
     bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || { tail -n 20 "$rootfs.log"; exit 1; }
-rm -f "$rootfs.log"
 # Lean: no package lists or cached .debs (nothing installs with apt later), docs, man pages or locales.
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/usr/share/doc/* \
     "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*

@@ -59,23 +59,30 @@ fi
 step "wheels, ecglens wheel and zoo packages (make wheels)"
 PYTHON="$PYTHON" docker/context.sh
 
-build() {  # IMAGE DOCKERFILE [BUILD-ARG...]
-    local image=$1 file=$2 t0
-    shift 2
+build() {  # CACHE-TAG IMAGE DOCKERFILE [BUILD-ARG...]
+    local cache=$1 image=$2 file=$3 t0 target
+    shift 3
     t0=$(date +%s)
-    local args=()
+    local args=(--network none --build-arg BASE_IMAGE="$BASE_IMAGE")
     for a in "$@"; do args+=(--build-arg "$a"); done
-    nice -n 10 docker build -q --network none --build-arg BASE_IMAGE="$BASE_IMAGE" "${args[@]}" \
-        -f "$file" -t "$image" . >"$E2E_DIR/build.log" 2>&1 || { cat "$E2E_DIR/build.log"; return 1; }
+    # The build stage gets a tag of its own: the prune below then keeps it, and the next run reuses its
+    # layers (the dependency install) instead of repeating it.
+    for target in "--target build -t ecglens-e2e/build-stage:$cache" "-t $image"; do
+        # shellcheck disable=SC2086
+        nice -n 10 docker build -q "${args[@]}" $target -f "$file" . >"$E2E_DIR/build.log" 2>&1 \
+            || { cat "$E2E_DIR/build.log"; return 1; }
+    done
     echo "built $image in $(( $(date +%s) - t0 ))s: $(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}')"
 }
 step "images (base $BASE_IMAGE)"
-build "$FM_IMAGE-random-resnet" docker/Dockerfile MODEL=random-resnet
-build "$FM_IMAGE-handcrafted" docker/Dockerfile MODEL=handcrafted
-build "$TORCH_IMAGE-random-resnet" docker/Dockerfile MODEL=random-resnet REQUIREMENTS=server-torch
-build "$ORCH_IMAGE" docker/Dockerfile.orchestrator
-# Build stages and replaced tags: the cache keeps what the next run reuses, not every old layer.
+build server-onnx "$FM_IMAGE-random-resnet" docker/Dockerfile MODEL=random-resnet
+build server-onnx "$FM_IMAGE-handcrafted" docker/Dockerfile MODEL=handcrafted
+build server-torch "$TORCH_IMAGE-random-resnet" docker/Dockerfile MODEL=random-resnet REQUIREMENTS=server-torch
+build orchestrator "$ORCH_IMAGE" docker/Dockerfile.orchestrator
+# Images no tag names any more (replaced builds, superseded build stages): the cache keeps only what
+# the next run reuses.
 docker image prune -f >/dev/null
+echo "engine disk: $(docker system df --format '{{.Type}} {{.Size}}' | tr '\n' ' ')"
 
 wait_healthy() {  # CONTAINER: the image's own HEALTHCHECK, up to its 120-s start period and a bit
     local i status
