@@ -13,7 +13,8 @@ fi
 mirror=${DEBIAN_MIRROR:-$(grep -rhE '^(deb |URIs:)' /etc/apt/sources.list /etc/apt/sources.list.d 2>/dev/null \
     | grep -oE 'https?://[^ ]+/debian/?' | head -n 1 || true)}
 mirror=${mirror:-http://deb.debian.org/debian}
-command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
+command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null; }
 rootfs=$(mktemp -d /tmp/ecglens-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs" "$rootfs.log"' EXIT
 # python-is-python3: the Dockerfiles and HEALTHCHECK call `python`; passwd: groupadd/useradd.

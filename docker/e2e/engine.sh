@@ -17,7 +17,9 @@ engine_up() {
     fi
     if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null; then
         echo "engine: installing Debian's docker.io and docker-compose"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io docker-compose >/dev/null
+        # Package lists may be missing or stale on a fresh machine: refresh them once if the install fails.
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io docker-compose >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io docker-compose >/dev/null; }
     fi
     mkdir -p "$ENGINE_ROOT" "$ENGINE_RUN"
     export DOCKER_HOST="unix://$ENGINE_RUN/docker.sock"
