@@ -193,10 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Self-supervised pretraining on the offline synthetic corpus (no labels): "
                                           "contrastive multi-segment (CMSC) or masked signal modelling. Writes an "
                                           "ONNX model package whose card records exactly how it was trained.")
-    from orchestrator import pretrain as pretrain_module
-
-    pretrain_module.add_arguments(pretrain)
-    pretrain.set_defaults(func=pretrain_module.run)
+    try:
+        from orchestrator import pretrain as pretrain_module
+    except ModuleNotFoundError as err:  # the slim ONNX server image carries no torch; the rest still works
+        if err.name != "torch":
+            raise
+        pretrain.set_defaults(func=_needs_torch)  # main() lets its options through to say so
+    else:
+        pretrain_module.add_arguments(pretrain)
+        pretrain.set_defaults(func=pretrain_module.run)
 
     demo = sub.add_parser("demo", help="run the embedded default experiment (no network, no cluster) and write a report",
                           description="The embedded default: synthetic 12-lead ECGs from two simulated sites, the zoo's "
@@ -244,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _needs_torch(args: argparse.Namespace) -> int:
+    """`ecglens pretrain` where PyTorch is not installed: say so instead of a traceback."""
+    raise _UsageError("`ecglens pretrain` needs PyTorch, which is not installed here (the ONNX server image has none)")
+
+
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -255,7 +265,10 @@ def _interrupted(exit_: SystemExit) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse and dispatch; user errors print one clear line and exit 2."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.func is not _needs_torch:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     from orchestrator.endpoints import EndpointError
     from orchestrator.experiment import ConfigError
     from services.common.process import ServerStartError

