@@ -166,6 +166,25 @@ def test_check_wrong_lead_count_reaches_lead_validation(handcrafted_pkg):
     assert status == "PASS" and "13 leads" in detail, detail
 
 
+def test_check_reports_a_failing_model_as_fail_lines_not_a_traceback(tmp_path):
+    import os
+    from pathlib import Path
+
+    from services.common.process import start_server
+
+    tests = Path(__file__).resolve().parent
+    card = {"name": "fails", "version": "1", "backend": "python", "entry_point": "plugin_models:FailsOnSignal",
+            "input": {"sampling_rate_hz": 100, "leads": list(STANDARD12), "num_samples": T},
+            "output": {"embedding_dim": 12}}
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
+    path = os.pathsep.join([str(tests), str(tests.parent), os.environ.get("PYTHONPATH", "")])
+    with start_server("services.embedding", ["--model", str(tmp_path)], name="fails",
+                      env={"PYTHONPATH": path}) as server:
+        report = check_endpoint(server.address, timeout=30)
+    assert not report.ok
+    assert _lines(report)["Embed"][0] == "FAIL" and "INTERNAL" in _lines(report)["Embed"][1], report.render()
+
+
 # ---------------------------------------------------------------- batch-1-only ONNX, imported by flags
 
 
