@@ -133,9 +133,26 @@ def _cmd_datasets_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from orchestrator.endpoints import call_metadata, credentials
     from services.embedding.conformance import check_endpoint
+    from services.embedding.endpoint_url import EndpointSyntaxError, parse_endpoint
 
-    report = check_endpoint(args.address, args.timeout)
+    try:
+        endpoint = parse_endpoint(args.address)
+    except EndpointSyntaxError as err:
+        raise _usage(str(err)) from None
+    ca_file = args.ca_file or endpoint.ca_file
+    tls = {"ca_file": ca_file} if ca_file else (True if endpoint.tls or args.tls else None)
+    token_file = args.token_file or endpoint.token_file
+    creds, metadata = credentials(tls), call_metadata({"token_file": token_file} if token_file else None)
+    if endpoint.protocol == "v2":
+        from services.embedding.v2_conformance import check_v2
+
+        report = check_v2(endpoint.address, endpoint.model, endpoint.v2, args.timeout, credentials=creds,
+                          metadata=metadata, connect_timeout=args.connect_timeout)
+    else:
+        report = check_endpoint(endpoint.address, args.timeout, credentials=creds, metadata=metadata,
+                                connect_timeout=args.connect_timeout)
     print(report.render())
     return 0 if report.ok else 1
 
@@ -220,8 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("experiment", nargs="?", help="experiment YAML file")
     run.add_argument("--dataset", action="append", metavar="KIND:PATH",
                      help="dataset, e.g. synthetic:eu,sa@120 (repeatable)")
-    run.add_argument("--model", action="append", metavar="NAME|DIR|HOST:PORT",
-                     help="zoo name, package directory (both launched as servers) or endpoint address (repeatable)")
+    run.add_argument("--model", action="append", metavar="NAME|DIR|ENDPOINT",
+                     help="zoo name, package directory (both launched as servers) or a running endpoint: HOST:PORT "
+                          "(ecglens.v1), v2://HOST:PORT/MODEL[?sampling_rate_hz=500&leads=I,II,...] (KServe/Triton "
+                          "V2), grpcs:// or v2s:// for TLS (repeatable)")
     run.add_argument("--task", action="append", help="task name (default: every task of each dataset)")
     run.add_argument("--fractions", help="training fractions, e.g. 0.01,0.1,1.0")
     run.add_argument("--k-shots", help="k examples per class, e.g. 1,5,10")
@@ -240,11 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--json", action="store_true", help="print JSON")
     describe.set_defaults(func=_cmd_datasets_describe)
 
-    check = sub.add_parser("check", help="check that an endpoint honours the EmbeddingService contract",
-                           description="Learns the contract only through server reflection and grpc.health.v1 "
-                                       "(as any third-party client would), then checks card, Embed, errors.")
-    check.add_argument("address", help="host:port of the endpoint")
+    check = sub.add_parser("check", help="check that an endpoint can serve ECGLens (ecglens.v1 or KServe V2)",
+                           description="HOST:PORT (ecglens.v1): learns the contract only through server reflection "
+                                       "and grpc.health.v1 (as any third-party client would), then checks card, "
+                                       "Embed, errors. v2://HOST:PORT/MODEL[?sampling_rate_hz=500&leads=...]: "
+                                       "ServerLive/Ready, ModelReady, ModelMetadata, the model's ECG meaning, "
+                                       "ModelInfer shape and determinism; what V2 does not promise is a warning. "
+                                       "Exit 0 when no check fails.")
+    check.add_argument("address", metavar="ENDPOINT",
+                       help="HOST:PORT, grpcs://HOST:PORT, v2://HOST:PORT/MODEL[?settings] or v2s://... "
+                            "(the syntax of --model; see docs/experiment.md)")
     check.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
+    check.add_argument("--connect-timeout", type=float, default=10.0,
+                       help="seconds to reach the endpoint before giving up (default 10)")
+    check.add_argument("--tls", action="store_true", help="connect over TLS (as grpcs:// or v2s://)")
+    check.add_argument("--ca-file", help="PEM CA bundle to trust (implies TLS)")
+    check.add_argument("--token-file", help="file holding a bearer token sent with every call")
     check.set_defaults(func=_cmd_check)
     return parser
 

@@ -15,6 +15,7 @@ import yaml
 
 from orchestrator.attribution.compute import DEFAULT_NSAMPLES, DEFAULT_SEGMENTS
 from orchestrator.datasets.base import DatasetSpec
+from services.embedding.endpoint_url import Endpoint, EndpointSyntaxError, looks_like_endpoint, parse_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,10 @@ class Experiment:
     raw: dict[str, Any]
     datasets: list[DatasetSpec] = field(default_factory=list)
     models: list[ModelEntry] = field(default_factory=list)
+
+    def without(self, names: set[str] | list[str]) -> "Experiment":
+        """The same experiment minus some models (those a run had to give up); `raw` still lists them all."""
+        return Experiment(self.raw, self.datasets, [m for m in self.models if m.name not in set(names)])
 
     # Sections are read from `raw`, so results.json records exactly what ran; each one's keys and defaults
     # are in DEFAULTS above and docs/experiment.md.
@@ -167,16 +172,33 @@ def _number_list(value: Any, where: str, kind: type, low: float, high: float) ->
 def _model(entry: Any, k: int) -> ModelEntry:
     where = f"models[{k}]"
     if isinstance(entry, str):
-        entry = {"endpoint": entry} if _looks_like_address(entry) else {"name": entry}
+        if looks_like_endpoint(entry) and not Path(entry).expanduser().is_dir():
+            entry = {"endpoint": entry}
+        else:
+            entry = {"package": entry} if Path(entry).expanduser().is_dir() else {"name": entry}
     if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a zoo name, a package path, an address or a mapping")
+        raise ConfigError(f"{where}: expected a zoo name, a package path, an endpoint or a mapping")
     unknown = sorted(set(entry) - _MODEL_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_MODEL_KEYS))}")
-    endpoints = entry.get("endpoint") or ()
-    endpoints = tuple(_strip_scheme(e) for e in ([endpoints] if isinstance(endpoints, str) else endpoints))
+    given = entry.get("endpoint") or ()
+    given = [given] if isinstance(given, str) else list(given)
+    parsed = []
+    for text in given:
+        try:
+            parsed.append(parse_endpoint(str(text)))
+        except EndpointSyntaxError as err:
+            raise ConfigError(f"{where}.endpoint: {err}") from None
+    endpoints = tuple(e.address for e in parsed)
+    entry = _with_url_settings(entry, parsed, where)
     package = entry.get("package")
-    name = entry.get("name") or package or (endpoints[0] if endpoints else None)
+    if package and not entry.get("name"):
+        package_path = Path(str(package)).expanduser()
+        # A package given by path is named by its folder, not the whole path (which would also place its
+        # server log outside the run's folder).
+        name = package_path.name if package_path.is_dir() else package
+    else:
+        name = entry.get("name") or package or (endpoints[0] if endpoints else None)
     if not name:
         raise ConfigError(f"{where}: give `name` (zoo model), `package` (directory) or `endpoint` (host:port)")
     if endpoints and package:
@@ -192,6 +214,37 @@ def _model(entry: Any, k: int) -> ModelEntry:
     return ModelEntry(str(name), package, endpoints, len(endpoints) or replicas, {"name": str(name), **connection})
 
 
+def _with_url_settings(entry: dict, parsed: list[Endpoint], where: str) -> dict:
+    """The entry with what its endpoint URL(s) state (protocol, V2 model and settings, TLS, token) merged in."""
+    stated = [e for e in parsed if e.explicit or e.ca_file or e.token_file]
+    if not stated:
+        return entry
+    first = stated[0].connection()
+    for other in parsed[1:]:
+        if other.connection() != parsed[0].connection():
+            raise ConfigError(f"{where}.endpoint: the replicas' URLs disagree on protocol, model or settings; "
+                              "replicas of one model must be called alike")
+    merged = dict(entry)
+    if "protocol" in entry and entry["protocol"] != first["protocol"]:
+        raise ConfigError(f"{where}: protocol is {entry['protocol']!r} but the endpoint URL says "
+                          f"{first['protocol']!r}")
+    merged["protocol"] = first["protocol"]
+    if stated[0].name and not entry.get("name"):
+        merged["name"] = stated[0].name
+    elif first["protocol"] == "v2" and not entry.get("name"):
+        merged["name"] = first["v2"]["model_name"]
+    for key in ("v2", "auth"):
+        if key in first:
+            section = entry.get(key) if isinstance(entry.get(key), dict) else {}
+            clash = sorted(k for k in set(section) & set(first[key]) if section[k] != first[key][k])
+            if clash:
+                raise ConfigError(f"{where}.{key}: {', '.join(clash)} differ(s) from the endpoint URL")
+            merged[key] = {**first[key], **section}
+    if "tls" in first and "tls" not in entry:
+        merged["tls"] = first["tls"]
+    return merged
+
+
 def _connection(entry: dict, where: str, remote: bool) -> dict:
     from orchestrator.endpoints import AUTH_KEYS, PROTOCOLS, TLS_KEYS
 
@@ -205,7 +258,7 @@ def _connection(entry: dict, where: str, remote: bool) -> dict:
         raise ConfigError(f"{where}.v2: only with protocol: v2")
     for key, allowed in (("tls", TLS_KEYS), ("auth", AUTH_KEYS)):
         section = extra.get(key)
-        if section is None:
+        if section is None or (key == "tls" and section is True):  # tls: true = TLS with the system's CAs
             continue
         if not isinstance(section, dict):
             raise ConfigError(f"{where}.{key}: expected a mapping")
@@ -215,15 +268,6 @@ def _connection(entry: dict, where: str, remote: bool) -> dict:
     if "v2" in extra and not isinstance(extra["v2"], dict):
         raise ConfigError(f"{where}.v2: expected a mapping (model_name, input_name, sampling_rate_hz, leads, ...)")
     return {"protocol": protocol, **extra}
-
-
-def _looks_like_address(text: str) -> bool:
-    host, sep, port = _strip_scheme(text).rpartition(":")
-    return bool(sep and host and port.isdigit())
-
-
-def _strip_scheme(address: str) -> str:
-    return address.split("://", 1)[1] if "://" in address else address
 
 
 def _dataset(entry: Any, k: int) -> DatasetSpec:

@@ -22,12 +22,14 @@ from typing import Any, Callable, Iterator
 import ray
 
 from orchestrator.experiment import Experiment
+from orchestrator.dispatch import RecordProblem
 from orchestrator.findings import findings
 from orchestrator.report import write_report
 from orchestrator.results import ECGLENS_VERSION, SCHEMA_VERSION, Results
 from orchestrator.stages import assemble
 from orchestrator.stages.analyse import analyse
 from orchestrator.stages.compare import compare
+from orchestrator.stages.connect import connect_remote
 from orchestrator.stages.embed import embed
 from orchestrator.stages.intervals import seed_mean_intervals
 from orchestrator.stages.launch import Services, launch
@@ -102,9 +104,13 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
     hooks, timer, started = hooks or Hooks(), _Timer(), time.perf_counter()
     services = Services(out_dir / "logs")
     cache_root = Path(exp.runtime["cache_dir"] or out_dir / "cache")
+    # Remote endpoints first, before Ray starts: a setting they lack is reported at once, and a model whose
+    # endpoint does not answer is left out (its records reported as lost) instead of stopping the run.
+    remote = timer("connect", connect_remote, exp)
+    full, exp = exp, exp.without(remote.lost)
     with _ray_session(exp, ray_address, ray_temp_dir) as on_cluster, contextlib.ExitStack() as stack:
         stack.callback(services.stop_all)
-        launched = timer("launch", launch, exp, services, hooks, on_cluster)
+        launched = timer("launch", launch, exp, services, hooks, on_cluster, remote.cards)
         embedded = timer("embed", embed, exp, launched, cache_root, hooks, show_progress)
         evaluate_started = time.perf_counter()
         views = make_views(exp, embedded)
@@ -115,15 +121,18 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         analysed = analyse(exp, views, probed, launched, embedded)
         timer.seconds["evaluate_s"] = time.perf_counter() - evaluate_started
     problems = embedded.problems + probed.problems + compare_problems + transfer_problems + analysed.problems
+    problems += [RecordProblem(d.name, "*", "warning", note, model)
+                 for model, notes in remote.notes.items() for d in embedded.datasets for note in notes]
+    lost_rows, lost_notes = assemble.lost_model_rows(remote.lost, views, problems)
     _write_figures(out_dir, analysed.figures)
     summary = summaries(probed.probes, intervals)
     results = Results(
-        schema_version=SCHEMA_VERSION, ecglens_version=ECGLENS_VERSION, experiment=exp.raw,
+        schema_version=SCHEMA_VERSION, ecglens_version=ECGLENS_VERSION, experiment=full.raw,
         models=assemble.models(exp, launched), datasets=[assemble.dataset_entry(exp, view) for view in views],
         preprocessing=assemble.preprocessing_entries(exp, embedded), probes=probed.probes, summary=summary,
         label_efficiency=efficiency(summary), comparisons=comparisons, representations=analysed.representations,
         transfer=transfer_rows, transfer_gap=transfer_gaps(transfer_rows), similarity=analysed.similarity,
-        errors=assemble.errors(problems), counts=assemble.counts(exp, views, problems))
+        errors=assemble.errors(problems + lost_notes), counts=assemble.counts(exp, views, problems) + lost_rows)
     results.partial = bool(results.losses())
     results.findings = findings(results)
     results.write(out_dir / "results.json")

@@ -409,9 +409,10 @@ def test_cli_write_card_then_import_with_card(models, tmp_path, capsys):
 def test_cli_import_with_flags_and_errors(models, tmp_path, capsys):
     root, _ = models
     zoo = tmp_path / "zoo"
+    # --name defaults to the file's stem.
     assert _cli("import", root / "dict.pt", "--rate", "100", "--leads", "standard12", "--samples", "200",
-                "--output", "emb", "--out", zoo) == 2
-    assert "--name NAME" in capsys.readouterr().err
+                "--output", "emb", "--out", zoo) == 0
+    assert "imported dict.pt as dict" in capsys.readouterr().out
     assert _cli("import", root / "dict.pt", "--name", "scripted", "--rate", "100", "--leads", "standard12",
                 "--samples", "200", "--output", "emb", "--normalization", "zscore", "--out", zoo) == 0
     assert load_card(zoo / "scripted").output.embedding_dim == 16
@@ -423,4 +424,4 @@ def test_cli_import_with_flags_and_errors(models, tmp_path, capsys):
                 "--output", relu, "--pooling", "none", "--out", zoo) == 2
     assert "pooling none cannot make [batch, dim] (it gives rank 3): use pooling mean with pool_axis 2" \
         in capsys.readouterr().err
-    assert sorted(p.name for p in zoo.iterdir()) == ["scripted"]
+    assert sorted(p.name for p in zoo.iterdir()) == ["dict", "scripted"]

@@ -2,7 +2,7 @@
 
 Models: "lead-stats" takes [B, 12, T] as input "signals" and returns "features" = per-lead mean then
 std, [B, 24], as raw FP32; "lead-stats-typed" answers in typed fp32_contents; "lead-stats-btl" takes
-[B, T, 12]. Run: python tests/v2_reference_server.py --port-file F (binds 127.0.0.1, any free port).
+[B, T, 12]; "broken" answers every ModelInfer with INTERNAL (a model failing on the server). Run: python tests/v2_reference_server.py --port-file F (binds 127.0.0.1, any free port).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from protos.inference import open_inference_grpc_pb2 as pb
 from protos.inference import open_inference_grpc_pb2_grpc as pb_grpc
 
 LEADS = 12
-MODELS = {"lead-stats": ("BLT", False), "lead-stats-typed": ("BLT", True), "lead-stats-btl": ("BTL", False)}
+MODELS = {"lead-stats": ("BLT", False), "lead-stats-typed": ("BLT", True), "lead-stats-btl": ("BTL", False),
+          "broken": ("BLT", False)}
 DTYPES = {"FP32": np.dtype("<f4"), "FP16": np.dtype("<f2")}
 
 
@@ -54,6 +55,8 @@ class Reference(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):  # noqa: N802
         if request.model_name not in MODELS:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"Request for unknown model: '{request.model_name}'")
+        if request.model_name == "broken":
+            await context.abort(grpc.StatusCode.INTERNAL, "model raised: RuntimeError: CUDA error: out of memory")
         layout, typed = MODELS[request.model_name]
         tensor = request.inputs[0]
         if tensor.name != "signals":

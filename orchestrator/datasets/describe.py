@@ -1,6 +1,7 @@
 """`ecglens datasets describe`: what a dataset folder holds, and which kind it is when not told."""
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -17,12 +18,17 @@ def detect_kind(path: Path) -> str:
         return "code15"
     if (path / "labels.csv").is_file():
         return "wfdb"
-    for header in path.rglob("*.hea"):
-        if "#Dx" in header.read_text(errors="replace"):
+    for k, header in enumerate(path.rglob("*.hea")):
+        # Real Challenge 2020/2021 headers write `#Dx:` and `# Dx:` alike; a few headers may lack the line.
+        if _DX_LINE.search(header.read_text(errors="replace")):
             return "challenge"
-        break
+        if k >= 4:
+            break
     raise ValueError(f"{path}: cannot tell the dataset kind (no ptbxl_database.csv, exams.csv, labels.csv or "
-                     f"Challenge headers with #Dx); say it explicitly as KIND:PATH")
+                     f"Challenge headers with a #Dx: line); say it explicitly as KIND:PATH")
+
+
+_DX_LINE = re.compile(r"^#\s*Dx\s*:", re.MULTILINE | re.IGNORECASE)
 
 
 def spec_from_arg(text: str) -> DatasetSpec:

@@ -40,6 +40,7 @@ def driver_threads() -> Threads:
 @contextmanager
 def computing_with(threads: Threads | None) -> Iterator[None]:
     """Run the body with these BLAS / OpenMP thread counts (None: the worker's own), then restore them."""
+    tasks.preload()  # every analysis task enters here: lazy imports happen once, before any computing thread
     if not threads:
         yield
         return

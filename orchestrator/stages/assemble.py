@@ -81,6 +81,23 @@ def counts(exp: Experiment, views: list[DatasetView], problems: list[RecordProbl
     return out
 
 
+def lost_model_rows(lost: dict[str, str], views: list[DatasetView],
+                    problems: list[RecordProblem]) -> tuple[list[CountRow], list[RecordProblem]]:
+    """counts[] rows and `errors` entries of models given up because no endpoint replica answered: every
+    readable record of every dataset is lost to them."""
+    rows, notes = [], []
+    for view in views:
+        dataset = view.dataset
+        unreadable = len({p.record for p in problems if p.dataset == dataset.name and p.stage == "read"
+                          and p.record != "*"})
+        for model, reason in lost.items():
+            rows.append(CountRow(dataset=dataset.name, model=model, records=len(dataset), embedded=0, skipped=0,
+                                 lost=len(dataset) - unreadable))
+            notes.append(RecordProblem(dataset.name, "*", "embed", f"endpoint unreachable, model left out: {reason}",
+                                       model))
+    return rows, notes
+
+
 def errors(problems: list[RecordProblem]) -> list[ErrorEntry]:
     """results.json `errors[]`, in a stable order."""
     ordered = sorted(problems, key=lambda p: (p.dataset, p.record, p.stage, p.model, p.reason))

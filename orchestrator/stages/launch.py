@@ -10,6 +10,7 @@ Analyses need no server: they run in Ray tasks on the analysis code (see stages/
 """
 from __future__ import annotations
 
+import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,12 +68,16 @@ def _plan(exp: Experiment) -> list[tuple[str, str, str]]:
     for model in exp.models:
         if not model.remote:
             package = str(resolve_package(model.package))  # build zoo models once, before replicas start
-            plan += [(package, f"{model.name}-{r}", model.name) for r in range(model.replicas)]
+            # The process name is also its log file's name under <out>/logs: never a path.
+            safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name).strip("._") or "model"
+            plan += [(package, f"{safe}-{r}", model.name) for r in range(model.replicas)]
     return plan
 
 
-def launch(exp: Experiment, services: Services, hooks: Hooks, on_cluster: bool = False) -> Launched:
-    """Start one server per launched model replica (on cluster nodes when on_cluster); read every card."""
+def launch(exp: Experiment, services: Services, hooks: Hooks, on_cluster: bool = False,
+           cards: dict[str, Any] | None = None) -> Launched:
+    """Start one server per launched model replica (on cluster nodes when on_cluster); read every card
+    not already in `cards` (remote models' cards, read before Ray started by stages/connect.py)."""
     plan = _plan(exp)
     connections = {m.name: dict(m.connection) for m in exp.models}
     token = secrets.token_urlsafe(32) if on_cluster else None
@@ -102,8 +107,10 @@ def launch(exp: Experiment, services: Services, hooks: Hooks, on_cluster: bool =
             hosts[address] = handle
     if hooks.on_launched:
         hooks.on_launched(by_owner)
-    cards = {}
+    cards = dict(cards or {})
     for model in exp.models:
+        if model.name in cards:
+            continue
         client, cards[model.name] = open_client(endpoints[model.name][0], connections[model.name],
                                                 exp.runtime["timeout_s"])
         client.close()

@@ -190,6 +190,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve AnalysisService until SIGTERM/SIGINT."""
+    from services.analysis.tasks import preload
+
+    preload()  # before the server's thread pool exists (see tasks.PRELOADED)
     serve_threaded(analysis_pb2_grpc.add_AnalysisServiceServicer_to_server, AnalysisServicer(), SERVICE_NAME,
                    parse_args(argv))
 

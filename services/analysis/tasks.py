@@ -9,7 +9,9 @@ float32 wire applies, so a run and the served path give the same numbers and the
 """
 from __future__ import annotations
 
+import importlib
 import math
+import threading
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -17,6 +19,27 @@ import numpy as np
 from services.analysis import core, inputs, neighbourhood, separability, similarity as cka, structure as metrics
 from services.analysis.figures import similarity_figure
 from services.analysis.structure import StructureResult
+
+# What the analyses import lazily (function-level imports keep `import services.analysis` light). Imported
+# here once, under a lock, before any analysis runs: two threads importing scipy at once once failed with
+# "cannot import name 'euclidean' from partially initialized module 'scipy.spatial.distance'".
+PRELOADED = ("scipy.spatial.distance", "scipy.special", "scipy.stats", "scipy.sparse", "sklearn.metrics",
+             "sklearn.manifold", "sklearn.neighbors", "sklearn.linear_model", "sklearn.model_selection",
+             "sklearn.pipeline", "sklearn.preprocessing", "matplotlib.figure")
+_PRELOAD_LOCK = threading.Lock()
+_preloaded = False
+
+
+def preload() -> None:
+    """Import every module the analyses import lazily, once per process, before threads compute (idempotent)."""
+    global _preloaded
+    with _PRELOAD_LOCK:
+        if _preloaded:
+            return
+        for name in PRELOADED:
+            importlib.import_module(name)
+        _preloaded = True
+
 
 Figures = list[tuple[str, bytes, str]]
 CkaMatrix = dict[tuple[str, str], "float | None"]

@@ -47,11 +47,17 @@ class EmbeddingClient(ChannelClient):
         self.channel = open_channel(address, SERVICE, credentials, extra_options)
         self.stub = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
 
-    def card(self) -> embedding_pb2.ModelCard:
-        """The served model's card, with model_kind and the deprecated text kind both filled when either is."""
+    def card(self, connect_timeout_s: float | None = None) -> embedding_pb2.ModelCard:
+        """The served model's card, with model_kind and the deprecated text kind both filled when either is.
+
+        With connect_timeout_s, an endpoint that cannot be reached fails within that many seconds with
+        gRPC's own reason (connection refused, DNS) instead of waiting the whole request timeout for it.
+        """
+        wait = connect_timeout_s is None
         try:
-            card = self.stub.GetModelCard(embedding_pb2.GetModelCardRequest(), timeout=self.timeout_s,
-                                          metadata=self.metadata, wait_for_ready=True)
+            card = self.stub.GetModelCard(embedding_pb2.GetModelCardRequest(),
+                                          timeout=self.timeout_s if wait else connect_timeout_s,
+                                          metadata=self.metadata, wait_for_ready=wait)
         except grpc.RpcError as err:
             raise EmbedError(err.code(), err.details()) from None
         return complete_kind(card)

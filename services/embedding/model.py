@@ -10,7 +10,7 @@ import numpy as np
 
 from services.embedding import adapt
 from services.embedding.backends import Backend, BackendError, create_backend
-from services.embedding.card import ModelCard, fingerprint, load_card
+from services.embedding.card import CardError, ModelCard, fingerprint, load_card
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,29 @@ class EmbeddingModel:
         if warmup:
             probe = np.zeros((1, len(card.input.leads), card.input.num_samples), np.float32)
             out = model.embed(probe)
-            log.info("loaded %s %s (%s) in %.2fs; warm-up output %s", card.name, card.version,
-                     backend.description, time.perf_counter() - started, list(out.shape))
+            model.verify_max_batch()
+            log.info("loaded %s %s (%s) in %.2fs; warm-up output %s, batch of %d verified", card.name, card.version,
+                     backend.description, time.perf_counter() - started, list(out.shape),
+                     card.serving.max_batch_size)
         return model
+
+    def verify_max_batch(self) -> None:
+        """Run one batch of serving.max_batch_size zeros; a card whose model cannot is refused (CardError).
+
+        A graph exported at batch 1 can keep a symbolic batch axis yet fail on any larger batch; serving it
+        under a larger max_batch_size would fail every real batch, so it is caught here, at load.
+        """
+        size = self.card.serving.max_batch_size
+        if size <= 1:
+            return
+        try:
+            self.embed(np.zeros((size, len(self.card.input.leads), self.card.input.num_samples), np.float32))
+        except Exception as err:  # runtimes raise their own types; the first line says what broke
+            text = str(err).strip().splitlines()
+            raise CardError(f"{self.card.name}: serving.max_batch_size is {size}, but the model fails on a batch of "
+                            f"{size} zeros ({text[0] if text else type(err).__name__}) while a batch of 1 runs; set "
+                            f"serving.max_batch_size to a batch the model runs (1 for a graph exported at batch 1)"
+                            ) from None
 
     def validate(self, x: np.ndarray) -> np.ndarray:
         """Check a wire batch against the card and return it as float32; raise InputError."""

@@ -46,7 +46,7 @@ def _tensor_meta(t: pb.ModelMetadataResponse.TensorMetadata) -> dict[str, Any]:
 class V2Client(ChannelClient):
     """Embeds ECGs with one model of a V2 server; thread-safe (one channel, many calls)."""
 
-    def __init__(self, address: str, model_name: str, input_name: str = "ecg", output_name: str | None = None,
+    def __init__(self, address: str, model_name: str, input_name: str | None = None, output_name: str | None = None,
                  datatype: str = "FP32", timeout_s: float = 120.0,
                  credentials: grpc.ChannelCredentials | None = None,
                  metadata: Sequence[tuple[str, str]] | None = None, *, model_version: str | None = None,
@@ -82,6 +82,14 @@ class V2Client(ChannelClient):
                 return False
             raise
 
+    def live(self, timeout_s: float) -> bool:
+        """ServerLive within timeout_s, not waiting for a connection: raise EmbedError (with gRPC's reason, e.g.
+        connection refused) when the server cannot be reached."""
+        try:
+            return self.stub.ServerLive(pb.ServerLiveRequest(), timeout=timeout_s, metadata=self.call_metadata).live
+        except grpc.RpcError as err:
+            raise EmbedError(err.code(), err.details()) from None
+
     def server_metadata(self) -> dict[str, Any]:
         """ServerMetadata as plain data."""
         reply = self._call(self.stub.ServerMetadata, pb.ServerMetadataRequest(), wait_for_ready=True)
@@ -102,7 +110,8 @@ class V2Client(ChannelClient):
             raise ValueError(f"ecg must be [batch, leads, samples], got shape {list(x.shape)}")
         data = np.ascontiguousarray(adapt.to_layout(adapt.normalize(x, self.normalization), self.layout),
                                     dtype=_RAW_DTYPES[self.datatype])
-        tensor = pb.ModelInferRequest.InferInputTensor(name=self.input_name, datatype=self.datatype,
+        # Without a name (none given, ModelMetadata not read): "ecg", the name ECGLens' own V2 face uses.
+        tensor = pb.ModelInferRequest.InferInputTensor(name=self.input_name or "ecg", datatype=self.datatype,
                                                        shape=list(data.shape))
         wanted = [pb.ModelInferRequest.InferRequestedOutputTensor(name=self.output_name)] if self.output_name else []
         return pb.ModelInferRequest(model_name=self.model_name, model_version=self.model_version,
@@ -195,6 +204,7 @@ class V2Card:
     client_normalization: str = "none"
     pooling: str = "none"
     pool_axis: int = 1
+    notes: tuple[str, ...] = ()  # assumptions made for this model (e.g. standard lead order), as warnings
 
 
 OVERRIDE_KEYS = ("sampling_rate_hz", "leads", "num_samples", "layout", "normalization", "input_units",
@@ -214,6 +224,7 @@ class _Resolver:
 
     def __init__(self, model: str, overrides: dict[str, Any], properties: dict[str, str]) -> None:
         self.model, self.overrides, self.properties = model, overrides, properties
+        self.missing: list[str] = []  # keys nobody states, reported together by raise_missing
 
     def get(self, key: str, parse: Callable[[Any], Any], implied: Any = None, default: Any = None) -> Any:
         """The value of key; sources that state it must agree; None/default when none does."""
@@ -234,12 +245,24 @@ class _Resolver:
         return found[0][1] if found else default
 
     def need(self, key: str, parse: Callable[[Any], Any], implied: Any = None) -> Any:
-        """Like get, but a key nobody states is an error that says where to put it."""
+        """Like get, but a key nobody states is remembered as missing (see raise_missing)."""
         value = self.get(key, parse, implied)
         if value is None:
-            raise V2CardError(f"{self.model}: ModelMetadata does not state {key}; set `{key}` in the model's "
-                              "overrides in the experiment YAML")
+            self.missing.append(key)
         return value
+
+    def raise_missing(self) -> None:
+        """One error naming every key nobody states, and the two places to state them."""
+        if self.missing:
+            keys = ", ".join(self.missing)
+            query = "&".join(f"{k}={_EXAMPLES.get(k, '...')}" for k in self.missing)
+            raise V2CardError(f"{self.model}: ModelMetadata does not state {keys}; give them in the endpoint URL "
+                              f"(v2://HOST:PORT/{self.model}?{query}) or in the model's `v2:` mapping in the "
+                              "experiment YAML")
+
+
+_EXAMPLES = {"sampling_rate_hz": "500", "leads": "standard12", "num_samples": "5000", "embedding_dim": "256"}
+STANDARD12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
 def _tensor(entries: list[dict[str, Any]], name: str | None, kind: str, model: str) -> dict[str, Any]:
@@ -250,7 +273,8 @@ def _tensor(entries: list[dict[str, Any]], name: str | None, kind: str, model: s
     if name in names:
         return entries[names.index(name)]
     raise V2CardError(f"{model}: no {kind} {name!r} in ModelMetadata; {kind}s: {names}"
-                      + ("" if name else f" (choose one with the client's {kind}_name)"))
+                      + ("" if name else f" (name it: {kind}=NAME in the endpoint URL, "
+                                           f"{kind}_name in the `v2:` mapping)"))
 
 
 def _known(dim: int) -> int | None:
@@ -291,16 +315,33 @@ def card_from_v2(client: V2Client, overrides: dict[str, Any] | None = None) -> V
     if layout not in _LAYOUTS:
         raise V2CardError(f"{name}: layout {layout!r} is not one of {', '.join(_LAYOUTS)}")
     pooling, pool_axis = r.get("pooling", str, default="none"), r.get("pool_axis", int, default=1)
-    n_leads, n_samples = _implied_input(_tensor(md["inputs"], client.input_name, "input", name)["shape"], layout)
-    leads = r.need("leads", _leads)
-    if n_leads is not None and len(leads) != n_leads:
+    if md["inputs"]:
+        model_input = _tensor(md["inputs"], client.input_name, "input", name)
+        client.input_name = model_input["name"]  # the only input, when none was named
+        n_leads, n_samples = _implied_input(model_input["shape"], layout)
+    elif client.input_name:
+        n_leads = n_samples = None  # some servers (MLServer without declared tensors) list none
+    else:
+        raise V2CardError(f"{name}: ModelMetadata lists no inputs; name the ECG input (input=NAME in the endpoint "
+                          "URL, input_name in the `v2:` mapping)")
+    notes = []
+    leads = r.get("leads", _leads)
+    if leads is None and n_leads == len(STANDARD12):
+        leads = STANDARD12
+        notes.append(f"{name}: neither the endpoint nor ModelMetadata names the leads of its 12-channel input; "
+                     f"taken as the standard order {','.join(STANDARD12)} (state `leads` if it differs)")
+    elif leads is None:
+        r.missing.append("leads")
+    if leads is not None and n_leads is not None and len(leads) != n_leads:
         raise V2CardError(f"{name}: leads names {len(leads)} leads but the input shape has {n_leads}")
-    out_shape = _tensor(md["outputs"], client.output_name, "output", name)["shape"]
+    out_shape = _tensor(md["outputs"], client.output_name, "output", name)["shape"] if md["outputs"] else []
+    embedding_dim = r.need("embedding_dim", int, _implied_dim(out_shape, pooling, pool_axis))
+    sampling_rate_hz = r.need("sampling_rate_hz", float)
+    num_samples = r.need("num_samples", int, n_samples)
+    r.raise_missing()
     return V2Card(
         name=name, version=r.get("version", str) or (md["versions"][0] if md["versions"] else ""),
-        embedding_dim=r.need("embedding_dim", int, _implied_dim(out_shape, pooling, pool_axis)),
-        sampling_rate_hz=r.need("sampling_rate_hz", float), leads=leads,
-        num_samples=r.need("num_samples", int, n_samples),
+        embedding_dim=embedding_dim, sampling_rate_hz=sampling_rate_hz, leads=leads, num_samples=num_samples,
         max_batch_size=r.get("max_batch_size", int, default=DEFAULT_MAX_BATCH_SIZE),
         fingerprint=hashlib.sha256(json.dumps({"metadata": md, "overrides": overrides}, sort_keys=True,
                                               default=str).encode()).hexdigest(),
@@ -310,14 +351,19 @@ def card_from_v2(client: V2Client, overrides: dict[str, Any] | None = None) -> V
         license=r.get("license", str, default="unknown"), objective=r.get("objective", str, default=""),
         input_units=r.get("input_units", str, default="mV"), params=int(props.get("params", 0) or 0),
         layout=layout, client_normalization=overrides.get("normalization", "none"), pooling=pooling,
-        pool_axis=pool_axis)
+        pool_axis=pool_axis, notes=tuple(notes))
 
 
 def connect_v2(address: str, model_name: str, overrides: dict[str, Any] | None = None,
-               **client_kwargs: Any) -> tuple[V2Client, V2Card]:
-    """A V2Client whose layout, normalization and pooling follow the model's resolved card."""
+               connect_timeout_s: float | None = None, **client_kwargs: Any) -> tuple[V2Client, V2Card]:
+    """A V2Client whose layout, normalization and pooling follow the model's resolved card.
+
+    With connect_timeout_s, an unreachable server fails within that many seconds (see V2Client.live).
+    """
     client = V2Client(address, model_name, **client_kwargs)
     try:
+        if connect_timeout_s is not None:
+            client.live(connect_timeout_s)
         card = card_from_v2(client, overrides)
     except Exception:
         client.close()

@@ -29,7 +29,7 @@ def card_skeleton(path: Path, info: dict, name: str | None = None, sampling_rate
                   leads: list[str] | None = None, num_samples: int | None = None, layout: str | None = None,
                   output: str | None = None, pooling: str | None = None, pool_axis: int | None = None,
                   embedding_dim: int | None = None, normalization: str | None = None,
-                  license: str | None = None) -> dict:
+                  license: str | None = None, max_batch_size: int | None = None) -> dict:
     """A card dict with what the model file tells filled in and TODO placeholders where a human must decide."""
     path = Path(path)
     notes: list[str] = []
@@ -52,7 +52,7 @@ def card_skeleton(path: Path, info: dict, name: str | None = None, sampling_rate
             "description": f"Imported from {path.name} ({info['format']}).",
             "weights": "model" + path.suffix.lower(), "params": int(info.get("params", 0)),
             "input": inp, "output": _output_section(info, output, pooling, pool_axis, embedding_dim, notes),
-            "serving": {"max_batch_size": _max_batch(in_shape, notes), "max_queue_delay_ms": 2.0,
+            "serving": {"max_batch_size": max_batch_size or _max_batch(in_shape, info, notes), "max_queue_delay_ms": 2.0,
                         "max_queue_ecgs": 4096},
             "source": {"file": path.name, "sha256": info.get("sha256"), "format": info["format"],
                        **({"producer": info["producer"]} if info.get("producer") else {})},
@@ -81,12 +81,15 @@ def _static_dim(shape: Shape | None, layout: str | None) -> int | None:
     return size if isinstance(size, int) else None
 
 
-def _max_batch(shape: Shape | None, notes: list[str]) -> int:
-    """32, or 1 for a model exported with a fixed batch of 1."""
+def _max_batch(shape: Shape | None, info: dict, notes: list[str]) -> int:
+    """32, or 1 for a model whose input fixes the batch at 1 or whose graph fails at batch 2 (the batch probe)."""
     if shape and shape[0] == 1:
         notes.append("the model's batch dim is fixed at 1: serving.max_batch_size 1 (re-export with a dynamic "
                      "batch axis for throughput)")
         return 1
+    probe = info.get("batch_probe")
+    if probe and probe.get("batch_2") and probe.get("batch_1") is None and probe.get("loaded", True):
+        return 1  # inspection's own note says why
     return 32
 
 

@@ -20,7 +20,8 @@ from services.embedding.zoo.importer.shapes import fmt_shape, guess_layout
 def _card_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that fill in the card (shared by inspect --write-card and import)."""
     group = parser.add_argument_group("card values (what the model file cannot tell)")
-    group.add_argument("--name", help="package name (letters, digits, . _ -); the zoo directory and --model name")
+    group.add_argument("--name", help="package name (letters, digits, . _ -); the zoo directory and --model name "
+                                      "(default: the file's stem)")
     group.add_argument("--rate", type=float, metavar="HZ", help="sampling rate the model was trained at, in Hz")
     group.add_argument("--leads", type=parse_leads, metavar="LIST",
                        help="lead names in the model's channel order, comma-separated (I,II,V1) or standard12 "
@@ -41,6 +42,9 @@ def _card_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--normalization", choices=NORMALIZATIONS,
                        help="per-lead scaling the model was trained with (default for import: none = raw mV)")
     group.add_argument("--license", help="the model's license (default: unknown)")
+    group.add_argument("--max-batch-size", type=int, metavar="N",
+                       help="largest batch the model runs (serving.max_batch_size; default 32, or 1 when the "
+                            "input or the batch probe shows the graph runs only at batch 1)")
 
 
 def add_cli(zoo_subparsers) -> None:
@@ -114,7 +118,8 @@ def _skeleton_args(args: argparse.Namespace) -> dict:
     """card_skeleton keyword arguments from the card flags."""
     return {"name": args.name, "sampling_rate_hz": args.rate, "leads": args.leads, "num_samples": args.samples,
             "layout": args.layout, "output": args.output, "pooling": args.pooling, "pool_axis": args.pool_axis,
-            "embedding_dim": args.embedding_dim, "normalization": args.normalization, "license": args.license}
+            "embedding_dim": args.embedding_dim, "normalization": args.normalization, "license": args.license,
+            "max_batch_size": args.max_batch_size}
 
 
 def _default_normalization(card: dict) -> None:
@@ -168,7 +173,7 @@ _OVERRIDES = {"name": ("name",), "rate": ("input", "sampling_rate_hz"), "leads":
               "samples": ("input", "num_samples"), "layout": ("input", "layout"), "output": ("output", "name"),
               "pooling": ("output", "pooling"), "pool_axis": ("output", "pool_axis"),
               "embedding_dim": ("output", "embedding_dim"), "normalization": ("input", "normalization"),
-              "license": ("license",)}
+              "license": ("license",), "max_batch_size": ("serving", "max_batch_size")}
 
 
 def _card_from_file(path: Path, args: argparse.Namespace) -> dict:
@@ -200,7 +205,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
             card = card_skeleton(model_file, info, **_skeleton_args(args))
             _default_normalization(card)
             _print_notes(card)
-            missing = ([] if args.name else ["--name NAME (the package name)"]) + missing_flags(card)
+            missing = missing_flags(card)
             if missing:
                 return _error(_missing_message(f"import {model_file.name}", missing))
         path = import_model(model_file, Path(args.out or zoo_dir()), card, force=args.force)
@@ -216,25 +221,38 @@ def render(info: dict, card: dict) -> str:
              + (f" (opset {info['opset']}" + (f", {info['producer']}" if info.get("producer") else "") + ")"
                 if info.get("opset") else "")
              + f", {info['params']:,} parameters", "inputs:"]
-    lines += [f"  {t['name']:<32} {t['dtype']:<9} {fmt_shape(t['shape'])}" for t in info["inputs"]]
+    tensors = info["inputs"] + info["outputs"] + info.get("intermediates", [])
+    # Columns as wide as their longest entry (exported tensor names run long), two spaces apart.
+    widths = (max([len(_name(t)) for t in tensors] + [8]), max([len(t["dtype"]) for t in tensors] + [5]),
+              max([len(fmt_shape(t["shape"])) for t in tensors] + [5]),
+              max([len(t.get("op") or "") for t in tensors] + [0]))
+    lines += [_row(t, widths) for t in info["inputs"]]
     lines.append("outputs:")
-    lines += [_row(t) for t in info["outputs"]] or ["  (unknown: give --input-shape for a dummy forward)"]
+    lines += [_row(t, widths) for t in info["outputs"]] or ["  (unknown: give --input-shape for a dummy forward)"]
     if info.get("intermediates"):
-        lines.append("candidate embedding tensors (use with --output NAME; most likely first):")
-        lines += [_row(t) for t in info["intermediates"]]
+        lines.append(f"intermediate tensors usable as the embedding ({len(info['intermediates'])}; --output NAME; "
+                     "most likely first):")
+        lines += [_row(t, widths) for t in info["intermediates"]]
     lines += [f"note: {n}" for n in info.get("notes", [])]
     lines += ["", "card skeleton (replace the TODOs, e.g. with the flags they name, and use --write-card):",
               yaml.safe_dump(card, sort_keys=False, default_flow_style=None, width=110).rstrip()]
     return "\n".join(lines)
 
 
-def _row(tensor: dict) -> str:
-    """One tensor line with its pooling suggestion."""
-    name = tensor["name"] if tensor["name"] is not None else "(tensor)"
+def _name(tensor: dict) -> str:
+    return tensor["name"] if tensor["name"] is not None else "(tensor)"
+
+
+def _row(tensor: dict, widths: tuple[int, int, int, int]) -> str:
+    """One tensor line with its pooling suggestion and, for a fixed-batch intermediate, a mark."""
     hint = f"pooling {tensor['pooling']}" if tensor.get("pooling") else ""
     if tensor.get("pool_axis"):
         hint += f" --pool-axis {tensor['pool_axis']}"
     if tensor.get("embedding_dim") is not None:
         hint += f" -> dim {tensor['embedding_dim']}"
-    op = f"{tensor['op']:<18}" if tensor.get("op") else ""
-    return f"  {name:<32} {tensor['dtype']:<9} {fmt_shape(tensor['shape']):<22} {op}{hint}"
+    if tensor.get("fixed_batch"):
+        hint += "  [fixed-batch: shape info fixes the batch at 1]"
+    cells = [_name(tensor).ljust(widths[0]), tensor["dtype"].ljust(widths[1]), fmt_shape(tensor["shape"]).ljust(widths[2])]
+    if widths[3]:
+        cells.append((tensor.get("op") or "").ljust(widths[3]))
+    return ("  " + "  ".join(cells) + "  " + hint).rstrip()

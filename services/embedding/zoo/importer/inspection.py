@@ -7,11 +7,11 @@ from pathlib import Path
 
 from services.embedding.backends.base import BackendError
 from services.embedding.card import CardError
+from services.embedding.zoo.importer.batch_probe import batch_note, first_line, probe_onnx_batches
 from services.embedding.zoo.importer.shapes import Shape, suggest_pooling
 
 FORMATS = {".onnx": ("onnx", "onnxruntime"), ".pt": ("torchscript", "torch"), ".ts": ("torchscript", "torch"),
            ".jit": ("torchscript", "torch"), ".pt2": ("torch.export", "torch")}
-MAX_CANDIDATES = 30
 # Batch 2, not 1, so a model exported with a fixed batch of 1 fails at import rather than under load.
 PROBE_BATCH = 2
 _FLOAT_TYPES = {"float32", "float16", "float64", "bfloat16"}
@@ -28,14 +28,20 @@ _ELEMENTWISE = {"Relu", "Gelu", "Add", "Mul", "Sub", "Div", "Sigmoid", "Tanh", "
                 "Mish", "Neg", "Abs"}
 
 
-def inspect_model(path: Path, input_shape: list[int] | None = None) -> dict:
-    """Inputs, outputs, candidate embedding tensors and parameter count of a model file."""
+def inspect_model(path: Path, input_shape: list[int] | None = None, probe_batches: bool = True) -> dict:
+    """Inputs, outputs, candidate embedding tensors and parameter count of a model file; for ONNX with a concrete
+    input shape, also whether it runs at batch 2 (`batch_probe`, see batch_probe.py)."""
     path = Path(path)
     if not path.is_file():
         raise CardError(f"{path}: no such model file")
     fmt, backend = model_format(path)
     if fmt == "onnx":
         info = _inspect_onnx(path, input_shape)
+        if probe_batches and info["inputs"]:
+            info["batch_probe"] = probe_onnx_batches(path, info["inputs"][0], input_shape)
+            note = batch_note(info["batch_probe"])
+            if note:
+                info["notes"].append(note)
     else:
         info = _inspect_torch(path, fmt, input_shape)
     return {"file": str(path), "format": fmt, "backend": backend, "sha256": _sha256(path), **info}
@@ -174,19 +180,23 @@ def _batch_like(first: int | str, batch: int | str) -> bool:
 
 
 def _onnx_candidates(infos: dict, producers: dict, skip: set[str], batch: int | str, time_axis) -> list[dict]:
-    """Rank-2/3 float tensors with a batch-like first dim, most useful (late, feature-producing ops) first."""
+    """Every rank-2..4 float intermediate whose first dim is the batch, most useful (late, feature-producing ops)
+    first. One whose shape info fixes the batch at 1 under a symbolic input batch is listed too, marked
+    `fixed_batch: 1`: exporters traced at batch 1 leave such shapes (e.g. a Reshape to a constant shape), and
+    the tensor may still be the embedding; whether the graph runs at batch 2 is for the batch probe to say."""
     found = []
     for name, vi in infos.items():
         shape = _shape(vi)
-        if name in skip or name not in producers or shape is None or len(shape) not in (2, 3):
+        if name in skip or name not in producers or shape is None or len(shape) not in (2, 3, 4):
             continue
-        if _dtype(vi) not in _FLOAT_TYPES or not _batch_like(shape[0], batch):
+        fixed = isinstance(batch, str) and shape[0] == 1
+        if _dtype(vi) not in _FLOAT_TYPES or not (_batch_like(shape[0], batch) or fixed):
             continue
         index, node = producers[name]
         entry = {"name": name, "shape": shape, "dtype": _dtype(vi), "op": node.op_type,
-                 **suggest_pooling(shape, time_axis(name))}
-        found.append((node.op_type not in _USEFUL_OPS, -index, entry))
-    return [entry for *_, entry in sorted(found, key=lambda f: f[:2])][:MAX_CANDIDATES]
+                 **suggest_pooling(shape, time_axis(name)), **({"fixed_batch": 1} if fixed else {})}
+        found.append((node.op_type not in _USEFUL_OPS, len(shape) == 4, -index, entry))
+    return [entry for *_, entry in sorted(found, key=lambda f: f[:3])]
 
 
 def _inspect_torch(path: Path, fmt: str, input_shape: list[int] | None) -> dict:
@@ -307,9 +317,3 @@ def _grown_axis(tensor, longer) -> int | None:
         return None
     grown = [axis for axis in (1, 2) if longer.shape[axis] != tensor.shape[axis]]
     return grown[0] if len(grown) == 1 else None
-
-
-def first_line(err: BaseException) -> str:
-    """The first non-empty line of an exception's text (runtime errors can be pages long)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else repr(err)

@@ -24,7 +24,7 @@ def import_model(model_file: Path, out_root: Path, card: dict, force: bool = Fal
     data = _complete(card, model_file, backend)
     parsed = parse_card(data, f"import {model_file.name}")
     check_name(parsed.name)
-    info = inspect_model(model_file, input_shape=probe_shape(parsed))
+    info = inspect_model(model_file, input_shape=probe_shape(parsed), probe_batches=False)  # _probe runs it
     check_card_against_model(parsed, info)
     out_root = Path(out_root)
     target = out_root / parsed.name
@@ -117,7 +117,7 @@ def _probe(card: ModelCard, package: Path, info: dict) -> None:
     except Exception as err:  # runtimes raise their own types; the first line says what broke
         raise BackendError(f"the model failed on a probe batch of shape {list(x.shape)} (layout "
                            f"{card.input.layout}, {len(card.input.leads)} leads, {card.input.num_samples} "
-                           f"samples): {first_line(err)}") from None
+                           f"samples): {first_line(err)}{_batch_hint(backend, x)}") from None
     shape: Shape = ["B", *raw.shape[1:]] if raw.ndim and raw.shape[0] == batch else list(raw.shape)
     if raw.ndim == 0 or raw.shape[0] != batch:
         raise BackendError(f"the model's output has shape {list(raw.shape)} for a batch of {batch}: its first "
@@ -127,6 +127,19 @@ def _probe(card: ModelCard, package: Path, info: dict) -> None:
                               card.output.embedding_dim, tensor.get("pool_axis"))
     if problem:
         raise CardError(problem)
+
+
+def _batch_hint(backend, x) -> str:
+    """When a batch of several fails, whether one ECG runs: then the graph fixes the batch at 1."""
+    if len(x) < 2:
+        return ""
+    try:
+        backend.run(x[:1])
+    except Exception:  # fails at batch 1 too: the batch is not the problem
+        return ""
+    return (f". It runs on a batch of 1, so the graph fixes the batch at 1 (e.g. a Reshape to a constant shape, "
+            f"from an export traced at batch 1): import it with --max-batch-size 1 (serving.max_batch_size: 1), or "
+            f"re-export with a dynamic batch axis")
 
 
 def _load(package: Path) -> None:
