@@ -66,3 +66,19 @@ class ServerHost:
         code = self._server.stop()
         self._tmp.cleanup()
         return code
+
+
+def current_endpoints(endpoints: dict[str, list[str]], hosts: dict[str, object],
+                      timeout_s: float = 60.0) -> dict[str, list[str]]:
+    """Each model's replica addresses now: a replica whose ServerHost restarted after a node loss has a new one."""
+    out = {}
+    for model, addresses in endpoints.items():
+        now = []
+        for address in addresses:
+            host = hosts.get(address)
+            try:
+                now.append(ray.get(host.address.remote(), timeout=timeout_s) if host is not None else address)
+            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+                now.append(address)  # gone for good: the caller finds no answer there and says so
+        out[model] = now
+    return out

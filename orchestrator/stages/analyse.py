@@ -20,6 +20,7 @@ from orchestrator.attribution.compute import attribute
 from orchestrator.attribution.figure import lead_heatmap
 from orchestrator.dispatch import RecordProblem
 from orchestrator.endpoints import EndpointError, open_client
+from orchestrator.server_host import current_endpoints
 from orchestrator.experiment import Experiment
 from orchestrator.preprocess import preprocess
 from orchestrator.results import Representation, SimilarityRow
@@ -80,7 +81,8 @@ def analyse(exp: Experiment, views: list[DatasetView], probed: Probed, launched:
     views = common
     preps = {key: embedding_set.prep for key, embedding_set in embedded.sets.items()}
     stage.connections = {m.name: launched.connection(m.name, m.connection) for m in exp.models}
-    stage.run(views, linear, launched.endpoints, launched.cards, preps)
+    # Lead attribution calls each model's servers again: after a node loss a launched replica lives elsewhere.
+    stage.run(views, linear, current_endpoints(launched.endpoints, launched.hosts), launched.cards, preps)
     return Analysed([Representation.from_dict(entry) for entry in stage.representations()],
                     [SimilarityRow(**row) for row in stage.similarity], stage.figures, stage.found)
 
