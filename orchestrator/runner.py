@@ -14,7 +14,9 @@ import os
 import platform
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -47,14 +49,30 @@ def _init_ray(address: str | None, num_cpus: int | None, temp_dir: str | None) -
     if ray.is_initialized():
         return None
     common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-    if address:
-        ray.init(address=address, **common)
-        return None
-    # A private session dir per run, so two runs on one machine never share Ray's files. Short path
-    # under /tmp because Ray's Unix sockets have a length limit.
-    temp_dir = temp_dir or tempfile.mkdtemp(prefix="ecglens-ray-", dir="/tmp")
-    ray.init(num_cpus=num_cpus or os.cpu_count(), _temp_dir=temp_dir, **common)
-    return temp_dir
+    with _keeping_sigterm_handler():
+        if address:
+            ray.init(address=address, **common)
+            return None
+        # A private session dir per run, so two runs on one machine never share Ray's files. Short path
+        # under /tmp because Ray's Unix sockets have a length limit.
+        temp_dir = temp_dir or tempfile.mkdtemp(prefix="ecglens-ray-", dir="/tmp")
+        ray.init(num_cpus=num_cpus or os.cpu_count(), _temp_dir=temp_dir, **common)
+        return temp_dir
+
+
+@contextlib.contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """Put back a SIGTERM handler the caller installed (the CLI's: SIGTERM unwinds like Ctrl-C) after ray.init.
+
+    ray.init replaces it with sys.exit(15); raised while the driver waits inside Ray, that SystemExit comes
+    out as SystemExit(1), and a run stopped on purpose would look like a crash (exit 1, not 130).
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(previous) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
