@@ -6,8 +6,8 @@ Run by hand when an adapter follows a new upstream revision, not by the test sui
 
 SRC holds one plain checkout per repository, named owner+name (e.g. SRC/bakqui+ST-MEM), at the commits in
 COMMITS (ecg_cpc also needs einops and opt_einsum importable, e.g. installed with `pip install --target DIR`
-and DIR put on PYTHONPATH). Each builder imports the authors' own model class from there and instantiates it at the published
-configuration (random weights, never saved), so the manifests say what the authors' code
+and DIR put on PYTHONPATH). Each builder imports the authors' own model class from there and instantiates it at
+the published configuration (random weights, never saved), so the manifests say what the authors' code
 builds, independently of the ports in services/embedding/zoo/official. Nothing of their code is copied
 into this repository; only the key names and shapes it produces are.
 """

@@ -49,8 +49,9 @@ VERSION = "1.0.0"
 LICENSE = "unknown"  # the repository has no LICENSE file; the figshare record was not readable here
 SOURCE_REPO = "https://github.com/AI4HealthUOL/ecg-fm-benchmarking"
 SOURCE_COMMIT = "6367295666569d63d6642594bbe3ae9ac56a1644"
-CHECKPOINT_URL = ("the .ckpt in ECG-CPC_Checkpoint_zip (figshare.com/articles/dataset/ECG-CPC_Checkpoint_zip/30192604), "
-                  "linked from the README of https://github.com/AI4HealthUOL/ecg-fm-benchmarking")
+CHECKPOINT_URL = ("the .ckpt in ECG-CPC_Checkpoint_zip "
+                  "(figshare.com/articles/dataset/ECG-CPC_Checkpoint_zip/30192604), linked from the README of "
+                  "https://github.com/AI4HealthUOL/ecg-fm-benchmarking")
 PAPER = ("Al-Masud MA, Lopez Alcaraz JM, Strodthoff N. Benchmarking ECG Foundational Models: A Reality Check "
          "Across Clinical Tasks. ICLR 2026. arXiv:2509.25095")
 OBJECTIVE = ("contrastive predictive coding: a causal S4 predictor's output at step i identifies the conv "
@@ -252,11 +253,12 @@ def card(config: dict, params: int, num_samples: int, exporter: str = "") -> dic
     """The package's card.yaml content for a loaded ECG-CPC configuration and window."""
     published = all(config[k] == v for k, v in OFFICIAL_CONFIG.items())
     seconds = num_samples / SAMPLING_RATE_HZ
+    direction = "causal" if config["causal"] else "bidirectional"
     return card_frame(
         name=DEFAULT_NAME, version=VERSION, license=LICENSE, objective=OBJECTIVE,
         description=(f"ECG-CPC ({'as released' if published else 'non-published variant'}): conv encoder "
                      f"({len(config['features'])} layers, {config['features'][-1]} channels, stride "
-                     f"{'x'.join(map(str, config['strides']))}) and a {'causal' if config['causal'] else 'bidirectional'} "
+                     f"{'x'.join(map(str, config['strides']))}) and a {direction} "
                      f"S4 predictor ({config['layers']} layers, d_model {config['model_dim']}, state "
                      f"{config['state_dim']}); embedding = mean over time of the predictor output "
                      f"({config['model_dim']}-d). Weights: the checkpoint named in build.checkpoint_file "
@@ -293,8 +295,9 @@ def export(module: ECGModel, out_dir: Path | str, window_s: float = NUM_SAMPLES 
     tokens = module.tokens(num_samples) if num_samples > 0 else 0
     limit = module.ts_encoder.predictor.predictor.s4_layers[0].kernel.kernel.L
     if tokens < 1 or tokens > limit:
+        seconds = limit * module.config()["strides"][0] / SAMPLING_RATE_HZ
         raise OfficialCheckpointError(f"window_s={window_s} gives {tokens} S4 steps; the checkpoint's kernels "
-                                      f"cover 1..{limit} steps ({limit * module.config()['strides'][0] / SAMPLING_RATE_HZ:g} s)")
+                                      f"cover 1..{limit} steps ({seconds:g} s)")
     wrapper = ECGCPCEmbedding(module.eval(), num_samples).eval()
     example = torch.zeros(2, module.config()["input_channels"], num_samples)
     exporter = write_onnx(wrapper, example, out_dir)

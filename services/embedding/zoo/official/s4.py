@@ -46,7 +46,7 @@ def cauchy(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def fft_nodes(length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """SSKernelNPLR._omega: omega = exp(-2 pi i / L)^k for k <= L/2 and z = 2 (1 - omega) / (1 + omega), as real pairs."""
+    """SSKernelNPLR._omega: omega = exp(-2 pi i / L)^k, k <= L/2, and z = 2 (1 - omega) / (1 + omega), as real pairs."""
     omega = torch.tensor(np.exp(-2j * np.pi / length), dtype=torch.cfloat) ** torch.arange(0, length // 2 + 1)
     z = 2 * (1 - omega) / (1 + omega)
     return torch.view_as_real(omega), torch.view_as_real(z)
