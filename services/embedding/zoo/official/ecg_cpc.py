@@ -276,7 +276,8 @@ def card(config: dict, params: int, num_samples: int, exporter: str = "") -> dic
                           "ecg_cpc/basic_io.py", "run.sh"]},
         notes={"preprocessing_in_graph": [],
                "preprocessing_outside": ("the authors feed raw mV resampled to 240 Hz (no filter, no "
-                                         "normalisation); ECGLens' adapter resamples to the card's rate"),
+                                         "normalisation); ECGLens' preprocessing resamples to the card's rate "
+                                         "(resample_poly)"),
                "pooling_in_graph": "mean over time of the S4 predictor output (CPCWrapper, linear evaluation)",
                "s4_kernel": ("the SSM convolution kernels depend only on the weights: computed at export by the "
                              "ported NPLR kernel (Cauchy sum in plain torch instead of pykeops) and stored as "

@@ -283,8 +283,8 @@ def card(config: dict, params: int, exporter: str = "") -> dict:
                           "linear_probe_utils.py"]},
         notes={"preprocessing_in_graph": [],
                "preprocessing_outside": ("the authors feed wfdb p_signal in mV, resampled to 250 Hz with "
-                                         "scipy.signal.resample (FFT); ECGLens' adapter resamples to the card's "
-                                         "rate; no filter and no normalisation"),
+                                         "scipy.signal.resample (FFT); ECGLens' preprocessing resamples to the "
+                                         "card's rate (resample_poly); no filter and no normalisation"),
                "pooling_in_graph": "mean over all lead x patch tokens after the final LayerNorm "
                                    "(MaskTransformer.representation)",
                "window": "10 s at 250 Hz (2500 samples), leads I, II, V1-V6",
