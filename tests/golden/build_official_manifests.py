@@ -2,11 +2,12 @@
 
 Run by hand when an adapter follows a new upstream revision, not by the test suite:
 
-    python tests/golden/build_official_manifests.py SRC
+    python tests/golden/build_official_manifests.py SRC [NAME ...]
 
 SRC holds one plain checkout per repository, named owner+name (e.g. SRC/bakqui+ST-MEM), at the commits in
-COMMITS. Each builder imports the authors' own model class from there and instantiates it at the published
-configuration (random weights, never saved), so the manifests say what the authors' code
+COMMITS (ecg_cpc also needs einops and opt_einsum importable, e.g. installed with `pip install --target DIR`
+and DIR put on PYTHONPATH). Each builder imports the authors' own model class from there and instantiates it at
+the published configuration (random weights, never saved), so the manifests say what the authors' code
 builds, independently of the ports in services/embedding/zoo/official. Nothing of their code is copied
 into this repository; only the key names and shapes it produces are.
 """
@@ -30,6 +31,8 @@ COMMITS = {
     "cheliu-computation+MERL-ICML2024": "38799b7deb1c9958f41badcfacc6a95192787cc4",
     "Edoar-do+HuBERT-ECG": "affe1f94d06d61a346fa7520be441af5642616b4",
     "Jwoo5+fairseq-signals": "6b9e1375bbe6bc2e55ff4d9b95eabe8eee3adec7",
+    "sehunfromdaegu+ECG_JEPA": "d937ad2c2c8a1e22856ce7e4a23a30f84a71217c",
+    "AI4HealthUOL+ecg-fm-benchmarking": "6367295666569d63d6642594bbe3ae9ac56a1644",
 }
 
 
@@ -145,6 +148,60 @@ def ecg_fm(src: Path) -> tuple[nn.Module, dict, list[str]]:
                             "fairseq_signals/modules/*.py", "examples/w2v_cmsc/config/pretraining/w2v_cmsc_rlm.yaml"]
 
 
+def _timm_stub() -> dict[str, types.ModuleType]:
+    """timm is not installed here; ecg_jepa.py takes DropPath (identity at drop_path 0) and trunc_normal_ from it."""
+    class DropPath(nn.Module):
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+
+    top, models, layers = (types.ModuleType(n) for n in ("timm", "timm.models", "timm.models.layers"))
+    layers.DropPath, layers.trunc_normal_ = DropPath, nn.init.trunc_normal_
+    return {"timm": top, "timm.models": models, "timm.models.layers": layers}
+
+
+def ecg_jepa(src: Path) -> tuple[nn.Module, dict, list[str]]:
+    """ecg_jepa(**params).encoder with models.py load_encoder's params: what pretrain_ECG_JEPA.py saves as 'encoder'."""
+    module = _import(src / "sehunfromdaegu+ECG_JEPA", "ecg_jepa", _timm_stub())
+    params = {"encoder_embed_dim": 768, "encoder_depth": 12, "encoder_num_heads": 16, "predictor_embed_dim": 384,
+              "predictor_depth": 6, "predictor_num_heads": 12, "c": 8, "pos_type": "sincos", "mask_scale": (0, 0),
+              "leads": [0, 1, 2, 3, 4, 5, 6, 7]}
+    return module.ecg_jepa(**params).encoder, params, ["ecg_jepa.py", "models.py", "pretrain_ECG_JEPA.py"]
+
+
+def ecg_cpc_encoder(src: Path) -> tuple[nn.Module, nn.Module]:
+    """The authors' TimeSeriesEncoder at config_cpc_ecg_s4_heedb.yaml (dataclass defaults + the yaml's values)."""
+    stubs = {"pytorch_lightning": types.ModuleType("pytorch_lightning"),
+             "pytorch_lightning.utilities": types.ModuleType("pytorch_lightning.utilities")}
+    stubs["pytorch_lightning.utilities"].rank_zero_only = lambda fn: fn  # logging decorator only
+    root = src / "AI4HealthUOL+ecg-fm-benchmarking" / "code"
+    tm = _import(root, "clinical_ts.template_modules", stubs)
+    enc, s4, head, loss = (_import(root, m) for m in ("clinical_ts.ts.encoder", "clinical_ts.ts.s4",
+                                                       "clinical_ts.ts.head", "clinical_ts.loss.selfsupervised"))
+    config = tm.TimeSeriesEncoderConfig(
+        enc=enc.RNNEncoderConfig(features=[512] * 4, kss=[3, 1, 1, 1], strides=[2, 1, 1, 1]),
+        pred=s4.S4PredictorConfig(causal=True, state_dim=8, model_dim=512, backbone="s42"),
+        head_ssl=head.MLPHeadConfig(multi_prediction=True, bias=False),
+        loss=loss.CPCLossConfig(negatives_from_same_seq_only=True, steps_predicted=14))
+    config.name = "ts_tsenc"  # SSLModel prefixes the hparams key
+    shape = tm.ShapeConfig(channels=12, length=2400, sequence_last=True)  # ceil(input_size 10 s * fs 240)
+    holder = nn.Module()  # SSLModel (a LightningModule) keeps it as ts_encoder; nothing else has parameters
+    holder.ts_encoder = tm.TimeSeriesEncoder(config, shape, None)
+    return holder, tm
+
+
+def ecg_cpc(src: Path) -> tuple[nn.Module, dict, list[str]]:
+    """ECGModel's parameters (ts_encoder) as SSLModel builds them for config_cpc_ecg_s4_heedb.yaml."""
+    holder, _ = ecg_cpc_encoder(src)
+    shown = {"base": {"fs": 240.0, "input_channels": 12, "input_size": 10.0, "normalize": False},
+             "ts.enc": {"features": [512] * 4, "kss": [3, 1, 1, 1], "strides": [2, 1, 1, 1]},
+             "ts.pred": {"causal": True, "state_dim": 8, "model_dim": 512, "backbone": "s42"},
+             "ts.head_ssl": {"multi_prediction": True, "bias": False}}
+    return holder, shown, ["code/conf/config_cpc_ecg_s4_heedb.yaml", "code/clinical_ts/template_model.py",
+                           "code/clinical_ts/template_modules.py", "code/clinical_ts/ts/encoder.py",
+                           "code/clinical_ts/ts/s4.py", "code/clinical_ts/ts/s4_modules/*.py",
+                           "code/clinical_ts/ts/head.py"]
+
+
 NOTES = {
     "ecgfounder": "Upstream net1d.py (in the repository since this commit) at ft_12lead/ft_1lead_ECGFounder's "
                   "arguments; the released checkpoints' head is dense [150, 1024]. The port loads every key.",
@@ -161,6 +218,14 @@ NOTES = {
               "dataclass defaults read from their source plus the recipe's model section; mask_emb and "
               "Wav2Vec2/CMSC pre-training modules (quantizer, project_q, final_proj) are not listed: the port "
               "drops them.",
+    "ecg_jepa": "The context encoder (MaskTransformer), as pretrain_ECG_JEPA.py saves it under 'encoder'; timm "
+                "(absent here) was replaced by a stand-in for DropPath (identity at the loader's drop_path 0). "
+                "pos_embed is a frozen Parameter and is in the state dict. The port loads every key.",
+    "ecg_cpc": "TimeSeriesEncoder built by the authors' template_modules from their config dataclasses with the "
+               "yaml's values; SSLModel holds it as ts_encoder and has no other parameters (no static encoder, "
+               "head or criterion; CPCLoss has none). The S4 kernel's log_dt/B/P/w/Q are buffers "
+               "(trainable=None), omega/z are the FFT nodes of l_max = 1200. pytorch_lightning's rank_zero_only "
+               "was stubbed; einops/opt_einsum came from a side install. The port loads every key.",
 }
 
 BUILDS = {
@@ -173,14 +238,18 @@ BUILDS = {
     "hubert_ecg_base": ("Edoar-do+HuBERT-ECG", "hubert_ecg", lambda src: hubert_ecg(src, "base")),
     "hubert_ecg_large": ("Edoar-do+HuBERT-ECG", "hubert_ecg", lambda src: hubert_ecg(src, "large")),
     "ecg_fm": ("Jwoo5+fairseq-signals", "ecg_fm", ecg_fm),
+    "ecg_jepa": ("sehunfromdaegu+ECG_JEPA", "ecg_jepa", ecg_jepa),
+    "ecg_cpc": ("AI4HealthUOL+ecg-fm-benchmarking", "ecg_cpc", ecg_cpc),
 }
 
 
-def main(src: Path) -> None:
-    """Build every manifest into this folder."""
+def main(src: Path, only: list[str] | None = None) -> None:
+    """Build every manifest (or those named) into this folder."""
     import transformers
 
     for name, (repo, family, build) in BUILDS.items():
+        if only and name not in only:
+            continue
         model, config, paths = build(src)  # on the CPU: some constructors call .item() (no meta device)
         state = {key: list(value.shape) for key, value in model.state_dict().items()}
         manifest = {"model": name, "source": {"repository": "https://github.com/" + repo.replace("+", "/"),
@@ -196,4 +265,4 @@ def main(src: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2:])

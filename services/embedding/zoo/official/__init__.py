@@ -1,6 +1,7 @@
 """Official open ECG foundation models: rebuild the published architecture, load the published checkpoint.
 
-Each adapter module (``ecgfounder``, ``st_mem``, ``merl``, ``hubert_ecg``, ``ecg_fm``) is a faithful PyTorch
+Each adapter module (``ecgfounder``, ``st_mem``, ``merl``, ``hubert_ecg``, ``ecg_fm``, ``ecg_jepa``,
+``ecg_cpc``) is a faithful PyTorch
 port of the authors' code with the same module names and attribute paths, so ``load_state_dict(strict=True)``
 accepts the released checkpoints as they are. The exported ONNX graph contains the authors' own preprocessing (their normalisation, and
 filters where they apply them) and their pooling, and takes wire ECGs [batch, leads, samples] in mV at the
@@ -35,6 +36,8 @@ OFFICIAL = {
     "merl": "services.embedding.zoo.official.merl",
     "hubert-ecg": "services.embedding.zoo.official.hubert_ecg",
     "ecg-fm": "services.embedding.zoo.official.ecg_fm",
+    "ecg-jepa": "services.embedding.zoo.official.ecg_jepa",
+    "ecg-cpc": "services.embedding.zoo.official.ecg_cpc",
 }
 
 # What `--help` shows without importing torch; tests keep it equal to the adapters' own constants.
@@ -55,6 +58,14 @@ SUMMARY = {
     "ecg-fm": {"input": "12 leads (I..V6), 500 Hz, 5 s (2500 samples), per-lead z-score", "license": "MIT",
                "embedding_dim": 768, "source": "https://github.com/bowang-lab/ECG-FM",
                "checkpoint": "mimic_iv_ecg_physionet_pretrained.pt (huggingface.co/wanglab/ecg-fm)"},
+    "ecg-jepa": {"input": "8 leads (I, II, V1..V6), 250 Hz, 10 s (2500 samples), mV, no normalisation",
+                 "license": "MIT", "embedding_dim": 768, "source": "https://github.com/sehunfromdaegu/ECG_JEPA",
+                 "checkpoint": "multiblock_epoch100.pth or random_epoch100.pth (the README's links)"},
+    "ecg-cpc": {"input": "12 leads (I..V6), 240 Hz, 10 s (2400 samples; option window_s), mV, no normalisation",
+                "license": "unknown", "embedding_dim": 512,
+                "source": "https://github.com/AI4HealthUOL/ecg-fm-benchmarking",
+                "checkpoint": "the Lightning .ckpt (or its config_last_*_ckpt.yaml) of ECG-CPC_Checkpoint_zip "
+                              "(figshare 30192604)"},
 }
 
 

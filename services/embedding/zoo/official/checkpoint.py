@@ -33,8 +33,32 @@ def _numpy_safe_globals() -> list:
     return classes
 
 
-def load_checkpoint(path: Path | str) -> Any:
-    """torch.load with weights_only=True (no arbitrary code from pickles); NumPy metadata scalars allowed."""
+class InertGlobal:
+    """Stand-in for a class a checkpoint's metadata pickles (e.g. OmegaConf's DictConfig): never imported, never
+    run; it accepts any constructor arguments and state and keeps none of them."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __setstate__(self, state) -> None:
+        pass
+
+
+def _inert_globals(path: Path) -> list:
+    """(stand-in class, 'module.Name') for every global the checkpoint names beyond torch's weights-only set."""
+    import torch
+
+    names = [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(path) if not n.startswith("numpy")]
+    return [(type(name.rsplit(".", 1)[-1], (InertGlobal,), {"__module__": __name__}), name) for name in names]
+
+
+def load_checkpoint(path: Path | str, inert_metadata: bool = False) -> Any:
+    """torch.load with weights_only=True (no arbitrary code from pickles); NumPy metadata scalars allowed.
+
+    inert_metadata=True also reads checkpoints whose metadata pickles other classes (PyTorch Lightning's
+    `hyper_parameters` as an OmegaConf DictConfig): still weights_only, with each such class replaced by an
+    inert stand-in, so tensors load and the metadata is dropped.
+    """
     import pickle
 
     import torch
@@ -50,7 +74,10 @@ def load_checkpoint(path: Path | str) -> Any:
         raise OfficialCheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") \
             from None
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        allowed = _numpy_safe_globals()
+        if inert_metadata:
+            allowed = allowed + _inert_globals(path)
+        with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
         raise OfficialCheckpointError(

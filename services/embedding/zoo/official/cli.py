@@ -55,7 +55,8 @@ def add_cli(zoo_subparsers) -> None:
     """Add `zoo import-official FM --checkpoint FILE [--out DIR] [--name NAME] [--force]`."""
     parser = zoo_subparsers.add_parser(
         "import-official",
-        help="package an official FM checkpoint (ECGFounder, ST-MEM, MERL, HuBERT-ECG, ECG-FM) as an ONNX model",
+        help="package an official FM checkpoint (ECGFounder, ST-MEM, MERL, HuBERT-ECG, ECG-FM, ECG-JEPA, "
+             "ECG-CPC) as an ONNX model",
         description="Rebuild an official ECG foundation model's architecture, load its published checkpoint "
                     "strictly (every key checked), put the authors' preprocessing and pooling in the graph, "
                     "export ONNX and validate the package with a warm-up batch.\n\n" + _cli_help(),
@@ -67,5 +68,6 @@ def add_cli(zoo_subparsers) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing package of that name")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE",
                         help="adapter option (repeatable); ecgfounder: filtered=false exports the authors' "
-                             "older z-score-only preprocessing instead of filters + z-score")
+                             "older z-score-only preprocessing instead of filters + z-score; ecg-cpc: window_s=2.5 "
+                             "embeds the benchmark's 2.5 s crops instead of 10 s")
     parser.set_defaults(func=_cmd_import_official)
