@@ -116,6 +116,8 @@ ADAPTERS = {
     "challenge": "orchestrator.datasets.challenge:ChallengeDataset",
     "code15": "orchestrator.datasets.code15:Code15Dataset",
     "wfdb": "orchestrator.datasets.wfdb_folder:WfdbFolderDataset",
+    "mimic-iv-ecg": "orchestrator.datasets.mimic_iv_ecg:MimicIvEcgDataset",
+    "mimic": "orchestrator.datasets.mimic_iv_ecg:MimicIvEcgDataset",  # short alias; the adapter's spec says mimic-iv-ecg
 }
 
 # The coarse rhythm/conduction/morphology label space every adapter maps onto (task "coarse"), so a

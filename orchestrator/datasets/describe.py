@@ -18,14 +18,17 @@ def detect_kind(path: Path) -> str:
         return "code15"
     if (path / "labels.csv").is_file():
         return "wfdb"
+    if (path / "record_list.csv").is_file() and ((path / "machine_measurements.csv").is_file()
+                                                 or (path / "files").is_dir()):
+        return "mimic-iv-ecg"  # before the header scan: the release holds ~800,000 headers without #Dx lines
     for k, header in enumerate(path.rglob("*.hea")):
         # Real Challenge 2020/2021 headers write `#Dx:` and `# Dx:` alike; a few headers may lack the line.
         if _DX_LINE.search(header.read_text(errors="replace")):
             return "challenge"
         if k >= 4:
             break
-    raise ValueError(f"{path}: cannot tell the dataset kind (no ptbxl_database.csv, exams.csv, labels.csv or "
-                     f"Challenge headers with a #Dx: line); say it explicitly as KIND:PATH")
+    raise ValueError(f"{path}: cannot tell the dataset kind (no ptbxl_database.csv, exams.csv, labels.csv, "
+                     f"record_list.csv or Challenge headers with a #Dx: line); say it explicitly as KIND:PATH")
 
 
 _DX_LINE = re.compile(r"^#\s*Dx\s*:", re.MULTILINE | re.IGNORECASE)
