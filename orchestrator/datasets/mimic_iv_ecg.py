@@ -242,8 +242,7 @@ class MimicIvEcgDataset:
                                  "problem": ", ".join(f"{p} is missing" for p in missing)})
                 continue
             try:
-                check_wfdb_header(hea, record_id)
-                header = read_header(self.record_path(i))
+                header = read_header(self.record_path(i))  # runs the header checks, then the size check
             except RecordError as err:
                 problems.append({"kind": "bad_record", "where": record_id, "problem": str(err)})
                 continue
