@@ -118,7 +118,8 @@ class MimicIvEcgDataset:
                     self._bad_row(where, f"study_id {study} listed twice; later row skipped")
                     continue
                 if not _PATH.match(path):
-                    self._bad_row(where, f"path {path!r} is not files/pNNNN/pNNNNNNNN/sNNNNNNNN/NNNNNNNN; used as given")
+                    self._bad_row(where, f"path {path!r} is not files/pNNNN/pNNNNNNNN/sNNNNNNNN/NNNNNNNN; "
+                                         f"used as given")
                 seen.add(study)
                 subjects.append(subject)
                 studies.append(study)
