@@ -18,7 +18,7 @@ its input unchanged (tests/test_robustness.py checks it), which is how a run mea
 | limb_reversal   | electrode pair      | leads remapped as the swapped limb electrodes dictate (below)    | LA/RA, LA/LL, RA/LL |
 | amplitude_scale | gain g              | g x                                                               | 1.5, 2, 4      |
 | time_shift      | shift s (s)         | x[(n + round(s fs)) mod T]  (the recording starts s later, wrapped) | 0.25, 1, 2.5 |
-| identity        | none                | x  (the served path's own noise floor)                            | 0              |
+| identity        | none                | x  (the served path's own noise floor)                            | 0 only         |
 """
 from __future__ import annotations
 
@@ -167,6 +167,10 @@ class Perturbation:
             raise ValueError(f"perturbation {self.name}: grade {grade} outside 0..{len(self.levels)}")
         return self.levels[grade - 1]
 
+    def grades(self, wanted: list[int]) -> list[int]:
+        """The wanted grades this perturbation has ([0] for the identity, which has no other)."""
+        return [g for g in wanted if 1 <= g <= len(self.levels)] if self.levels else [0]
+
     def label(self, grade: int) -> str:
         """The grade in words, e.g. 'SNR 10 dB', 'LA/RA'."""
         value = self.value(grade)
@@ -189,7 +193,7 @@ PERTURBATIONS: dict[str, Perturbation] = {p.name: p for p in (
     Perturbation("limb_reversal", limb_reversal, "", (1.0, 2.0, 3.0), 0.0),
     Perturbation("amplitude_scale", amplitude_scale, "x", (1.5, 2.0, 4.0), 1.0),
     Perturbation("time_shift", time_shift, "s", (0.25, 1.0, 2.5), 0.0),
-    Perturbation("identity", identity, "", (0.0,), 0.0),
+    Perturbation("identity", identity, "", (), 0.0),
 )}
 
 

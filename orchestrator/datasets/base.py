@@ -116,6 +116,8 @@ ADAPTERS = {
     "challenge": "orchestrator.datasets.challenge:ChallengeDataset",
     "code15": "orchestrator.datasets.code15:Code15Dataset",
     "wfdb": "orchestrator.datasets.wfdb_folder:WfdbFolderDataset",
+    # Perturbed copies of another dataset's records (the robustness stage's; params, not a path).
+    "perturbed": "orchestrator.datasets.perturbed:PerturbedDataset",
 }
 
 # The coarse rhythm/conduction/morphology label space every adapter maps onto (task "coarse"), so a

@@ -1,7 +1,8 @@
 """Perturbed copies of some records of another dataset, as a dataset, so they travel the ordinary embed path.
 
 Params: `base` ({kind, params} of the dataset perturbed), `indices` (its records to copy), `perturbations`
-([[name, grade], ...], orchestrator/perturbations.py) and `seed`. Record r of copy (name, grade) is
+([[name, grade], ...], orchestrator/perturbations.py) and `seed`. Record j * len(perturbations) + k is copy k
+of base record indices[j]; its id is
 `<base id>|<name>@<grade>`: the base record's signal under that perturbation, seeded by the record id, so
 the same copy comes out of any Ray task. The robustness stage embeds this dataset through each served model
 (read_batch -> EndpointWorker, as the embed stage does), into a cache of its own.
@@ -22,7 +23,8 @@ def copy_id(record_id: str, name: str, grade: int) -> str:
 
 
 class PerturbedDataset:
-    """len(indices) x len(perturbations) records, perturbation-major."""
+    """len(indices) x len(perturbations) records, record-major: a batch perturbs few base records many ways, and
+    each base record is read once per batch (load keeps the last few)."""
 
     def __init__(self, spec: DatasetSpec) -> None:
         missing = {"base", "indices", "perturbations"} - set(spec.params)
@@ -40,14 +42,15 @@ class PerturbedDataset:
         self.name = f"{self.base.name}~perturbed"
         self.tasks, self.multi_label = self.base.tasks, self.base.multi_label
         self.meta = lru_cache(maxsize=None)(self._meta)
+        self._base_load = lru_cache(maxsize=4)(self.base.load)
 
     def __len__(self) -> int:
         return len(self.indices) * len(self.copies)
 
     def _where(self, i: int) -> tuple[int, str, int]:
         """(base index, perturbation, grade) of record i."""
-        name, grade = self.copies[i // len(self.indices)]
-        return self.indices[i % len(self.indices)], name, grade
+        name, grade = self.copies[i % len(self.copies)]
+        return self.indices[i // len(self.copies)], name, grade
 
     def _meta(self, i: int) -> RecordMeta:
         base, name, grade = self._where(i)
@@ -57,7 +60,7 @@ class PerturbedDataset:
     def load(self, i: int) -> Record:
         """The base record's signal under its copy's perturbation."""
         base, name, grade = self._where(i)
-        record = self.base.load(base)
+        record = self._base_load(base)
         signal = perturb(record.signal, record.sampling_rate_hz, record.leads, name, grade, self.seed,
                          record.record_id)
         return Record(copy_id(record.record_id, name, grade), signal.astype(record.signal.dtype, copy=False),
