@@ -109,7 +109,11 @@ def _embed(exp: Experiment, launched: Launched, model, spec: DatasetSpec, prep, 
                    connection=launched.connection(model.name, model.connection),
                    hosts={a: h for a, h in launched.hosts.items() if a in launched.endpoints[model.name]})
     with tqdm(total=len(ids), desc=f"robustness {model.name}", unit="ecg", disable=not show_progress) as bar:
-        problems = run_embed_job(job, list(range(len(ids))), ids, bar.update)
+        lost = [p for p in run_embed_job(job, list(range(len(ids))), ids, bar.update) if p.stage != "warning"]
+    # One entry per model and dataset, not one per perturbed copy: the clean records' own errors say the rest.
+    problems = [RecordProblem(dataset.name, "*", "robustness", f"{len(lost)} of {len(ids)} perturbed copies not "
+                              f"embedded (first: {lost[0].record}: {lost[0].reason}); scored on the rest",
+                              model.name)] if lost else []
     return cache, ids, problems
 
 
