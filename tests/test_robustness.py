@@ -145,3 +145,24 @@ def test_noise_in_the_embedding_lowers_cosine_and_auroc():
     assert values["cosine"] < 0.8 and values["auroc_drop"] > 0.05
     assert np.isnan(cosines(np.zeros((1, 3)), np.ones((1, 3))))[0]
     assert score(x, noisy, [], y, False)["auroc_drop"] is None  # no linear probe: cosine only
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"robustness": {"perturbations": ["rain"]}}, "robustness.perturbations"),
+    ({"robustness": {"grades": [4]}}, "robustness.grades"),
+    ({"robustness": {"max_ecgs": 1}}, "robustness.max_ecgs"),
+    ({"subgroups": {"attributes": ["height"]}}, "subgroups.attributes"),
+    ({"subgroups": {"min_records": 0}}, "subgroups.min_records"),
+])
+def test_robustness_and_subgroup_settings_are_validated(change, message):
+    from orchestrator.experiment import ConfigError, parse_experiment
+
+    base = {"datasets": ["synthetic:eu@5"], "models": ["handcrafted"]}
+    with pytest.raises(ConfigError, match=message):
+        parse_experiment({**base, **change}, "exp.yaml")
+    exp = parse_experiment({**base, "robustness": {"perturbations": ["time_shift", "identity", "time_shift"],
+                                                   "grades": [3, 1]}}, "exp.yaml")
+    assert exp.robustness["perturbations"] == ["time_shift", "identity"] and exp.robustness["grades"] == [1, 3]
+    from orchestrator.stages.robustness import copies
+
+    assert copies(exp) == [("time_shift", 1), ("time_shift", 3), ("identity", 0)]

@@ -149,12 +149,13 @@ def _model_rows(exp: Experiment, view: DatasetView, model: str, positions: np.nd
     """One row per task x perturbed copy of one model (copies with a lost record are scored on the rest)."""
     rows = []
     for task in view.tasks:
-        classes, y_all = view.labels[task]
+        y_all = view.labels[task][1]
         labelled = np.isin(positions, view.split[task][1])
         probes = [f.probe_dict() for f in (probed.linear(model, view.name, task, full, s) for s in exp.seeds)
                   if f is not None and f.linear is not None] if full is not None else []
-        for k, (name, grade) in enumerate(copies(exp)):
-            block = ids[k::len(copies(exp))]  # the perturbed dataset is record-major
+        every = copies(exp)
+        for k, (name, grade) in enumerate(every):
+            block = ids[k::len(every)]  # the perturbed dataset is record-major
             have = np.array([rid in done for rid in block]) & labelled
             if not have.any():
                 continue
