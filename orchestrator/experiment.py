@@ -20,6 +20,11 @@ from services.embedding.endpoint_url import Endpoint, EndpointSyntaxError, looks
 log = logging.getLogger(__name__)
 
 
+ROBUSTNESS_PERTURBATIONS = ("identity", "gaussian_noise", "baseline_wander", "powerline_50hz", "powerline_60hz",
+                            "electrode_motion", "lead_dropout", "limb_reversal", "amplitude_scale", "time_shift")
+SUBGROUP_ATTRIBUTES = ("sex", "age_band", "source")
+
+
 class ConfigError(ValueError):
     """An experiment file that names an unknown key or holds a value outside the allowed ones."""
 
@@ -53,6 +58,12 @@ DEFAULTS: dict[str, Any] = {
         "attribution": {"enabled": True, "ecgs_per_class": 1, "segments": DEFAULT_SEGMENTS,
                         "nsamples": DEFAULT_NSAMPLES, "baseline": "zero", "seed": 0},
     },
+    # Perturbed copies of up to max_ecgs test ECGs per dataset, embedded through every served model
+    # (orchestrator/perturbations.py names the perturbations and their grades 1..3; identity is the control).
+    "robustness": {"enabled": True, "perturbations": list(ROBUSTNESS_PERTURBATIONS), "grades": [1, 2, 3],
+                   "max_ecgs": 64, "seed": 0},
+    # Probe scores per patient subgroup (full training data, every probe kind), groups under min_records left out.
+    "subgroups": {"enabled": True, "attributes": list(SUBGROUP_ATTRIBUTES), "min_records": 10},
     "runtime": {"batch_size": 32, "in_flight": 2, "timeout_s": 300.0, "probing_replicas": 1,
                 "analysis_replicas": 1, "ray_address": None, "ray_num_cpus": None, "cache_dir": None},
 }
@@ -138,6 +149,16 @@ class Experiment:
     def analyses(self) -> dict[str, dict[str, Any]]:
         """umap, shap, structure, similarity, attribution: each with `enabled` and its parameters."""
         return self.raw["analyses"]
+
+    @property
+    def robustness(self) -> dict[str, Any]:
+        """enabled, perturbations, grades, max_ecgs, seed of the robustness stage."""
+        return self.raw["robustness"]
+
+    @property
+    def subgroups(self) -> dict[str, Any]:
+        """enabled, attributes, min_records of the subgroup stage."""
+        return self.raw["subgroups"]
 
     @property
     def runtime(self) -> dict[str, Any]:
@@ -345,6 +366,8 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
     allowed = ("euclidean", "cosine", "correlation", "manhattan", "chebyshev")
     if metric not in allowed:
         raise ConfigError(f"{source}.analyses.umap.metric: {metric!r} is not one of {', '.join(allowed)}")
+    _check_robustness(raw["robustness"], f"{source}.robustness")
+    _check_subgroups(raw["subgroups"], f"{source}.subgroups")
     if raw["tasks"] is not None and (isinstance(raw["tasks"], str)):
         raw["tasks"] = [raw["tasks"]]
     models = [_model(m, k) for k, m in enumerate(raw["models"])]
@@ -364,6 +387,31 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
                       **{k: v for k, v in m.connection.items() if k != "name"}} for m in models]
     raw["datasets"] = [{"kind": d.kind, **d.params} for d in datasets]
     return Experiment(raw, datasets, models)
+
+
+def _check_robustness(section: dict, where: str) -> None:
+    """Known perturbation names, grades in 1..3, at least two ECGs."""
+    from orchestrator.perturbations import PERTURBATIONS
+
+    names = section["perturbations"]
+    if not isinstance(names, list) or any(n not in PERTURBATIONS for n in names):
+        raise ConfigError(f"{where}.perturbations: expected a list from {', '.join(PERTURBATIONS)}, got {names!r}")
+    section["perturbations"] = list(dict.fromkeys(names))
+    section["grades"] = sorted(set(_number_list(section["grades"], f"{where}.grades", int, 1, 3)))
+    if not isinstance(section["max_ecgs"], int) or section["max_ecgs"] < 2:
+        raise ConfigError(f"{where}.max_ecgs: expected an integer of at least 2, got {section['max_ecgs']!r}")
+    if not isinstance(section["seed"], int):
+        raise ConfigError(f"{where}.seed: expected an integer, got {section['seed']!r}")
+
+
+def _check_subgroups(section: dict, where: str) -> None:
+    """Known attributes and a positive minimum group size."""
+    attributes = section["attributes"]
+    if not isinstance(attributes, list) or any(a not in SUBGROUP_ATTRIBUTES for a in attributes):
+        raise ConfigError(f"{where}.attributes: expected a list from {', '.join(SUBGROUP_ATTRIBUTES)}, "
+                          f"got {attributes!r}")
+    if not isinstance(section["min_records"], int) or section["min_records"] < 2:
+        raise ConfigError(f"{where}.min_records: expected an integer of at least 2, got {section['min_records']!r}")
 
 
 def load_experiment(path: Path | str) -> Experiment:

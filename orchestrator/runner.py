@@ -36,6 +36,8 @@ from orchestrator.stages.embed import embed
 from orchestrator.stages.intervals import seed_mean_intervals
 from orchestrator.stages.launch import Services, launch
 from orchestrator.stages.probe import probe
+from orchestrator.stages.robustness import robustness
+from orchestrator.stages.subgroups import subgroups
 from orchestrator.stages.summarise import efficiency, summaries
 from orchestrator.stages.transfer import transfer, transfer_gaps
 from orchestrator.stages.types import Figure, Hooks
@@ -137,8 +139,11 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         comparisons, compare_problems = compare(exp, views, probed.fits)
         transfer_rows, transfer_problems = transfer(exp, views, show_progress)
         analysed = analyse(exp, views, probed, launched, embedded)
+        subgroup_rows, calibration = subgroups(exp, views, probed)
         timer.seconds["evaluate_s"] = time.perf_counter() - evaluate_started
-    problems = embedded.problems + probed.problems + compare_problems + transfer_problems + analysed.problems
+        robust = timer("robustness", robustness, exp, views, probed, launched, embedded, cache_root, show_progress)
+    problems = (embedded.problems + probed.problems + compare_problems + transfer_problems + analysed.problems
+                + robust.problems)
     problems += [RecordProblem(d.name, "*", "warning", note, model)
                  for model, notes in remote.notes.items() for d in embedded.datasets for note in notes]
     lost_rows, lost_notes = assemble.lost_model_rows(remote.lost, views, problems)
@@ -150,6 +155,7 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         preprocessing=assemble.preprocessing_entries(exp, embedded), probes=probed.probes, summary=summary,
         label_efficiency=efficiency(summary), comparisons=comparisons, representations=analysed.representations,
         transfer=transfer_rows, transfer_gap=transfer_gaps(transfer_rows), similarity=analysed.similarity,
+        robustness=robust.rows, subgroups=subgroup_rows, calibration=calibration,
         errors=assemble.errors(problems + lost_notes), counts=assemble.counts(exp, views, problems) + lost_rows)
     results.partial = bool(results.losses())
     results.findings = findings(results)

@@ -27,6 +27,8 @@ BASE = {
     "seeds": [0, 1],
     "probe": {"cv_folds": 3},
     "runtime": {"batch_size": 8},
+    # Kept small: the identity copy is the served path's known answer (cosine 1, no AUROC drop).
+    "robustness": {"perturbations": ["identity", "gaussian_noise"], "grades": [3], "max_ecgs": 12},
 }
 
 
@@ -67,7 +69,7 @@ def probe_table(results: dict) -> list:
 def test_results_json_has_the_documented_fields(baseline):
     out, results = baseline
     assert json.loads((out / "results.json").read_text()) == results
-    assert results["schema_version"] == "1.2" and results["partial"] is False
+    assert results["schema_version"] == "1.3" and results["partial"] is False
     assert all(c["lost"] == 0 for c in results["counts"])
     assert all(c["n_common"] == results["datasets"][0]["split"]["n_test"] for c in results["comparisons"])
     for row in results["summary"]:  # the seed mean's CI brackets it
@@ -106,6 +108,26 @@ def test_results_json_has_the_documented_fields(baseline):
     assert "random-resnet" in html and "data:image/png;base64" in html
     kinds = {p.name.split("__")[0] for p in (out / "figures").glob("*.png")}
     assert {"umap", "shap", "leads", "similarity", "umap-grid"} <= kinds, kinds
+
+
+def test_robustness_subgroups_and_calibration_through_the_served_path(baseline):
+    out, results = baseline
+    rows = {(r["model"], r["perturbation"]): r for r in results["robustness"]}
+    assert set(rows) == {(m, p) for m in ("random-resnet", "handcrafted") for p in ("identity", "gaussian_noise")}
+    for model in ("random-resnet", "handcrafted"):
+        same, noisy = rows[(model, "identity")], rows[(model, "gaussian_noise")]
+        # Re-embedded through the servers in other batches: the clean embedding again, to float32 rounding.
+        assert same["cosine"] == pytest.approx(1.0, abs=1e-6) and same["auroc_drop"] == pytest.approx(0.0, abs=1e-9)
+        assert same["n"] == 12 and same["severity"] == 0 and noisy["severity"] == 3 and noisy["level"] == "0 dB SNR"
+        assert noisy["cosine"] < same["cosine"]
+    assert (out / "cache" / "robustness").is_dir()  # its own cache, beside (not inside) the main one's keys
+    assert {(s["attribute"], s["group"]) for s in results["subgroups"]} >= {("source", "as"), ("source", "eu")}
+    for s in results["subgroups"]:
+        assert s["gap"] == pytest.approx(s["auroc_macro"] - s["overall"], abs=1e-12)
+        assert s["ci"][0] <= s["auroc_macro"] <= s["ci"][1]
+    assert {(c["model"], c["probe"]) for c in results["calibration"]} == {(m, "linear") for m in
+                                                                           ("random-resnet", "handcrafted")}
+    assert all("ece" in p["metrics"] and "brier" in p["metrics"] for p in results["probes"])
 
 
 def test_handcrafted_probe_separates_classes_built_to_be_separable(baseline):
@@ -171,7 +193,9 @@ def test_a_crashed_run_resumes_from_the_cache_without_recomputing(ray_session, b
             for rid in data["ids"].tolist():
                 counts[(shard.parent, rid)] = counts.get((shard.parent, rid), 0) + 1
     assert set(counts.values()) == {1}, "an embedding was stored twice"
-    assert len(counts) == 2 * 120
+    # The perturbed copies have a cache of their own: 2 models x 12 ECGs x (identity + one noise grade).
+    robust = {k for k in counts if "robustness" in k[0].relative_to(cache).parts}
+    assert len(counts) - len(robust) == 2 * 120 and len(robust) == 2 * 12 * 2
     assert probe_table(results) == probe_table(baseline[1])
 
 

@@ -91,7 +91,8 @@ def test_metrics_are_finite_and_match_sklearn():
     x, y = blobs(300, 3, sep=2.0, seed=4)
     train_x, train_y, test_x, test_y = split(x, y, 200)
     result = fit_linear_probe(train_x, train_y, test_x, test_y, names(3), multi_label=False, seed=0)
-    assert set(result.metrics) == {"auroc_macro", "auprc_macro", "f1_macro", "balanced_accuracy", "accuracy"}
+    assert set(result.metrics) == {"auroc_macro", "auprc_macro", "f1_macro", "balanced_accuracy", "accuracy", "ece",
+                                   "brier"}
     assert all(np.isfinite(v) for v in result.metrics.values())
     pred = result.test_logits.argmax(axis=1)
     assert result.metrics["balanced_accuracy"] == pytest.approx(

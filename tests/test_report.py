@@ -164,8 +164,8 @@ def test_report_is_self_contained(report) -> None:
     assert not [v for _, _, v in links if re.match(r"\s*(https?:)?//", v, re.I)]
     assert "http://" not in text and "https://" not in text
     images = [v for t, k, v in links if t == "img"]
-    # Scarcity curve + 2 UMAP + 1 SHAP per model.
-    assert len(images) == 1 + 3 * len(AUROC)
+    # The at-a-glance heatmap + scarcity curve + 2 UMAP + 1 SHAP per model.
+    assert len(images) == 2 + 3 * len(AUROC)
     assert all(v.startswith("data:image/png;base64,") for v in images)
     assert not {"script", "link", "iframe"} & set(page.tags)
 
@@ -439,15 +439,16 @@ def report11(tmp_path_factory) -> tuple[str, Structure]:
 
 def test_v11_sections_in_order_and_self_contained(report11) -> None:
     text, page = report11
-    order = ["Leaderboard", "Summary per model", "Data scarcity", "Transfer across sources", "Representations",
-             "All models side by side (UMAP)", "Model similarity", "Records not used"]
+    order = ["At a glance", "What was measured", "Leaderboard", "Summary per model", "Data scarcity",
+             "Transfer across sources", "Representations", "All models side by side (UMAP)", "Model similarity",
+             "Records not used"]
     assert all(h in page.headings for h in order)
     assert [page.headings.index(h) for h in order] == sorted(page.headings.index(h) for h in order)
     for anchor in ("summary", "transfer", "umap-grid", "similarity"):
         assert f'href="#{anchor}"' in text
     images = [v for t, k, v in page.attrs if t == "img" and k == "src"]
-    # scarcity 1 + transfer heatmaps 2 + per model (2 UMAP, SHAP, leads) 8 + UMAP grid 4 + CKA 1
-    assert len(images) == 16 and all(v.startswith("data:image/png;base64,") for v in images)
+    # at a glance 1 + scarcity 1 + transfer heatmaps 2 + per model (2 UMAP, SHAP, leads) 8 + UMAP grid 4 + CKA 1
+    assert len(images) == 17 and all(v.startswith("data:image/png;base64,") for v in images)
     assert not {"script", "link", "iframe"} & set(page.tags)
     assert "http://" not in text and "https://" not in text
 

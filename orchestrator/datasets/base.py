@@ -118,6 +118,8 @@ ADAPTERS = {
     "wfdb": "orchestrator.datasets.wfdb_folder:WfdbFolderDataset",
     "mimic-iv-ecg": "orchestrator.datasets.mimic_iv_ecg:MimicIvEcgDataset",
     "mimic": "orchestrator.datasets.mimic_iv_ecg:MimicIvEcgDataset",  # short alias; the adapter's spec says mimic-iv-ecg
+    # Perturbed copies of another dataset's records (the robustness stage's; params, not a path).
+    "perturbed": "orchestrator.datasets.perturbed:PerturbedDataset",
 }
 
 # The coarse rhythm/conduction/morphology label space every adapter maps onto (task "coarse"), so a

@@ -35,6 +35,16 @@ GLOSSARY = (
     ("Jaccard", "overlap of two sets of top dimensions, 0 = none shared, 1 = identical; compared with chance."),
     ("Gini", "from 0 to 1: how unequally the probe's reliance is spread over dimensions; high = concentrated."),
     ("CKA", "centred kernel alignment, 0 to 1: how similar two models' embedding geometries are on the same ECGs."),
+    ("Cosine to clean", "from \u22121 to 1: how close an ECG's embedding stays to its clean one after the ECG is "
+                        "corrupted (noise, wander, mains, missing or swapped leads); 1 = unchanged."),
+    ("AUROC drop", "AUROC of a probe trained on clean ECGs, minus its AUROC on corrupted copies of the same test "
+                   "ECGs; near 0 = robust."),
+    ("Subgroup gap", "a patient group's AUROC (by sex, age band or source) minus the AUROC on all test patients; "
+                     "negative = the model serves that group worse."),
+    ("ECE", "expected calibration error, 0 to 1: the average gap between the probe's stated confidence and how "
+            "often it is right, over ten probability bins; 0 = perfectly calibrated."),
+    ("Brier score", "mean squared error of the predicted probabilities (summed over classes for single-label "
+                    "tasks); 0 = perfect."),
 )
 
 

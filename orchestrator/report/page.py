@@ -9,12 +9,15 @@ from markupsafe import Markup
 from orchestrator.report.cells import all_probes
 from orchestrator.report.errors import errors_section
 from orchestrator.report.experiment import experiment_section, models_section
+from orchestrator.report.glance import glance_section
 from orchestrator.report.intro import intro_section
 from orchestrator.report.leaderboard import leaderboard_section
 from orchestrator.report.provenance import provenance_section
 from orchestrator.report.representation import representation_section
+from orchestrator.report.robustness import robustness_section
 from orchestrator.report.scarcity import scarcity_section
 from orchestrator.report.similarity import similarity_section, umap_grid_section
+from orchestrator.report.subgroups import subgroups_section
 from orchestrator.report.summary import summary_section
 from orchestrator.report.templating import render, text
 from orchestrator.report.transfer import transfer_section
@@ -25,6 +28,7 @@ from orchestrator.results.queries import cached, probe_label
 def _sections(results: Results, figures: list[dict]) -> list[tuple[str, str, str]]:
     """Every section as (anchor, navigation title, html); empty html = the section is omitted."""
     return [
+        ("glance", "At a glance", glance_section(results)),
         ("about", "What was measured", intro_section()),
         ("experiment", "Experiment", experiment_section(results)),
         ("models", "Models", models_section(results)),
@@ -32,6 +36,8 @@ def _sections(results: Results, figures: list[dict]) -> list[tuple[str, str, str
         ("summary", "Summary per model", summary_section(results)),
         ("scarcity", "Data scarcity", scarcity_section(results)),
         ("transfer", "Transfer", transfer_section(results, figures)),
+        ("robustness", "Robustness", robustness_section(results)),
+        ("subgroups", "Subgroups & calibration", subgroups_section(results)),
         ("representations", "Representations", representation_section(results, figures)),
         ("umap-grid", "UMAP grid", umap_grid_section(figures)),
         ("similarity", "Model similarity", similarity_section(results, figures)),

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from orchestrator.results.row import Row, optional, rows
-from orchestrator.results.rows import (Comparison, CountRow, DatasetInfo, EfficiencyRow, ErrorEntry, Finding,
-                                       ModelInfo, PreprocessingInfo, ProbeResult, Representation, SimilarityRow,
-                                       SummaryRow, TransferGap, TransferResult)
+from orchestrator.results.rows import (CalibrationRow, Comparison, CountRow, DatasetInfo, EfficiencyRow, ErrorEntry,
+                                       Finding, ModelInfo, PreprocessingInfo, ProbeResult, Representation,
+                                       RobustnessRow, SimilarityRow, SubgroupRow, SummaryRow, TransferGap,
+                                       TransferResult)
 
 
-SCHEMA_VERSION = "1.2"  # of results.json; bump the minor for added keys, the major for changed meanings
+SCHEMA_VERSION = "1.3"  # of results.json; bump the minor for added keys, the major for changed meanings
 ECGLENS_VERSION = "0.1.0"
 
 
@@ -48,6 +49,9 @@ class Results(Row):
     transfer: list[TransferResult] | None = rows(TransferResult, optional_key=True)
     transfer_gap: list[TransferGap] | None = rows(TransferGap, optional_key=True)
     similarity: list[SimilarityRow] | None = rows(SimilarityRow, optional_key=True)
+    robustness: list[RobustnessRow] | None = rows(RobustnessRow, optional_key=True)  # schema 1.3
+    subgroups: list[SubgroupRow] | None = rows(SubgroupRow, optional_key=True)  # schema 1.3
+    calibration: list[CalibrationRow] | None = rows(CalibrationRow, optional_key=True)  # schema 1.3
     errors: list[ErrorEntry] = rows(ErrorEntry)
     counts: list[CountRow] = rows(CountRow)
     findings: list[Finding] | None = rows(Finding, optional_key=True)

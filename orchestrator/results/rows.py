@@ -177,6 +177,62 @@ class SimilarityRow(Row):
 
 
 @dataclass(kw_only=True)
+class RobustnessRow(Row):
+    """robustness[]: one model's embeddings of perturbed test ECGs against the clean ones (schema 1.3).
+
+    cosine: mean cosine similarity of each ECG's perturbed and clean embedding; auroc_macro: the clean-trained
+    linear probe (full training data, mean over seeds) on the perturbed embeddings of the same ECGs;
+    auroc_drop = auroc_clean - auroc_macro. severity is the grade (1 mild .. 3 severe, 0 identity)."""
+
+    model: str | None = None
+    dataset: str | None = None
+    task: str | None = None
+    perturbation: str | None = None
+    severity: int | None = None
+    level: str | None = None  # the grade's parameter in words, e.g. "10 dB SNR", "LA/RA"
+    n: int | None = None  # test ECGs perturbed (a subsample, see experiment.robustness.max_ecgs)
+    cosine: float | None = None
+    auroc_macro: float | None = None
+    auroc_clean: float | None = None
+    auroc_drop: float | None = None
+
+
+@dataclass(kw_only=True)
+class SubgroupRow(Row):
+    """subgroups[]: a probe's seed-mean macro AUROC in one patient subgroup, with CIs and its gap (schema 1.3)."""
+
+    model: str | None = None
+    dataset: str | None = None
+    task: str | None = None
+    probe: str | None = None
+    train_fraction: float | None = None
+    attribute: str | None = None  # sex, age_band or source
+    group: str | None = None
+    n: int | None = None
+    n_patients: int | None = None
+    auroc_macro: float | None = None
+    ci: list[float] | None = None
+    overall: float | None = None
+    gap: float | None = None
+    gap_ci: list[float] | None = None
+
+
+@dataclass(kw_only=True)
+class CalibrationRow(Row):
+    """calibration[]: a probe's reliability bins, its seeds' test predictions pooled (schema 1.3)."""
+
+    model: str | None = None
+    dataset: str | None = None
+    task: str | None = None
+    probe: str | None = None
+    train_fraction: float | None = None
+    n: int | None = None  # test predictions pooled over seeds
+    ece: float | None = None  # mean over seeds of probes[].metrics.ece
+    brier: float | None = None
+    bins: list[dict[str, Any]] = field(default_factory=list)  # low, high, confidence, frequency, n
+
+
+@dataclass(kw_only=True)
 class ErrorEntry(Row):
     """errors[]: a record (or, with record "*", a whole step) that could not be used, and why."""
 

@@ -10,6 +10,7 @@ positive/negative pair as 1/2, average precision steps at each distinct score, a
 At unit weights every value is bit-identical to the scikit-learn computation the probes reported
 before the two paths were merged (roc_auc_score, average_precision_score, f1_score), so published
 numbers do not move: the arithmetic below follows sklearn's order of operations where it matters.
+ece and brier (schema 1.3) come from services.probing.calibration, on the same weight rows.
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from typing import Sequence
 
 import numpy as np
 
-CLASSIFICATION_METRICS = ("auroc_macro", "auprc_macro", "accuracy", "balanced_accuracy", "f1_macro")
+from services.probing.calibration import brier_weighted, ece_weighted
+
+# ece and brier (lower is better) are the calibration of the probabilities: services.probing.calibration.
+CLASSIFICATION_METRICS = ("auroc_macro", "auprc_macro", "accuracy", "balanced_accuracy", "f1_macro", "ece", "brier")
 REGRESSION_METRICS = ("mae", "rmse", "r2", "pearson_r")
 _EPS = 1e-15
 
@@ -155,6 +159,8 @@ def _classification(y: np.ndarray, probs: np.ndarray, multi_label: bool, weights
     y = np.asarray(y, dtype=np.float64)
     probs = np.asarray(probs, dtype=np.float64)
     out = _multilabel_labels(y, probs, weights) if multi_label else _multiclass_labels(y, probs, weights)
+    out["ece"] = ece_weighted(y, probs, multi_label, weights)
+    out["brier"] = brier_weighted(y, probs, multi_label, weights)
     columns = np.flatnonzero(evaluable_columns(y))
     if columns.size:
         blocks = [tie_blocks(y[:, k], probs[:, k], weights) for k in columns]
