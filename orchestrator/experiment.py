@@ -15,6 +15,8 @@ import yaml
 
 from orchestrator.attribution.compute import DEFAULT_NSAMPLES, DEFAULT_SEGMENTS
 from orchestrator.datasets.base import DatasetSpec
+from services.probing.grid import SAMPLINGS
+from services.probing.probes import PROBES
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,12 @@ DEFAULTS: dict[str, Any] = {
     "datasets": [],
     "models": [],
     "tasks": None,  # None = every task of each dataset
-    "scarcity": {"train_fractions": [0.1, 0.3, 1.0], "k_shots": []},
+    # sampling: "stratified" (every class in proportion) or "balanced" (the seed paper's: each class gives
+    # the fraction of the smallest class's size).
+    "scarcity": {"train_fractions": [0.1, 0.3, 1.0], "k_shots": [], "sampling": "stratified"},
     "seeds": [0, 1, 2],
-    # kinds: linear (standardised logistic regression), knn (cosine), mlp. bootstrap: patient-level resamples
+    # kinds: linear (standardised logistic regression), knn (cosine), mlp, and the seed paper's families
+    # random_forest, svm, gradient_boosting, decision_tree (services/probing/families.py). bootstrap: patient-level resamples
     # for 95% CIs on test metrics (0 = off).
     "probe": {"kinds": ["linear"], "cv_folds": 3, "cs": [], "bootstrap": 200},
     # Applied for every model on top of what its card asks for (rate, leads, window length).
@@ -101,7 +106,7 @@ class Experiment:
 
     @property
     def scarcity(self) -> dict[str, list]:
-        """train_fractions and k_shots of the data-scarcity sweep."""
+        """train_fractions, k_shots and sampling of the data-scarcity sweep."""
         return self.raw["scarcity"]
 
     @property
@@ -264,6 +269,10 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
     sc["k_shots"] = sorted(set(_number_list(sc["k_shots"], f"{source}.scarcity.k_shots", int, 1, 1e9)))
     if not sc["train_fractions"] and not sc["k_shots"]:
         raise ConfigError(f"{source}.scarcity: give train_fractions and/or k_shots")
+    if sc["sampling"] not in SAMPLINGS:
+        raise ConfigError(f"{source}.scarcity.sampling: {sc['sampling']!r} is not one of {', '.join(SAMPLINGS)} "
+                          "(stratified: every class in proportion; balanced: each class gives the fraction of the "
+                          "smallest class's size)")
     raw["seeds"] = _number_list(raw["seeds"], f"{source}.seeds", int, 0, 2**31 - 1)
     if not raw["seeds"]:
         raise ConfigError(f"{source}.seeds: at least one seed is required")
@@ -291,9 +300,9 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
         raise ConfigError(f"{source}.regression.targets: expected a list of metadata names, e.g. [age]")
     kinds = raw["probe"]["kinds"]
     kinds = [kinds] if isinstance(kinds, str) else kinds
-    bad = [k for k in kinds if k not in ("linear", "knn", "mlp")] if isinstance(kinds, list) else [kinds]
+    bad = [k for k in kinds if k not in PROBES] if isinstance(kinds, list) else [kinds]
     if bad or not kinds:
-        raise ConfigError(f"{source}.probe.kinds: {bad or kinds!r} not allowed; choose from linear, knn, mlp")
+        raise ConfigError(f"{source}.probe.kinds: {bad or kinds!r} not allowed; choose from {', '.join(PROBES)}")
     raw["probe"]["kinds"] = list(dict.fromkeys(kinds))
     if not isinstance(raw["probe"]["bootstrap"], int) or raw["probe"]["bootstrap"] < 0:
         raise ConfigError(f"{source}.probe.bootstrap: expected a non-negative integer")
@@ -343,7 +352,7 @@ DEMO: dict[str, Any] = {
     "models": ["random-resnet", "handcrafted", "cmsc-ecg-small", "msm-ecg-small"],
     "tasks": ["condition"],
     "scarcity": {"train_fractions": [0.1, 0.3, 1.0]},
-    "probe": {"kinds": ["linear", "knn", "mlp"]},
+    "probe": {"kinds": ["linear", "knn", "mlp", "random_forest", "svm", "gradient_boosting", "decision_tree"]},
     "regression": {"targets": ["age"]},
     "seeds": [0, 1, 2],
 }
