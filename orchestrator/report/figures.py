@@ -6,7 +6,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from orchestrator.findings import METRIC_NAMES
 from orchestrator.report.cells import dataset_task_pairs, mean_of, metric_stats
-from orchestrator.report.format import CHANCE, DASH, LINESTYLES, fraction_label
+from orchestrator.report.format import CHANCE, DASH, LINESTYLE_NAMES, LINESTYLES, fraction_label
 from orchestrator.results import Results
 from orchestrator.results.queries import (cached, interval, is_num, model_order, ordered_probes, primary_metric,
                                           probe_kind, probe_label)
@@ -42,7 +42,7 @@ def _scarcity_panel(ax, results: Results, cell: list, colours: dict, probes: lis
             xs, ys, sd = zip(*points)
             label = _mpl(model if len(probes) == 1 else f"{model} \u00b7 {probe_label(probe)}")
             ax.errorbar(xs, ys, yerr=[s if is_num(s) else 0.0 for s in sd], marker="o", ms=4, capsize=3, lw=1.6,
-                        color=colours[model], ls=LINESTYLES.get(probe, "-."), label=label)
+                        color=colours[model], ls=LINESTYLES.get(probe, (0, (3, 5))), label=label)
     chance = CHANCE.get(metric, 0.5)
     ax.axhline(chance, color="#999999", ls="--", lw=0.8)  # chance level, the floor a reader compares to
     ax.set_xscale("log")
@@ -84,8 +84,8 @@ def scarcity_figure(results: Results | Mapping[str, Any]) -> tuple[bytes, str]:
     if len(probes) == 1:
         who = f"the {probe_label(probes[0])} probe"
     else:
-        styles = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
-        who = "each probe (" + ", ".join(f"{styles[LINESTYLES.get(p, '-.')]} = {probe_label(p)}" for p in probes) + ")"
+        who = "each probe (" + ", ".join(f"{LINESTYLE_NAMES.get(p, 'loose dashes')} = {probe_label(p)}"
+                                         for p in probes) + ")"
     regression = any(primary_metric([r for r in rows if (r.dataset, r.task) == g]) != "auroc_macro"
                      for g in groups)
     metric = "Macro AUROC" + (" (R\u00b2 for regression tasks, chance 0)" if regression else "")

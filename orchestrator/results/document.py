@@ -17,7 +17,7 @@ from orchestrator.results.rows import (Comparison, CountRow, DatasetInfo, Effici
                                        SummaryRow, TransferGap, TransferResult)
 
 
-SCHEMA_VERSION = "1.2"  # of results.json; bump the minor for added keys, the major for changed meanings
+SCHEMA_VERSION = "1.3"  # of results.json; bump the minor for added keys, the major for changed meanings
 ECGLENS_VERSION = "0.1.0"
 
 
