@@ -36,8 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "scarcity": {"train_fractions": [0.1, 0.3, 1.0], "k_shots": [], "sampling": "stratified"},
     "seeds": [0, 1, 2],
     # kinds: linear (standardised logistic regression), knn (cosine), mlp, and the seed paper's families
-    # random_forest, svm, gradient_boosting, decision_tree (services/probing/families.py). bootstrap: patient-level resamples
-    # for 95% CIs on test metrics (0 = off).
+    # random_forest, svm, gradient_boosting, decision_tree (services/probing/families.py).
+    # bootstrap: patient-level resamples for 95% CIs on test metrics (0 = off).
     "probe": {"kinds": ["linear"], "cv_folds": 3, "cs": [], "bootstrap": 200},
     # Applied for every model on top of what its card asks for (rate, leads, window length).
     "preprocessing": {"window": "start", "max_windows": 6, "missing_leads": "refuse", "highpass_hz": None,

@@ -66,8 +66,8 @@ def test_random_forest_regression_is_sklearns_regressor():
                        target_type="regression")
     depth = result.hyperparameters["max_depth"]
     xs, xt = standardised(x[:100], x[100:])
-    forest = RandomForestRegressor(n_estimators=100, max_depth=None if depth == 0 else int(depth), random_state=3,
-                                   n_jobs=1).fit(xs, target[:100, 0].astype(np.float64))
+    forest = RandomForestRegressor(n_estimators=100, max_features="sqrt", max_depth=None if depth == 0 else int(depth),
+                                   random_state=3, n_jobs=1).fit(xs, target[:100, 0].astype(np.float64))
     np.testing.assert_array_equal(result.test_logits[:, 0], forest.predict(xt))
     assert result.metrics["r2"] > 0.7
 
@@ -191,3 +191,18 @@ def test_experiment_refuses_unknown_sampling_and_kinds_with_the_choices():
     with pytest.raises(ConfigError, match="choose from linear, knn, mlp, random_forest, svm, gradient_boosting, "
                                           "decision_tree"):
         parse_experiment({**BASE, "probe": {"kinds": ["xgboost"]}})
+
+
+def test_forest_grid_point_is_the_one_with_the_best_out_of_bag_auroc():
+    from services.probing.metrics import per_class_auroc_weighted
+
+    x, y = blobs(200, 3, sep=2.0, seed=13)
+    xs, _ = standardised(x[:150], x[150:])
+    fit = fit_family("random_forest", x[:150], y[:150], x[150:], False, False, seed=2)
+    keys = []
+    for depth in (None, 8):  # the grid, each forest scored on the records its trees did not see
+        forest = RandomForestClassifier(n_estimators=100, max_depth=depth, random_state=2, n_jobs=1,
+                                        oob_score=True).fit(xs, y[:150].argmax(axis=1))
+        keys.append(np.nanmean(per_class_auroc_weighted(y[:150], forest.oob_decision_function_, np.ones((1, 150)))[0]))
+    expected = [None, 8][int(np.argmax(keys))] if keys[0] != keys[1] else None
+    assert fit.params == {"max_depth": expected}

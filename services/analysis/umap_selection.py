@@ -142,8 +142,8 @@ def selection_figure(selection: UmapSelection, class_labels: Sequence[str], titl
             ax.scatter(proj[rows, 0], proj[rows, 1], s=size, alpha=0.7, linewidths=0, color=colour[g])
         sil = "undefined" if point.silhouette is None else f"{point.silhouette:.2f}"
         chosen = i == selection.selected
-        ax.set_title(f"nn={point.n_neighbors}, md={point.min_dist:g}\nsilhouette {sil}" + (" (chosen)" if chosen else ""),
-                     fontsize=7, fontweight="bold" if chosen else "normal")
+        ax.set_title(f"nn={point.n_neighbors}, md={point.min_dist:g}\nsilhouette {sil}"
+                     + (" (chosen)" if chosen else ""), fontsize=7, fontweight="bold" if chosen else "normal")
         ax.set_xticks([])
         ax.set_yticks([])
         for spine in ax.spines.values():

@@ -4,8 +4,10 @@ The seed's public code fits these on frozen, standardised embeddings with grid-s
 hyper-parameters; here each is a scikit-learn estimator on the same protocol as the other probes:
 
   * embeddings are standardised with the training split's mean and scale (or given ones);
-  * one small grid per family (FAMILIES[kind].grid), chosen by inner cross-validation on the
-    training split only: stratified on each record's rarest positive label (random folds for
+  * one small grid per family (FAMILIES[kind].grid), chosen on the training split only: for the
+    random forest by its out-of-bag macro AUROC (each record scored by the trees that did not see
+    it; regression: OOB mean squared error), which needs no refits; for the others by inner
+    cross-validation: stratified on each record's rarest positive label (random folds for
     regression), folds fixed by the seed, the key the mean inner macro AUROC (ties: lower
     log-loss, then the earlier grid point); regression: lower mean squared error of standardised
     targets. A class with fewer than 2 training records (a label side, multi-label) skips CV and
@@ -16,7 +18,8 @@ hyper-parameters; here each is a scikit-learn estimator on the same protocol as 
     estimator per label; regression one estimator per target column.
 
 Families (classifier / regressor):
-  random_forest      RandomForest, 100 trees, max_depth from {None, 8}
+  random_forest      RandomForest, 100 trees of sqrt(D) features per split (scikit-learn's classifier default;
+                     the regressor's default, all D, costs ~8x more), max_depth from {None, 8} by OOB
   svm                SVC(kernel="rbf", gamma "scale", C from {1, 10}) with Platt-scaled probabilities:
                      CalibratedClassifierCV(method="sigmoid", cv=5, ensemble=False), the replacement
                      scikit-learn 1.9 names for the deprecated SVC(probability=True) (one-vs-rest sigmoids
@@ -26,17 +29,18 @@ Families (classifier / regressor):
                      gave AUROC 0.07 on 3 records per class), so there the probabilities are the softmax
                      (binary: sigmoid) of the SVC's one-vs-rest decision values, noted
   gradient_boosting  HistGradientBoosting (scikit-learn's, in place of the seed's XGBoost; no new
-                     dependency), 50 iterations of trees with at most 8 leaves, 32 bins, min_samples_leaf 5,
-                     no early stopping, learning_rate from {0.1, 0.3} (100 iterations of 31 leaves cost
-                     ~10x more on the demo's 210 x 256 training splits)
+                     dependency), 50 iterations of trees with at most 4 leaves, 16 bins, min_samples_leaf 5,
+                     no early stopping, learning_rate 0.1: one setting, no grid (100 iterations of 31
+                     leaves cost ~20x more on the demo's 210 x 256 training splits, and a grid of two by
+                     3-fold CV 7x more: boosted trees were then half the demo's probe time)
   decision_tree      DecisionTree, max_depth from {3, 6, None}
-Grids are deliberately small: each point costs (folds + 1) fits of every probe of the scarcity grid.
+Grids are deliberately small: a CV-chosen point costs (folds + 1) fits of every probe of the scarcity grid.
 """
 from __future__ import annotations
 
 import warnings as pywarnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 from scipy.special import expit, softmax
@@ -56,7 +60,7 @@ Params = dict[str, Any]
 
 
 PLATT_MIN = 10  # training records per class below which SVM probabilities come from its decision values
-_BOOSTING = {"max_iter": 50, "max_leaf_nodes": 8, "max_bins": 32, "min_samples_leaf": 5, "early_stopping": False}
+_BOOSTING = {"max_iter": 50, "max_leaf_nodes": 4, "max_bins": 16, "min_samples_leaf": 5, "early_stopping": False}
 
 
 class PlattSvc:
@@ -72,7 +76,8 @@ class PlattSvc:
         self.platt = int(np.bincount(np.unique(y, return_inverse=True)[1]).min()) >= PLATT_MIN
         # No randomness: the SVC's solver is deterministic and the calibration folds are unshuffled.
         svc = SVC(kernel="rbf", gamma="scale", decision_function_shape="ovr", **self.params)
-        self.svc = (CalibratedClassifierCV(svc, method="sigmoid", cv=5, ensemble=False) if self.platt else svc).fit(x, y)
+        calibrated = CalibratedClassifierCV(svc, method="sigmoid", cv=5, ensemble=False)
+        self.svc = (calibrated if self.platt else svc).fit(x, y)
         return self
 
     @property
@@ -99,13 +104,15 @@ class Family:
     regressor: Callable[[Params, int], Any]
     grid: tuple[Params, ...]
     tree: bool  # shap.TreeExplainer explains it exactly
+    oob: bool = False  # the grid point is chosen by out-of-bag scores (the estimator must set oob_score=True)
 
 
 FAMILIES: dict[str, Family] = {
     "random_forest": Family(
-        lambda p, s: RandomForestClassifier(n_estimators=100, random_state=s, n_jobs=1, **p),
-        lambda p, s: RandomForestRegressor(n_estimators=100, random_state=s, n_jobs=1, **p),
-        ({"max_depth": None}, {"max_depth": 8}), tree=True),
+        lambda p, s: RandomForestClassifier(n_estimators=100, oob_score=True, random_state=s, n_jobs=1, **p),
+        lambda p, s: RandomForestRegressor(n_estimators=100, max_features="sqrt", oob_score=True, random_state=s,
+                                           n_jobs=1, **p),
+        ({"max_depth": None}, {"max_depth": 8}), tree=True, oob=True),
     "svm": Family(
         lambda p, s: PlattSvc(p, s),
         lambda p, s: SVR(kernel="rbf", gamma="scale", **p),
@@ -113,7 +120,7 @@ FAMILIES: dict[str, Family] = {
     "gradient_boosting": Family(
         lambda p, s: HistGradientBoostingClassifier(**_BOOSTING, random_state=s, **p),
         lambda p, s: HistGradientBoostingRegressor(**_BOOSTING, random_state=s, **p),
-        ({"learning_rate": 0.1}, {"learning_rate": 0.3}), tree=True),
+        ({"learning_rate": 0.1},), tree=True),
     "decision_tree": Family(
         lambda p, s: DecisionTreeClassifier(random_state=s, **p),
         lambda p, s: DecisionTreeRegressor(random_state=s, **p),
@@ -250,10 +257,45 @@ def select_params(kind: str, x: np.ndarray, y: np.ndarray, multi_label: bool, re
     return dict(grid[best])
 
 
+def _oob_key(estimators: list, y: np.ndarray, multi_label: bool, regression: bool) -> tuple[float, float]:
+    """(score, -loss) of a forest's out-of-bag outputs on the rows every estimator scored, higher is better."""
+    if regression:
+        out = np.column_stack([e.oob_prediction_ for e in estimators])
+    elif multi_label:
+        out = np.column_stack([e.oob_decision_function_[:, list(e.classes_).index(1)] if 1 in e.classes_
+                               else np.zeros(len(y)) for e in estimators])
+    else:
+        out = np.zeros(y.shape)
+        out[:, np.asarray(estimators[0].classes_, dtype=np.int64)] = estimators[0].oob_decision_function_
+    rows = np.all(np.isfinite(out), axis=1)  # a record in every tree's bootstrap has no OOB score
+    out, y = out[rows], y[rows]
+    if regression:
+        scale = np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
+        mse = float(np.mean(((out - y) / scale) ** 2)) if len(y) else np.inf
+        return -mse, -mse
+    aurocs = per_class_auroc_weighted(y, out, np.ones((1, y.shape[0])))[0] if len(y) else np.array([np.nan])
+    auroc = float(np.nanmean(aurocs)) if np.any(np.isfinite(aurocs)) else -np.inf
+    return auroc, -log_loss(y, np.clip(out, 0.0, 1.0), multi_label) if len(y) else -np.inf
+
+
+def select_by_oob(kind: str, x: np.ndarray, y: np.ndarray, multi_label: bool, regression: bool,
+                  seed: int) -> tuple[Params, list]:
+    """The grid point whose forest has the best out-of-bag key (ties: the earlier point), and that forest."""
+    best = None
+    for params in FAMILIES[kind].grid:
+        with pywarnings.catch_warnings():
+            pywarnings.simplefilter("ignore", UserWarning)  # "some inputs do not have OOB scores"
+            estimators = _fit(kind, params, seed, x, y, multi_label, regression)
+        key = _oob_key(estimators, y, multi_label, regression)
+        if best is None or key > best[0]:
+            best = (key, dict(params), estimators)
+    return best[1], best[2]
+
+
 def fit_family(kind: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, multi_label: bool,
                regression: bool, seed: int, cv_folds: int = 5,
                standardiser: tuple[np.ndarray, np.ndarray] | None = None) -> FamilyFit:
-    """Standardise, choose the grid point by inner CV, refit on the whole training split, score test."""
+    """Standardise, choose the grid point (inner CV; the forest: out-of-bag), fit on the training split, score test."""
     if kind not in FAMILIES:
         raise ValueError(f"probe family {kind!r} is not one of {', '.join(KINDS)}")
     mean, scale = standardiser_for(train_x, standardiser)
@@ -263,8 +305,11 @@ def fit_family(kind: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.n
     notes: list[str] = []
     # One OpenMP thread: gradient boosting would otherwise take every core inside a one-CPU task.
     with threadpool_limits(limits=1, user_api="openmp"):
-        params = select_params(kind, xs, y, multi_label, regression, seed, cv_folds, notes)
-        estimators = _fit(kind, params, seed, xs, y, multi_label, regression)
+        if FAMILIES[kind].oob:
+            params, estimators = select_by_oob(kind, xs, y, multi_label, regression, seed)
+        else:
+            params = select_params(kind, xs, y, multi_label, regression, seed, cv_folds, notes)
+            estimators = _fit(kind, params, seed, xs, y, multi_label, regression)
         scores = outputs(estimators, xt, y.shape[1], multi_label, regression)
     return FamilyFit(kind, params, estimators, mean, scale, scores, notes + platt_note(estimators))
 
@@ -272,8 +317,3 @@ def fit_family(kind: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.n
 def standardised(fit: FamilyFit, x: np.ndarray) -> np.ndarray:
     """x standardised as the fit's estimators see it."""
     return (np.asarray(x, dtype=np.float64) - fit.mean) / fit.scale
-
-
-def family_names(kinds: Sequence[str]) -> list[str]:
-    """The kinds of `kinds` that are families of this module."""
-    return [k for k in kinds if k in FAMILIES]

@@ -9,7 +9,8 @@ same fit (services.probing.server Evaluate -> fit_probe), fit for fit:
   * subsets: classification targets get scarcity_subset(y[train], fraction, k_shot, seed,
     class_names=...) (no train groups), or with sampling="balanced" (not a service option) the
     fractions get sampling.balanced_subsets (k-shot settings are balanced already); regression
-    targets get a nested random subset (sampling.regression_subset; fractions only); the setting (None, None) is the whole training split;
+    targets get a nested random subset (sampling.regression_subset; fractions only); the setting
+    (None, None) is the whole training split;
   * inputs are cast to float32 as the wire does, then fit_probe receives the seed, the C grid and
     fold count (cs [] = the default grid, cv_folds 0 = 5), the probe kind and target type; with
     groups and bootstrap > 0 it also gets the test records' groups (as strings) and
