@@ -16,6 +16,8 @@ import yaml
 from orchestrator.attribution.compute import DEFAULT_NSAMPLES, DEFAULT_SEGMENTS
 from orchestrator.datasets.base import DatasetSpec
 from services.embedding.endpoint_url import Endpoint, EndpointSyntaxError, looks_like_endpoint, parse_endpoint
+from services.probing.grid import SAMPLINGS
+from services.probing.probes import PROBES
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,13 @@ DEFAULTS: dict[str, Any] = {
     "datasets": [],
     "models": [],
     "tasks": None,  # None = every task of each dataset
-    "scarcity": {"train_fractions": [0.1, 0.3, 1.0], "k_shots": []},
+    # sampling: "stratified" (every class in proportion) or "balanced" (the seed paper's: each class gives
+    # the fraction of the smallest class's size).
+    "scarcity": {"train_fractions": [0.1, 0.3, 1.0], "k_shots": [], "sampling": "stratified"},
     "seeds": [0, 1, 2],
-    # kinds: linear (standardised logistic regression), knn (cosine), mlp. bootstrap: patient-level resamples
-    # for 95% CIs on test metrics (0 = off).
+    # kinds: linear (standardised logistic regression), knn (cosine), mlp, and the seed paper's families
+    # random_forest, svm, gradient_boosting, decision_tree (services/probing/families.py).
+    # bootstrap: patient-level resamples for 95% CIs on test metrics (0 = off).
     "probe": {"kinds": ["linear"], "cv_folds": 3, "cs": [], "bootstrap": 200},
     # Applied for every model on top of what its card asks for (rate, leads, window length).
     "preprocessing": {"window": "start", "max_windows": 6, "missing_leads": "refuse", "highpass_hz": None,
@@ -50,7 +55,11 @@ DEFAULTS: dict[str, Any] = {
     # Cross-dataset generalisation: train on one source, test on every source, on a harmonised task.
     "transfer": {"enabled": True, "task": "coarse", "min_records": 10},
     "analyses": {
-        "umap": {"enabled": True, "n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "seed": 0},
+        # grid: n_neighbors x min_dist, the setting with the best class silhouette in 2-D kept (the seed paper's
+        # grid is [15, 30, 50, 80, 100] x [0, 0.1, 0.3, 0.5]); empty lists = the single n_neighbors / min_dist.
+        # shap_top_k: also a UMAP on the k dims the linear probe's SHAP ranks highest, as the seed does (0 = off).
+        "umap": {"enabled": True, "n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "seed": 0,
+                 "grid": {"n_neighbors": [15, 30], "min_dist": [0.1, 0.5]}, "shap_top_k": 50},
         "shap": {"enabled": True, "top_k": 10},
         "structure": {"enabled": True, "k": 10},
         "similarity": {"enabled": True},
@@ -117,7 +126,7 @@ class Experiment:
 
     @property
     def scarcity(self) -> dict[str, list]:
-        """train_fractions and k_shots of the data-scarcity sweep."""
+        """train_fractions, k_shots and sampling of the data-scarcity sweep."""
         return self.raw["scarcity"]
 
     @property
@@ -310,6 +319,18 @@ def _dataset(entry: Any, k: int) -> DatasetSpec:
         raise ConfigError(f"{where}: {err}") from None
 
 
+def _check_umap_grid(umap: dict, where: str) -> None:
+    """Grid lists as numbers (n_neighbors integers >= 2, min_dist in 0..1) and shap_top_k >= 0, in place."""
+    grid = umap["grid"]
+    grid["n_neighbors"] = list(dict.fromkeys(_number_list(grid["n_neighbors"], f"{where}.grid.n_neighbors", int, 2,
+                                                          10_000)))
+    grid["min_dist"] = list(dict.fromkeys(_number_list(grid["min_dist"], f"{where}.grid.min_dist", float, 0, 1)))
+    top = umap["shap_top_k"]
+    if not isinstance(top, int) or isinstance(top, bool) or top < 0:
+        raise ConfigError(f"{where}.shap_top_k: expected an integer >= 0 (0 = no UMAP on the top SHAP dimensions), "
+                          f"got {top!r}")
+
+
 def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
     """Validate plain data (from YAML or the command line) into an Experiment."""
     if not isinstance(data, dict):
@@ -329,6 +350,10 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
     sc["k_shots"] = sorted(set(_number_list(sc["k_shots"], f"{source}.scarcity.k_shots", int, 1, 1e9)))
     if not sc["train_fractions"] and not sc["k_shots"]:
         raise ConfigError(f"{source}.scarcity: give train_fractions and/or k_shots")
+    if sc["sampling"] not in SAMPLINGS:
+        raise ConfigError(f"{source}.scarcity.sampling: {sc['sampling']!r} is not one of {', '.join(SAMPLINGS)} "
+                          "(stratified: every class in proportion; balanced: each class gives the fraction of the "
+                          "smallest class's size)")
     raw["seeds"] = _number_list(raw["seeds"], f"{source}.seeds", int, 0, 2**31 - 1)
     if not raw["seeds"]:
         raise ConfigError(f"{source}.seeds: at least one seed is required")
@@ -356,12 +381,13 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
         raise ConfigError(f"{source}.regression.targets: expected a list of metadata names, e.g. [age]")
     kinds = raw["probe"]["kinds"]
     kinds = [kinds] if isinstance(kinds, str) else kinds
-    bad = [k for k in kinds if k not in ("linear", "knn", "mlp")] if isinstance(kinds, list) else [kinds]
+    bad = [k for k in kinds if k not in PROBES] if isinstance(kinds, list) else [kinds]
     if bad or not kinds:
-        raise ConfigError(f"{source}.probe.kinds: {bad or kinds!r} not allowed; choose from linear, knn, mlp")
+        raise ConfigError(f"{source}.probe.kinds: {bad or kinds!r} not allowed; choose from {', '.join(PROBES)}")
     raw["probe"]["kinds"] = list(dict.fromkeys(kinds))
     if not isinstance(raw["probe"]["bootstrap"], int) or raw["probe"]["bootstrap"] < 0:
         raise ConfigError(f"{source}.probe.bootstrap: expected a non-negative integer")
+    _check_umap_grid(raw["analyses"]["umap"], f"{source}.analyses.umap")
     metric = raw["analyses"]["umap"]["metric"]
     allowed = ("euclidean", "cosine", "correlation", "manhattan", "chebyshev")
     if metric not in allowed:
@@ -435,7 +461,7 @@ DEMO: dict[str, Any] = {
     "models": ["random-resnet", "handcrafted", "cmsc-ecg-small", "msm-ecg-small"],
     "tasks": ["condition"],
     "scarcity": {"train_fractions": [0.1, 0.3, 1.0]},
-    "probe": {"kinds": ["linear", "knn", "mlp"]},
+    "probe": {"kinds": ["linear", "knn", "mlp", "random_forest", "svm", "gradient_boosting", "decision_tree"]},
     "regression": {"targets": ["age"]},
     "seeds": [0, 1, 2],
 }

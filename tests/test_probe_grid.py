@@ -103,6 +103,22 @@ def test_grid_equals_the_probing_service_fit_for_fit(server):
                 assert np.array_equal(local.test_probabilities.astype(np.float32), remote.test_probabilities), label
 
 
+def test_seed_family_grid_fits_equal_the_probing_service(server):
+    families = ["random_forest", "svm", "gradient_boosting", "decision_tree"]
+    cells = [classification_cell("mc", False, 13, settings=[(0.5, None)], seeds=[3], probes=families),
+             replace(regression_cell(14), settings=[(1.0, None)], seeds=[2], probes=families)]
+    outcomes = run_grid(cells, executor="serial")
+    assert [o.probe for o in outcomes] == families * 2 and all(o.error is None for o in outcomes)
+    with ProbingClient(server.address) as client:
+        for outcome in outcomes:
+            cell = next(c for c in cells if c.key == outcome.key)
+            rows = cell.train[served_subset(cell, outcome.train_fraction, outcome.k_shot, outcome.seed)]
+            remote, local = served_fit(client, cell, rows, outcome.seed, outcome.probe), outcome.result
+            assert remote.probe == outcome.probe and local.metrics == remote.metrics, outcome.probe
+            assert local.hyperparameters == remote.hyperparameters and local.warnings == remote.warnings
+            assert np.array_equal(local.test_logits.astype(np.float32), remote.test_logits), outcome.probe
+
+
 def test_knn_fits_are_shared_across_seeds_with_their_own_cis():
     cell = classification_cell("mc", False, 4, settings=[(1.0, None), (0.3, None)], seeds=[0, 1, 2], probes=["knn"])
     outcomes = run_grid([cell], executor="serial")

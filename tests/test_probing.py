@@ -314,7 +314,7 @@ def _short_class_names(request):
 
 def _unknown_probe(request):
     # As an old client sends it: text only (a set probe_kind would take precedence).
-    request.config.probe = "svm"
+    request.config.probe = "xgboost"
     request.config.ClearField("probe_kind")
 
 
@@ -355,9 +355,11 @@ def _truncated_tensor(request):
     (_mismatched_rows, "train_labels has 39 rows but train_embeddings has 40"),
     (_nan_embedding, "test_embeddings contains NaN or Inf (first at row 4, column 7)"),
     (_short_class_names, "class_names has 2 names but train_labels has 3 columns"),
-    (_unknown_probe, "config.probe 'svm' is not supported; allowed: linear, knn, mlp"),
+    (_unknown_probe, "config.probe 'xgboost' is not supported; allowed: linear, knn, mlp, random_forest, svm, "
+                     "gradient_boosting, decision_tree"),
     (_unknown_probe_kind, "config.probe_kind 9 is not supported; allowed: PROBE_KIND_LINEAR, PROBE_KIND_KNN, "
-                          "PROBE_KIND_MLP"),
+                          "PROBE_KIND_MLP, PROBE_KIND_RANDOM_FOREST, PROBE_KIND_SVM, PROBE_KIND_GRADIENT_BOOSTING, "
+                          "PROBE_KIND_DECISION_TREE"),
     (_truncated_tensor, "train_embeddings: data has"),
     (_unknown_target_type, "target_type 'ordinal' is not supported"),
     (_unknown_target_kind, "target_kind 7 is not supported; allowed: TARGET_KIND_CLASSIFICATION"),

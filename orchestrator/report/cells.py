@@ -56,7 +56,7 @@ def scarcity_sort(row: SummaryRow | ProbeResult) -> tuple:
 
 
 def probe_rank(kind: str) -> tuple[int, str]:
-    """Sort key putting linear, kNN, MLP first."""
+    """Sort key putting the known kinds first, in PROBE_ORDER (linear, kNN, MLP, the seed's families)."""
     return (PROBE_ORDER.index(kind) if kind in PROBE_ORDER else len(PROBE_ORDER), kind)
 
 

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from orchestrator.findings import METRIC_NAMES
 from orchestrator.report.cells import dataset_task_pairs, mean_of, metric_stats
-from orchestrator.report.format import CHANCE, DASH, LINESTYLES, fraction_label
+from orchestrator.report.format import CHANCE, DASH, LINESTYLE_NAMES, LINESTYLES, fraction_label
 from orchestrator.results import Results
 from orchestrator.results.queries import (cached, interval, is_num, model_order, ordered_probes, primary_metric,
                                           probe_kind, probe_label)
@@ -18,6 +18,9 @@ def _mpl(text: Any) -> str:
     return str(text).replace("$", r"\$")
 
 
+MAX_KINDS_PER_PANEL = 3
+
+
 def _model_colours(models: Sequence[str]) -> dict[str, Any]:
     """A fixed colour per model (tab10, tab20 beyond ten models)."""
     from matplotlib import colormaps
@@ -26,7 +29,8 @@ def _model_colours(models: Sequence[str]) -> dict[str, Any]:
     return {m: cmap(i % 20) for i, m in enumerate(models)}
 
 
-def _scarcity_panel(ax, results: Results, cell: list, colours: dict, probes: list[str], legend: bool) -> None:
+def _scarcity_panel(ax, results: Results, cell: list, colours: dict, probes: list[str], legend: bool,
+                    per_kind: bool = False) -> None:
     """One (dataset, task) panel: primary metric vs training fraction, a line per model and probe kind."""
     from matplotlib.ticker import NullLocator
 
@@ -42,7 +46,7 @@ def _scarcity_panel(ax, results: Results, cell: list, colours: dict, probes: lis
             xs, ys, sd = zip(*points)
             label = _mpl(model if len(probes) == 1 else f"{model} \u00b7 {probe_label(probe)}")
             ax.errorbar(xs, ys, yerr=[s if is_num(s) else 0.0 for s in sd], marker="o", ms=4, capsize=3, lw=1.6,
-                        color=colours[model], ls=LINESTYLES.get(probe, "-."), label=label)
+                        color=colours[model], ls=LINESTYLES.get(probe, (0, (3, 5))), label=label)
     chance = CHANCE.get(metric, 0.5)
     ax.axhline(chance, color="#999999", ls="--", lw=0.8)  # chance level, the floor a reader compares to
     ax.set_xscale("log")
@@ -51,7 +55,8 @@ def _scarcity_panel(ax, results: Results, cell: list, colours: dict, probes: lis
     lows = [iv[0] for iv in (interval(results, r, metric) for r in cell) if iv is not None]
     # Keep chance visible and never clip a bad model.
     ax.set_ylim(min([chance - 0.1] + lows) - 0.02, 1.01)
-    ax.set_title(_mpl(f"{cell[0].dataset} \u2014 {cell[0].task}"), fontsize=10)
+    kind = f" \u00b7 {probe_label(probes[0])}" if per_kind else ""
+    ax.set_title(_mpl(f"{cell[0].dataset} \u2014 {cell[0].task}{kind}"), fontsize=10)
     ax.set_xlabel("fraction of labelled training ECGs (log scale)", fontsize=8)
     ax.set_ylabel(METRIC_NAMES.get(metric, metric), fontsize=8)
     ax.grid(alpha=0.3)
@@ -72,20 +77,26 @@ def scarcity_figure(results: Results | Mapping[str, Any]) -> tuple[bytes, str]:
         return figure_png(fig), "No probe was trained on a fraction of the training set, so there is no scarcity curve."
     probes = ordered_probes(probe_kind(r) for r in rows)
     colours = _model_colours(model_order(results))
-    ncols = min(3, len(groups))
-    nrows = math.ceil(len(groups) / ncols)
+    # Beyond MAX_KINDS_PER_PANEL kinds (the seed's families make seven) one panel per kind stays readable.
+    per_kind = len(probes) > MAX_KINDS_PER_PANEL
+    panels = [(g, [p]) for g in groups for p in probes] if per_kind else [(g, probes) for g in groups]
+    ncols = min(4 if per_kind else 3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows))
-    for i, (dataset, task) in enumerate(groups):
-        cell = [r for r in rows if (r.dataset, r.task) == (dataset, task)]
+    for i, ((dataset, task), kinds) in enumerate(panels):
+        cell = [r for r in rows if (r.dataset, r.task) == (dataset, task) and (not per_kind or probe_kind(r) in kinds)]
         with cached():
-            _scarcity_panel(fig.add_subplot(nrows, ncols, i + 1), results, cell, colours, probes, legend=i == 0)
+            _scarcity_panel(fig.add_subplot(nrows, ncols, i + 1), results, cell, colours, kinds, legend=i == 0,
+                            per_kind=per_kind)
     fig.tight_layout()
     seeds = sorted({r.n_seeds for r in rows if r.n_seeds is not None})
     if len(probes) == 1:
         who = f"the {probe_label(probes[0])} probe"
+    elif per_kind:
+        who = "each probe kind (one panel per kind: " + ", ".join(probe_label(p) for p in probes) + ")"
     else:
-        styles = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
-        who = "each probe (" + ", ".join(f"{styles[LINESTYLES.get(p, '-.')]} = {probe_label(p)}" for p in probes) + ")"
+        who = "each probe (" + ", ".join(f"{LINESTYLE_NAMES.get(p, 'loose dashes')} = {probe_label(p)}"
+                                         for p in probes) + ")"
     regression = any(primary_metric([r for r in rows if (r.dataset, r.task) == g]) != "auroc_macro"
                      for g in groups)
     metric = "Macro AUROC" + (" (R\u00b2 for regression tasks, chance 0)" if regression else "")

@@ -28,7 +28,11 @@ SECONDARY = {"auroc_macro": ("auprc_macro", "balanced_accuracy"), "r2": ("mae", 
 CHANCE = {"auroc_macro": 0.5, "r2": 0.0, "pearson_r": 0.0}
 
 
-LINESTYLES = {"linear": "-", "knn": "--", "mlp": ":"}  # one line style per probe kind, colour per model
+# One line style per probe kind, colour per model; the seed's families as named dash patterns.
+LINESTYLES = {"linear": "-", "knn": "--", "mlp": ":", "random_forest": "-.", "svm": (0, (5, 1, 1, 1, 1, 1)),
+              "gradient_boosting": (0, (8, 2)), "decision_tree": (0, (1, 3))}
+LINESTYLE_NAMES = {"linear": "solid", "knn": "dashed", "mlp": "dotted", "random_forest": "dash-dot",
+                   "svm": "dash-dot-dot", "gradient_boosting": "long dashes", "decision_tree": "sparse dots"}
 
 
 def fmt(x: Any, digits: int = 3) -> str:

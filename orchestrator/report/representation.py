@@ -10,7 +10,8 @@ from orchestrator.report.blocks import InlineFigure, Labelled, Reading, Table, T
 from orchestrator.report.format import DASH, fmt, fmt_count, fraction_label
 from orchestrator.report.templating import render
 from orchestrator.results import Representation, Results
-from orchestrator.results.queries import effective_rank, embedding_dims, is_num, model_order, site_separability
+from orchestrator.results.queries import (effective_rank, embedding_dims, is_num, model_order, probe_label,
+                                          site_separability)
 
 
 def _silhouette_reading(score: Any, source: bool) -> Reading:
@@ -74,6 +75,50 @@ def _umap_table(reps: list[Representation]) -> Table | None:
                      f"{u.get('metric', DASH)}, seed={u.get('seed', DASH)}"])
     return Table(["dataset", "ECGs", "sources", "class silhouette", "source silhouette", "trustworthiness",
                   "continuity", "UMAP settings"], rows, numeric=(1, 5, 6)) if rows else None
+
+
+def _selection_rows(dataset: str, space: str, block: dict) -> list:
+    """One row of the UMAP selection table for a grid block ({grid, selected}); [] without a grid."""
+    grid = [g for g in block.get("grid") or [] if isinstance(g, dict)]
+    chosen = block.get("selected") or {}
+    if not grid:
+        return []
+    scores = [g.get("silhouette") for g in grid if is_num(g.get("silhouette"))]
+    spread = f"{min(scores):.2f} to {max(scores):.2f}" if scores else DASH
+    return [[dataset, space, fmt_count(len(grid)),
+             f"n_neighbors={chosen.get('n_neighbors', DASH)}, min_dist={chosen.get('min_dist', DASH)}",
+             fmt(chosen.get("silhouette")), spread]]
+
+
+def _selection_table(reps: list[Representation]) -> Table | None:
+    """Per dataset and space: the UMAP grid's size, the chosen setting and its silhouette; None without grids."""
+    rows = []
+    for r in reps:
+        u = r.umap or {}
+        rows += _selection_rows(r.dataset, "full embedding", u)
+        top = u.get("shap_top_k") or {}
+        rows += _selection_rows(r.dataset, f"top {top.get('k', DASH)} SHAP dimensions", top)
+    return Table(["dataset", "space", "settings tried", "chosen", "class silhouette (2-D)", "range over the grid"],
+                 rows, numeric=(2, 4)) if rows else None
+
+
+def _probe_shap_table(reps: list[Representation], dim: int | None) -> Table | None:
+    """Per seed-family probe: how its (TreeSHAP) attribution concentrates, or why it was not explained."""
+    rows = []
+    for r in reps:
+        for kind, s in ((r.shap or {}).get("by_probe") or {}).items():
+            if not isinstance(s, dict):
+                continue
+            if not s.get("explainer"):
+                rows.append([r.dataset, probe_label(kind), DASH, DASH, DASH, DASH, s.get("note")])
+                continue
+            n90 = s.get("dims_for_90pct")
+            rows.append([r.dataset, probe_label(kind), f"{s['explainer']} ({fmt_count(s.get('n_samples'))} ECGs)",
+                         fmt_count(s.get("dims_for_50pct")),
+                         fmt_count(n90) + (f" of {dim:,}" if dim and is_num(n90) else ""), fmt(s.get("gini"), 2),
+                         _top_dims(s.get("top_dims"))])
+    return Table(["dataset", "probe", "explainer", "dimensions for 50%", "dimensions for 90%", "Gini",
+                  "top dimensions per class"], rows, numeric=(3, 4, 5)) if rows else None
 
 
 def _structure_table(reps: list[Representation], dim: int | None) -> Table | None:
@@ -142,7 +187,10 @@ class ModelRepresentation:
     umap: Table | None
     structure: Table | None
     umap_figures: list[InlineFigure]
+    selection: Table | None
+    selection_figures: list[InlineFigure]
     shap: Table | None
+    probe_shap: Table | None
     stability: Table | None
     shap_figures: list[InlineFigure]
     attribution: Attribution | None
@@ -166,8 +214,11 @@ def representation_section(results: Results, figures: list[dict]) -> str:
         shown.append(ModelRepresentation(
             title=model or "other figures", umap=_umap_table(mine), structure=_structure_table(mine, dim),
             umap_figures=inline_figures(f for f in figs if f.get("kind") == "umap"),
-            shap=_shap_table(mine, dim), stability=_stability_table(mine),
+            selection=_selection_table(mine),
+            selection_figures=inline_figures(f for f in figs if f.get("kind") == "umap_selection"),
+            shap=_shap_table(mine, dim), probe_shap=_probe_shap_table(mine, dim), stability=_stability_table(mine),
             shap_figures=inline_figures(f for f in figs if f.get("kind") == "shap"),
             attribution=attribution(mine, figs),
-            other_figures=inline_figures(f for f in figs if f.get("kind") not in ("umap", "shap", "leads"))))
+            other_figures=inline_figures(f for f in figs if f.get("kind") not in ("umap", "umap_selection", "shap",
+                                                                                  "leads"))))
     return render("representation.html.j2", models=shown)

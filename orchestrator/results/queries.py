@@ -12,8 +12,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from orchestrator.results.document import Results
 from orchestrator.results.rows import Comparison, ModelInfo, ProbeResult, Representation, SummaryRow
 
-PROBE_ORDER = ("linear", "knn", "mlp")
-PROBE_LABELS = {"linear": "linear", "knn": "kNN", "mlp": "MLP"}
+PROBE_ORDER = ("linear", "knn", "mlp", "random_forest", "svm", "gradient_boosting", "decision_tree")
+PROBE_LABELS = {"linear": "linear", "knn": "kNN", "mlp": "MLP", "random_forest": "random forest", "svm": "SVM",
+                "gradient_boosting": "boosted trees", "decision_tree": "decision tree"}
 ALPHA = 0.05  # only used when a comparison has no CI
 
 # Within cached(), lookups that would rescan probes/comparisons for every row share one index per Results.
@@ -41,7 +42,7 @@ def probe_label(kind: str) -> str:
 
 
 def ordered_probes(kinds: Iterable[str]) -> list[str]:
-    """Probe kinds in the canonical order linear, kNN, MLP, then others sorted."""
+    """Probe kinds in the canonical order (linear, kNN, MLP, then the seed's families), then others sorted."""
     kinds = set(kinds)
     return [k for k in PROBE_ORDER if k in kinds] + sorted(kinds - set(PROBE_ORDER))
 

@@ -25,8 +25,9 @@ from orchestrator.experiment import Experiment
 from orchestrator.preprocess import preprocess
 from orchestrator.results import Representation, SimilarityRow
 from orchestrator.stages.analysis_tasks import (driver_threads, shap_remote, similarity_remote, structure_remote,
-                                               umap_remote)
+                                               umap_remote, umap_top_remote)
 from orchestrator.stages.probe import Probed
+from orchestrator.stages.probe_shap import SVM_NOTE, explained, tree_shap_remote
 from orchestrator.stages.types import DatasetView, Embedded, Figure, Launched
 from services.analysis.figures import umap_grid
 from services.analysis.shap_stats import cross_source_shap_agreement, shap_stability
@@ -131,7 +132,7 @@ class _RepresentationStage:
                 if an["shap"]["enabled"]:
                     jobs += self._shap_jobs(view, model.name, task, classes, linear, entry)
         projections: dict = {}
-        followups = []
+        followups, top = [], []
         for kind, model, view, ref in jobs:
             try:
                 value = ray.get(ref)
@@ -141,15 +142,27 @@ class _RepresentationStage:
             entry = self.entries[(model, view.dataset.name)]
             if kind == "umap":
                 scores, figures, projection = value
-                entry["umap"] = scores
+                entry["umap"] = {**scores, **entry.get("umap", {})}
                 projections[(model, view.dataset.name)] = projection
-                self.keep_figures(figures, model, "umap")
+                self.keep_figures([f for f in figures if not f[0].startswith("umap-selection/")], model, "umap")
+                self.keep_figures([f for f in figures if f[0].startswith("umap-selection/")], model,
+                                  "umap_selection")
                 if an["structure"]["enabled"]:
                     followups.append(self._structure_job(view, model, projection))
             elif kind == "structure":
                 self._set_structure(entry, value)
             else:
                 self._set_shap(entry, kind, value, model)
+                if kind == "shap-main" and an["umap"]["enabled"] and an["umap"]["shap_top_k"]:
+                    top.append((model, view, self._umap_top_job(view, model, value[2])))
+        for model, view, ref in top:  # before structure: it is the shorter wait of the two
+            try:
+                summary, figures = ray.get(ref)
+            except Exception as err:
+                self.problems(view.dataset.name, "analysis", f"UMAP on the top SHAP dimensions failed: {err}", model)
+                continue
+            self.entries[(model, view.dataset.name)].setdefault("umap", {})["shap_top_k"] = summary
+            self.keep_figures(figures, model, "umap_selection")
         for model, view, ref in followups:
             try:
                 self._set_structure(self.entries[(model, view.dataset.name)], ray.get(ref))
@@ -161,6 +174,13 @@ class _RepresentationStage:
         self._umap_grids(views, projections)
         if an["attribution"]["enabled"] and an["shap"]["enabled"]:
             self._attribution(views, linear, endpoints, cards, preps)
+
+    def _umap_top_job(self, view, model: str, mean_abs: np.ndarray):
+        """The seed's UMAP on the top-k SHAP dimensions of the main probe, over every analysed record."""
+        classes, y = view.labels[view.tasks[0]]
+        primary = [classes[k] for k in y.argmax(axis=1)]
+        return umap_top_remote.remote(view.emb[model], np.arange(len(primary)), mean_abs, primary,
+                                      self.exp.analyses["umap"], model, self.threads)
 
     # --- structure -------------------------------------------------------------------------------
     def _structure_job(self, view, model: str, projection: np.ndarray):
@@ -211,9 +231,20 @@ class _RepresentationStage:
                     probe, emb, train, rows, classes, an["top_k"], model, self.threads)))
         entry["shap"] = {"task": task, "train_fraction": full, "seed": seed0, "classes": classes}
         entry["_runs"] = {"seeds": [], "fractions": [], "sources": {}}
+        by_probe = explained(exp.probe["kinds"])
+        if by_probe:
+            entry["shap"]["by_probe"] = {k: {"explainer": None, "note": SVM_NOTE} for k, tree in by_probe.items()
+                                         if not tree}
+        for kind in (k for k, tree in by_probe.items() if tree):
+            jobs.append((f"shap-probe:{kind}", model, view, tree_shap_remote.remote(
+                kind, emb, view.labels[task][1], train, test, classes, view.dataset.multi_label[task], seed0,
+                exp.probe["cv_folds"], an["top_k"], self.threads)))
         return jobs
 
     def _set_shap(self, entry: dict, kind: str, value, model: str) -> None:
+        if kind.startswith("shap-probe:"):
+            entry["shap"]["by_probe"][kind.split(":", 1)[1]] = value
+            return
         summary, figures, mean_abs = value
         runs = entry["_runs"]
         if kind == "shap-main":
@@ -232,6 +263,8 @@ class _RepresentationStage:
         if runs is None or "main" not in runs:
             return
         shap = entry["shap"]
+        if "by_probe" in shap:  # in the experiment's kind order, however the tasks finished
+            shap["by_probe"] = {k: shap["by_probe"][k] for k in self.exp.probe["kinds"] if k in shap["by_probe"]}
         classes, k = shap.pop("classes"), self.exp.analyses["shap"]["top_k"]
         seed0, full = str(shap["seed"]), f"{shap['train_fraction']:g}"
         seeds = [(seed0, runs["main"])] + sorted(runs["seeds"], key=lambda r: int(r[0]))

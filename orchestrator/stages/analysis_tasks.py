@@ -18,7 +18,8 @@ import numpy as np
 import ray
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from services.analysis import tasks
+from services.analysis import tasks, umap_selection
+from services.analysis.core import slug
 from services.common.threads import free_openblas_control
 
 Threads = dict[str, int]  # threadpoolctl user_api ("blas", "openmp") -> threads
@@ -49,17 +50,57 @@ def computing_with(threads: Threads | None) -> Iterator[None]:
         yield
 
 
+def grid_points(params: dict) -> tuple[list[int], list[float]] | None:
+    """The experiment's UMAP grid (empty lists take the single setting), or None when it has one point."""
+    grid = params.get("grid") or {}
+    ks = list(grid.get("n_neighbors") or []) or [params["n_neighbors"]]
+    ds = list(grid.get("min_dist") or []) or [params["min_dist"]]
+    return (ks, ds) if len(ks) * len(ds) > 1 else None
+
+
+def _selection_summary(selection) -> dict:
+    """results.json `grid` and `selected` of a UMAP selection."""
+    rows = selection.rows()
+    return {"grid": rows, "selected": dict(rows[selection.selected])}
+
+
 def umap_task(emb: np.ndarray, classes: list[str], sources: list[str], params: dict, title: str,
               threads: Threads | None = None) -> tuple[dict, list, np.ndarray]:
-    """UMAP of one model's embeddings: scores, figures, projection."""
+    """UMAP of one model's embeddings (over the grid when one is set): scores, figures, projection."""
+    grid = grid_points(params)
+    selection = None
     with computing_with(threads):
-        result, figures = tasks.umap(tasks.as_sent(emb), classes, sources, n_neighbors=params["n_neighbors"],
-                                     min_dist=params["min_dist"], metric=params["metric"], seed=params["seed"],
-                                     title=title)
+        if grid is None:
+            result, figures = tasks.umap(tasks.as_sent(emb), classes, sources, n_neighbors=params["n_neighbors"],
+                                         min_dist=params["min_dist"], metric=params["metric"], seed=params["seed"],
+                                         title=title)
+        else:
+            result, figures, selection = tasks.umap_grid(tasks.as_sent(emb), classes, sources, *grid,
+                                                         metric=params["metric"], seed=params["seed"], title=title)
     scores = {"silhouette_class": result.silhouette_class, "silhouette_source": result.silhouette_source,
               "trustworthiness": result.trustworthiness, "n_neighbors": result.n_neighbors,
               "min_dist": result.min_dist, "metric": result.metric, "seed": params["seed"]}
+    if selection is not None:
+        scores.update(_selection_summary(selection))
     return scores, figures, result.projection
+
+
+def umap_top_task(emb: np.ndarray, rows: np.ndarray, mean_abs: np.ndarray, classes: list[str], params: dict,
+                  title: str, threads: Threads | None = None) -> tuple[dict, list]:
+    """The seed's UMAP: on the top-k SHAP dimensions (standardised) of the given rows, over the grid."""
+    dims = umap_selection.top_dims(mean_abs, int(params["shap_top_k"]))
+    x = umap_selection.standardise_columns(tasks.as_sent(emb)[np.asarray(rows)][:, dims])
+    ks, ds = grid_points(params) or ([params["n_neighbors"]], [params["min_dist"]])
+    name = f"{title} (top {len(dims)} SHAP dimensions)"
+    with computing_with(threads):
+        selection = umap_selection.select_umap(x, classes, ks, ds, params["metric"], params["seed"])
+        png = umap_selection.selection_figure(selection, classes, name)
+    point = selection.points[selection.selected]
+    summary = {"k": len(dims), "dims": dims, **_selection_summary(selection)}
+    caption = (f"UMAP of {title} on the {len(dims)} embedding dimensions its linear probe relies on most (mean |SHAP| "
+               f"over classes; columns standardised), as the seed paper draws it, at every grid setting; framed: the "
+               f"highest class silhouette (n_neighbors={point.n_neighbors}, min_dist={point.min_dist:g}).")
+    return summary, [(f"umap-selection/{slug(title)}/top-shap", png, caption)]
 
 
 def structure_task(emb: np.ndarray, classes: list[str], sources: list[str], groups: list[str],
@@ -104,6 +145,7 @@ def similarity_rows_task(names: list[str], title: str, threads: Threads | None, 
 
 
 umap_remote = ray.remote(**TASK_OPTIONS)(umap_task)
+umap_top_remote = ray.remote(**TASK_OPTIONS)(umap_top_task)
 structure_remote = ray.remote(**TASK_OPTIONS)(structure_task)
 shap_remote = ray.remote(**TASK_OPTIONS)(shap_rows_task)
 similarity_remote = ray.remote(**TASK_OPTIONS)(similarity_rows_task)

@@ -116,7 +116,8 @@ def classification_cells(exp: Experiment, views: list[DatasetView]) -> list[Grid
                 train, test = view.split_for(task, model.name)
                 cells.append(GridCell(key=(model.name, view.name, task), x=view.emb[model.name], y=y, train=train,
                                       test=test, class_names=classes, multi_label=view.dataset.multi_label[task],
-                                      settings=settings(exp), groups=groups, **_common(exp)))
+                                      settings=settings(exp), groups=groups, sampling=exp.scarcity["sampling"],
+                                      **_common(exp)))
     return cells
 
 

@@ -127,7 +127,14 @@ def umap_projection(x: np.ndarray, class_labels: Sequence[str], sources: Sequenc
         if len(labels) != n:
             raise ValueError(f"{name}: has {len(labels)} entries but embeddings has {n} rows")
     k, min_dist, metric = resolve_umap_params(n, n_neighbors, min_dist, metric)
-    projection = _fit_umap(x, k, min_dist, metric, seed)
+    return scored_projection(x, _fit_umap(x, k, min_dist, metric, seed), class_labels, sources, k, min_dist, metric,
+                             seed)
+
+
+def scored_projection(x: np.ndarray, projection: np.ndarray, class_labels: Sequence[str], sources: Sequence[str],
+                      k: int, min_dist: float, metric: str, seed: int) -> UmapResult:
+    """A projection of x made with these settings, with its silhouettes (embedding space) and trustworthiness."""
+    x = np.asarray(x, dtype=np.float32)
     classes = np.asarray(class_labels, dtype=object)
     origins = np.asarray(sources, dtype=object)
     return UmapResult(

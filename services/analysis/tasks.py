@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from services.analysis import core, inputs, neighbourhood, separability, similarity as cka, structure as metrics
+from services.analysis import umap_selection
 from services.analysis.figures import similarity_figure
 from services.analysis.structure import StructureResult
 
@@ -74,6 +75,43 @@ def umap(x: np.ndarray, class_labels: Sequence[str], sources: Sequence[str], n_n
     result.silhouette_class = _defined(result.silhouette_class)
     result.silhouette_source = _defined(result.silhouette_source)
     return result, figures
+
+
+def umap_grid(x: np.ndarray, class_labels: Sequence[str], sources: Sequence[str], n_neighbors: Sequence[int],
+              min_dist: Sequence[float], metric: str = "", seed: int = 0,
+              title: str = "") -> tuple[core.UmapResult, Figures, umap_selection.UmapSelection]:
+    """UMAP over a (n_neighbors x min_dist) grid, the setting with the best class silhouette in 2-D kept.
+
+    Returns the selected projection scored as `umap` scores one, its two scatters plus the grid's
+    small-multiples figure, and the whole selection. Not (yet) an AnalysisService request.
+    """
+    labels, origins = list(class_labels), list(sources)
+    if len(origins) != x.shape[0]:
+        raise ValueError(f"sources: has {len(origins)} entries but embeddings has {x.shape[0]} rows")
+    metric = metric or core.DEFAULT_METRIC
+    if metric not in inputs.SUPPORTED_METRICS:
+        raise ValueError(f"metric: {metric!r} is not supported; use one of {', '.join(inputs.SUPPORTED_METRICS)}")
+    selection = umap_selection.select_umap(x, labels, n_neighbors, min_dist, metric, seed)
+    point = selection.points[selection.selected]
+    result = core.scored_projection(x, selection.projections[selection.selected], labels, origins,
+                                    point.n_neighbors_used, point.min_dist, metric, seed)
+    name = title or "embeddings"
+    figures = core.umap_figures(result, labels, origins, name)
+    figures.append((f"umap-selection/{core.slug(name)}", umap_selection.selection_figure(selection, labels, name),
+                    _selection_caption(selection, name)))
+    result.silhouette_class = _defined(result.silhouette_class)
+    result.silhouette_source = _defined(result.silhouette_source)
+    return result, figures, selection
+
+
+def _selection_caption(selection: umap_selection.UmapSelection, name: str) -> str:
+    """What the small multiples show and which setting won."""
+    point = selection.points[selection.selected]
+    sil = "undefined" if point.silhouette is None else f"{point.silhouette:.2f}"
+    return (f"UMAP of {name} at every grid setting (rows n_neighbors, columns min_dist), coloured by class; the "
+            f"framed panel (n_neighbors={point.n_neighbors}, min_dist={point.min_dist:g}) has the highest class "
+            f"silhouette in 2-D ({sil}) and is the one shown elsewhere. A map's look depends on these settings: "
+            "read clusters across panels, not from one.")
 
 
 def shap(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray, background: np.ndarray,

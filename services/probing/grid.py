@@ -7,8 +7,10 @@ the path `ecglens run` takes and the one bench/probe_sweep.py times.
 Exactness. With the default options each outcome equals what the ProbingService returns for the
 same fit (services.probing.server Evaluate -> fit_probe), fit for fit:
   * subsets: classification targets get scarcity_subset(y[train], fraction, k_shot, seed,
-    class_names=...) (no train groups); regression targets get a nested random subset
-    (sampling.regression_subset; fractions only); the setting (None, None) is the whole training split;
+    class_names=...) (no train groups), or with sampling="balanced" (not a service option) the
+    fractions get sampling.balanced_subsets (k-shot settings are balanced already); regression
+    targets get a nested random subset (sampling.regression_subset; fractions only); the setting
+    (None, None) is the whole training split;
   * inputs are cast to float32 as the wire does, then fit_probe receives the seed, the C grid and
     fold count (cs [] = the default grid, cv_folds 0 = 5), the probe kind and target type; with
     groups and bootstrap > 0 it also gets the test records' groups (as strings) and
@@ -38,13 +40,14 @@ from sklearn.preprocessing import StandardScaler
 from services.probing.c_selection import check_cs
 from services.probing.probes import ProbeSettings, fit_probe, with_bootstrap
 from services.probing.result import ProbeResult
-from services.probing.sampling import regression_subset, scarcity_subset, scarcity_subsets
+from services.probing.sampling import balanced_subsets, regression_subset, scarcity_subset, scarcity_subsets
 
 Setting = tuple[float | None, int | None]  # (train fraction, k-shot); exactly one is set, or neither = all
 DEFAULT_CV_FOLDS = 5
 TASK_CPUS = 1  # each task fits in its own worker process, single-threaded BLAS
 MAX_RETRIES = 2
 EXECUTORS = ("auto", "serial", "ray")
+SAMPLINGS = ("stratified", "balanced")
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class GridCell:
     multi_label: bool
     settings: list[Setting]
     seeds: list[int]
-    probes: list[str]  # "linear", "knn", "mlp"
+    probes: list[str]  # services.probing.probes.PROBES: "linear", "knn", "mlp", "random_forest", ...
     target_type: str = "classification"  # or "regression"
     groups: Any = None  # patient id per position (list or ray.ObjectRef), for bootstrap CIs
     bootstrap: int = 0  # patient-level resamples per fit (needs groups)
@@ -69,6 +72,7 @@ class GridCell:
     options: ProbeSettings | None = None  # other probe hyper-parameters; cs/cv_folds above take precedence
     shared_standardisation: bool = False
     warm_start: bool = False
+    sampling: str = "stratified"  # or "balanced": fractions of the smallest class from every class
 
 
 @dataclass
@@ -131,9 +135,28 @@ def _resolve(value: Any) -> Any:
     return value
 
 
+def _balanced_subsets(y_train: np.ndarray, settings: Sequence[Setting], seed: int,
+                      class_names: list[str]) -> list[np.ndarray | str]:
+    """Per setting, balanced subsets for fractions (k-shot as usual), or why one cannot be drawn."""
+    out: list[np.ndarray | str] = []
+    for fraction, k_shot in settings:
+        try:
+            if fraction is not None:
+                out.append(balanced_subsets(y_train, [fraction], seed, class_names=class_names)[0])
+            else:
+                out.append(scarcity_subset(y_train, None, k_shot, seed, class_names=class_names))
+        except ValueError as err:
+            out.append(str(err))
+    return out
+
+
 def _classification_subsets(y_train: np.ndarray, settings: Sequence[Setting], seed: int,
-                            class_names: list[str]) -> list[np.ndarray | str]:
+                            class_names: list[str], sampling: str = "stratified") -> list[np.ndarray | str]:
     """Per setting, the subset positions into the training split, or why it cannot be drawn."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    if sampling == "balanced":
+        return _balanced_subsets(y_train, settings, seed, class_names)
     try:
         return list(scarcity_subsets(y_train, settings, seed, class_names=class_names))
     except ValueError:
@@ -173,7 +196,7 @@ def _subsets(cell: GridCell, y: np.ndarray) -> dict[tuple[int, int], np.ndarray 
                 out[(i, seed)] = _regression_subset(len(train), setting, seed)
         if cell.target_type != "regression" and drawn:
             subsets = _classification_subsets(y[train], [cell.settings[i] for i in drawn], seed,
-                                              list(cell.class_names))
+                                              list(cell.class_names), cell.sampling)
             out.update({(i, seed): subset for i, subset in zip(drawn, subsets)})
     return out
 

@@ -7,12 +7,15 @@ Probe kinds (`probe`):
           prediction = ((x - mean) / scale) @ coef.T + intercept, with c = 1 / alpha.
   knn     cosine kNN on standardised embeddings (services.probing.knn).
   mlp     one-hidden-layer MLP with early stopping (services.probing.mlp).
+  random_forest, svm, gradient_boosting, decision_tree
+          the seed paper's families on standardised embeddings, a small grid chosen by inner CV
+          (services.probing.families); svm is an RBF SVC with Platt-scaled probabilities.
 
 Target types (`target_type`): "classification" (0/1 labels, one-hot unless multi_label) and
 "regression" (continuous targets [n, T], class_names naming the T targets; multi_label must be false).
 
 Outputs: test_logits are decision scores (linear logits; log of the probabilities, clipped at 1e-15,
-for knn/mlp; predicted values for regression); test_probabilities are class probabilities (None for
+for the other kinds; predicted values for regression); test_probabilities are class probabilities (None for
 regression). Metrics: classification as metrics.score_test_split; regression mae, rmse, r2, pearson_r,
 each the mean over targets. With bootstrap > 0, metrics_ci_low/high hold patient-level percentile
 95% CIs (services.probing.bootstrap) for every metric that is defined.
@@ -25,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from services.probing import families
 from services.probing import knn as knn_probe
 from services.probing import mlp as mlp_probe
 from services.probing.blas import single_threaded_blas
@@ -33,7 +37,7 @@ from services.probing.inputs import check_standardiser, prepare
 from services.probing.linear import fit_linear_probe, fit_ridge
 from services.probing.result import ProbeResult, classification_result, regression_result
 
-PROBES = ("linear", "knn", "mlp")
+PROBES = ("linear", "knn", "mlp") + families.KINDS
 TARGET_TYPES = ("classification", "regression")
 
 
@@ -95,6 +99,17 @@ def _fit_mlp(train_x, train_y, test_x, test_y, class_names, multi_label, regress
     return classification_result("mlp", test_y, fit.test_scores, class_names, multi_label, hyper, fit.notes)
 
 
+def _fit_family(kind: str, train_x, train_y, test_x, test_y, class_names, multi_label, regression: bool, seed: int,
+                settings: ProbeSettings, standardiser) -> ProbeResult:
+    """A probe of the seed's families (random forest, SVM, gradient boosting, decision tree) as a ProbeResult."""
+    given = check_standardiser(standardiser, train_x.shape[1]) if standardiser is not None else None
+    fit = families.fit_family(kind, train_x, train_y, test_x, multi_label, regression, seed, settings.cv_folds, given)
+    hyper = families.hyperparameters(fit.params)
+    if regression:
+        return regression_result(kind, test_y, fit.test_scores, hyper, fit.notes)
+    return classification_result(kind, test_y, fit.test_scores, class_names, multi_label, hyper, fit.notes)
+
+
 # ---------------------------------------------------------------------------------------------
 # Public entry point
 # ---------------------------------------------------------------------------------------------
@@ -110,6 +125,9 @@ def _dispatch(probe: str, regression: bool, data: tuple, multi_label: bool, seed
                                 settings.cv_folds, standardiser=standardiser, warm_start=warm_start)
     if probe == "knn":
         return _fit_knn(train_x, train_y, test_x, test_y, names, multi_label, regression, settings, standardiser)
+    if probe in families.FAMILIES:
+        return _fit_family(probe, train_x, train_y, test_x, test_y, names, multi_label, regression, seed, settings,
+                           standardiser)
     return _fit_mlp(train_x, train_y, test_x, test_y, names, multi_label, regression, seed, settings, standardiser)
 
 

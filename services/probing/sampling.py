@@ -2,7 +2,8 @@
 
 Every split here is deterministic by seed. `patient_split` cuts a dataset into train and test with
 every patient on one side; `scarcity_subset(s)` draw the nested, stratified training subsets of the
-label-scarcity grid (fractions and k-shot) of a classification target; `regression_subset` draws the
+label-scarcity grid (fractions and k-shot) of a classification target; `balanced_subsets` draw the
+seed paper's balanced alternative (the same count from every class); `regression_subset` draws the
 nested random subsets of a continuous target (no classes to stratify).
 """
 from __future__ import annotations
@@ -242,6 +243,30 @@ def scarcity_subset(labels: np.ndarray, fraction: float | None, k_shot: int | No
                     groups: np.ndarray | None = None, *, class_names: Sequence[str] | None = None) -> np.ndarray:
     """Sorted record indices of a nested, stratified training subset (fraction of units or k per class)."""
     return scarcity_subsets(labels, [(fraction, k_shot)], seed, groups, class_names=class_names)[0]
+
+
+# Balanced (the seed paper's `balanced` mode): every stratum (the class, for one-hot labels; the
+# rarest positive label for multi-label rows, rows with none forming one more stratum) gives
+# max(1, round(fraction x the smallest stratum's size)) records, the first ones of that stratum in
+# one seeded permutation, so for a given seed each fraction's subset holds every smaller one's.
+
+def balanced_subsets(labels: np.ndarray, fractions: Sequence[float], seed: int, *,
+                     class_names: Sequence[str] | None = None) -> list[np.ndarray]:
+    """Sorted record indices per fraction: the same number of records from every stratum (class)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be [n, C], got shape {list(labels.shape)}")
+    for fraction in fractions:
+        _check_scarcity_args(labels > 0, fraction, None, class_names, "samples")
+    keys = stratum_keys(labels)
+    perm = np.random.default_rng(sk_seed(seed)).permutation(labels.shape[0])
+    queues = [perm[keys[perm] == s] for s in np.unique(keys)]
+    smallest = min(len(q) for q in queues)
+    out = []
+    for fraction in fractions:
+        take = max(1, math.floor(fraction * smallest + 0.5))
+        out.append(np.sort(np.concatenate([q[:take] for q in queues])).astype(np.int64))
+    return out
 
 
 def regression_subset(n_train: int, fraction: float, seed: int) -> np.ndarray:

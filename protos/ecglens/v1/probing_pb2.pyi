@@ -14,6 +14,10 @@ class ProbeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROBE_KIND_LINEAR: _ClassVar[ProbeKind]
     PROBE_KIND_KNN: _ClassVar[ProbeKind]
     PROBE_KIND_MLP: _ClassVar[ProbeKind]
+    PROBE_KIND_RANDOM_FOREST: _ClassVar[ProbeKind]
+    PROBE_KIND_SVM: _ClassVar[ProbeKind]
+    PROBE_KIND_GRADIENT_BOOSTING: _ClassVar[ProbeKind]
+    PROBE_KIND_DECISION_TREE: _ClassVar[ProbeKind]
 
 class TargetKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -24,6 +28,10 @@ PROBE_KIND_UNSPECIFIED: ProbeKind
 PROBE_KIND_LINEAR: ProbeKind
 PROBE_KIND_KNN: ProbeKind
 PROBE_KIND_MLP: ProbeKind
+PROBE_KIND_RANDOM_FOREST: ProbeKind
+PROBE_KIND_SVM: ProbeKind
+PROBE_KIND_GRADIENT_BOOSTING: ProbeKind
+PROBE_KIND_DECISION_TREE: ProbeKind
 TARGET_KIND_UNSPECIFIED: TargetKind
 TARGET_KIND_CLASSIFICATION: TargetKind
 TARGET_KIND_REGRESSION: TargetKind
