@@ -107,7 +107,7 @@ def test_spec_hash_changes_with_the_pipeline():
 @pytest.mark.parametrize("change, message", [
     ({"colour": 1}, "unknown key(s) colour"),
     ({"scarcity": {"train_fractions": [0.5, 2.0]}}, "scarcity.train_fractions: 2.0 is outside"),
-    ({"scarcity": {"fractions": [0.5]}}, "scarcity: unknown key(s) fractions; allowed: k_shots, train_fractions"),
+    ({"scarcity": {"fractions": [0.5]}}, "scarcity: unknown key(s) fractions; allowed: k_shots, sampling, train_fractions"),
     ({"seeds": []}, "seeds: at least one seed"),
     ({"models": []}, "models: at least one model"),
     ({"models": [{"name": "a", "colour": 1}]}, "models[0]: unknown key(s) colour"),
