@@ -23,6 +23,7 @@ import ray
 from orchestrator.cache import EmbeddingCache
 from orchestrator.datasets.base import DatasetSpec, RecordError, open_dataset
 from orchestrator.preprocess import PreprocessSpec, preprocess_windows
+from orchestrator.server_host import address_of
 
 log = logging.getLogger(__name__)
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
@@ -106,12 +107,7 @@ class EndpointWorker:
 
     def _current(self, address: str) -> str:
         """The replica's address now: asked of its host when it has one (it may have moved)."""
-        if self.host is None:
-            return address
-        try:
-            return ray.get(self.host.address.remote(), timeout=self.timeout_s)
-        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
-            return address
+        return address if self.host is None else address_of(self.host, address, self.timeout_s)
 
     def _connect(self, address: str) -> None:
         from orchestrator.endpoints import EndpointError, open_client

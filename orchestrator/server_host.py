@@ -68,17 +68,16 @@ class ServerHost:
         return code
 
 
+def address_of(host: object, fallback: str, timeout_s: float = 60.0) -> str:
+    """Where a ServerHost serves now (it waits for a restart in progress); fallback when it is gone for good."""
+    try:
+        return ray.get(host.address.remote(), timeout=timeout_s)
+    except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+        return fallback  # the caller finds no answer there and says so
+
+
 def current_endpoints(endpoints: dict[str, list[str]], hosts: dict[str, object],
                       timeout_s: float = 60.0) -> dict[str, list[str]]:
     """Each model's replica addresses now: a replica whose ServerHost restarted after a node loss has a new one."""
-    out = {}
-    for model, addresses in endpoints.items():
-        now = []
-        for address in addresses:
-            host = hosts.get(address)
-            try:
-                now.append(ray.get(host.address.remote(), timeout=timeout_s) if host is not None else address)
-            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
-                now.append(address)  # gone for good: the caller finds no answer there and says so
-        out[model] = now
-    return out
+    return {model: [address_of(hosts[a], a, timeout_s) if a in hosts else a for a in addresses]
+            for model, addresses in endpoints.items()}

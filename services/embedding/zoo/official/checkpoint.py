@@ -92,6 +92,23 @@ def strip_prefix(state: dict, prefix: str) -> dict:
     return state
 
 
+def wrapped_state(ckpt: Any, key: str, source: str, expected: str) -> dict:
+    """The state dict under ckpt[key], or ckpt itself when it is a bare state dict; a 'module.' prefix removed.
+
+    `expected` names the authors' wrapper in the error, e.g. "a PyTorch Lightning checkpoint ({'state_dict': ...})".
+    """
+    import torch
+
+    if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+        state = ckpt[key]
+    elif isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        state = ckpt
+    else:
+        keys = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise OfficialCheckpointError(f"{source}: expected {expected} or a state dict; found {keys}")
+    return strip_prefix(dict(state), "module.")
+
+
 def _listing(keys: list[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from services.embedding.zoo.official.checkpoint import (OfficialCheckpointError, first_shape, key_indices,
-                                                        load_checkpoint, load_strict, strip_prefix)
+                                                        load_checkpoint, load_strict, wrapped_state)
 from services.embedding.zoo.official.export import card_frame, param_count, write_onnx
 from services.embedding.zoo.official.s4 import S4Model
 
@@ -206,15 +206,7 @@ def weights_file(path: Path | str) -> Path:
 
 def _model_state(ckpt, source: str) -> dict:
     """The ECGModel state dict from a Lightning checkpoint ({'state_dict': ...}) or a bare state dict."""
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
-        state = ckpt["state_dict"]
-    elif isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        state = ckpt
-    else:
-        keys = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise OfficialCheckpointError(f"{source}: expected a PyTorch Lightning checkpoint ({{'state_dict': ...}}) "
-                                      f"or a state dict; found {keys}")
-    return strip_prefix(dict(state), "module.")
+    return wrapped_state(ckpt, "state_dict", source, "a PyTorch Lightning checkpoint ({'state_dict': ...})")
 
 
 def load_official(checkpoint_path: Path | str) -> ECGModel:

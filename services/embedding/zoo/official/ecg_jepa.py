@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from services.embedding.zoo.official.checkpoint import (OfficialCheckpointError, first_shape, key_indices,
-                                                        load_checkpoint, load_strict, strip_prefix)
+                                                        load_checkpoint, load_strict, wrapped_state)
 from services.embedding.zoo.official.export import card_frame, param_count, write_onnx
 
 FM = "ecg-jepa"
@@ -221,15 +221,8 @@ def infer_config(state: dict) -> dict:
 
 def _encoder_state(ckpt, source: str) -> dict:
     """The encoder's state dict from {'encoder': ..., 'epoch': N}, a bare state dict or a whole ecg_jepa."""
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("encoder"), dict):
-        state = ckpt["encoder"]
-    elif isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        state = ckpt
-    else:
-        keys = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise OfficialCheckpointError(f"{source}: expected the authors' {{'encoder': state_dict, 'epoch': N}} "
-                                      f"(pretrain_ECG_JEPA.py) or a state dict; found {keys}")
-    state = strip_prefix(dict(state), "module.")
+    state = wrapped_state(ckpt, "encoder", source,
+                          "the authors' {'encoder': state_dict, 'epoch': N} (pretrain_ECG_JEPA.py)")
     if any(k.startswith("target_encoder.") for k in state):  # a whole ecg_jepa: use its (context) encoder
         state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     return state
