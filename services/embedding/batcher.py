@@ -41,8 +41,11 @@ class DynamicBatcher:
 
     def __init__(self, infer: Callable[[np.ndarray], np.ndarray], max_batch_size: int,
                  max_queue_delay_s: float, max_queue_ecgs: int,
-                 on_batch: Callable[[BatchStats], None] | None = None) -> None:
+                 on_batch: Callable[[BatchStats], None] | None = None, runners: int = 1) -> None:
+        if runners < 1:
+            raise ValueError("a batcher needs at least one runner")
         self._infer = infer
+        self.runners = runners
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_ecgs = max_queue_ecgs
@@ -50,11 +53,13 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._queued_ecgs = 0
         self._draining = False
-        self._busy = False
-        # One inference thread: the backend parallelises inside a batch (intra-op threads), and a
-        # single consumer keeps batches in arrival order.
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer")
-        self._worker: asyncio.Task | None = None
+        self._busy = 0
+        self._idle = 0  # runners waiting for the first request of their next batch
+        # One inference thread per runner. One runner: the backend parallelises inside a batch (intra-op
+        # threads). Several: batches run side by side (as Triton's instance groups), each on fewer threads,
+        # which on a small CPU keeps every core busy while another batch is being received or answered.
+        self._executor = concurrent.futures.ThreadPoolExecutor(runners, thread_name_prefix="infer")
+        self._workers: list[asyncio.Task] = []
 
     @property
     def queued_ecgs(self) -> int:
@@ -62,8 +67,9 @@ class DynamicBatcher:
         return self._queued_ecgs
 
     def start(self) -> None:
-        """Start the worker on the running loop."""
-        self._worker = asyncio.get_running_loop().create_task(self._run())
+        """Start the workers (one per runner) on the running loop."""
+        loop = asyncio.get_running_loop()
+        self._workers = [loop.create_task(self._run()) for _ in range(self.runners)]
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
         """Embed [B, L, T]: split into chunks of max_batch_size, queue them, reassemble in order."""
@@ -85,7 +91,11 @@ class DynamicBatcher:
 
     async def _next_batch(self) -> list[_Item]:
         """Wait for one item, then gather more until full or the queue delay has passed."""
-        first = await self._queue.get()
+        self._idle += 1
+        try:
+            first = await self._queue.get()
+        finally:
+            self._idle -= 1
         items, size = [first], len(first.x)
         deadline = time.perf_counter() + self.max_queue_delay_s
         while size < self.max_batch_size:
@@ -93,7 +103,10 @@ class DynamicBatcher:
                 nxt = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0:
+                # Lingering for batch-mates only pays while every other runner is busy: an idle one would
+                # take the next request at once, and this batch would wait out the delay for nothing. (A runner
+                # that frees up while this one lingers does not cut the wait short: that costs at most the delay.)
+                if remaining <= 0 or self._idle:
                     break
                 try:
                     nxt = await asyncio.wait_for(self._queue.get(), remaining)
@@ -125,7 +138,7 @@ class DynamicBatcher:
                 continue
             batch = live[0].x if len(live) == 1 else np.concatenate([i.x for i in live])
             started = time.perf_counter()
-            self._busy = True
+            self._busy += 1
             try:
                 out = await loop.run_in_executor(self._executor, self._infer, batch)
             except Exception as err:  # the backend's failure belongs to every request of the batch
@@ -134,7 +147,7 @@ class DynamicBatcher:
                         item.future.set_exception(err)
                 continue
             finally:
-                self._busy = False
+                self._busy -= 1
             finished = time.perf_counter()
             offset = 0
             for item in live:
@@ -153,11 +166,11 @@ class DynamicBatcher:
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
-        """Stop the worker and its thread."""
-        if self._worker:
-            self._worker.cancel()
+        """Stop the workers and their threads."""
+        for worker in self._workers:
+            worker.cancel()
             try:
-                await self._worker
+                await worker
             except asyncio.CancelledError:
                 pass
         self._executor.shutdown(wait=True)

@@ -10,8 +10,9 @@ import numpy as np
 
 from protos.ecglens.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.grpc_options import ChannelClient, open_channel
+from services.common.memory import reuse_large_buffers
 from services.common.proto_enums import from_enum, to_enum
-from services.common.tensors import from_tensor, to_tensor
+from services.common.tensors import encode_tensor_message, from_tensor, to_tensor
 
 SERVICE = "ecglens.v1.EmbeddingService"
 
@@ -44,8 +45,15 @@ class EmbeddingClient(ChannelClient):
         self.metadata = tuple(metadata)  # e.g. (("authorization", "Bearer ..."),); never logged
         self.timeout_s = timeout_s
         self.wire_dtype = wire_dtype
+        reuse_large_buffers()  # batches are megabytes: without it each one page-faults fresh memory
         self.channel = open_channel(address, SERVICE, credentials, extra_options)
         self.stub = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
+        # The same methods taking requests already serialised by encode_tensor_message (one copy of the samples).
+        self._embed_raw = self.channel.unary_unary(
+            f"/{SERVICE}/Embed", request_serializer=None, response_deserializer=embedding_pb2.EmbedResponse.FromString)
+        self._stream_raw = self.channel.stream_stream(
+            f"/{SERVICE}/EmbedStream", request_serializer=None,
+            response_deserializer=embedding_pb2.EmbedResponse.FromString)
 
     def card(self, connect_timeout_s: float | None = None) -> embedding_pb2.ModelCard:
         """The served model's card, with model_kind and the deprecated text kind both filled when either is.
@@ -67,13 +75,18 @@ class EmbeddingClient(ChannelClient):
         return embedding_pb2.EmbedRequest(request_id=request_id or uuid.uuid4().hex,
                                           ecg=to_tensor(x, self.wire_dtype))
 
+    def request_bytes(self, x: np.ndarray, request_id: str | None = None) -> tuple[str, bytes]:
+        """(request_id, the serialised EmbedRequest) for a [B, L, T] batch: request() as wire bytes."""
+        rid = request_id or uuid.uuid4().hex
+        return rid, encode_tensor_message(rid, x, self.wire_dtype)
+
     def embed(self, x: np.ndarray, request_id: str | None = None) -> np.ndarray:
         """Embed one batch with the unary RPC; raise EmbedError on a non-OK status."""
-        req = self.request(x, request_id)
+        rid, req = self.request_bytes(x, request_id)
         try:
-            reply = self.stub.Embed(req, timeout=self.timeout_s, metadata=self.metadata)
+            reply = self._embed_raw(req, timeout=self.timeout_s, metadata=self.metadata)
         except grpc.RpcError as err:
-            raise EmbedError(err.code(), err.details(), req.request_id) from None
+            raise EmbedError(err.code(), err.details(), rid) from None
         return from_tensor(reply.embedding, "embedding")
 
     def embed_many(self, x: np.ndarray, batch_size: int, in_flight: int = 2) -> np.ndarray:
@@ -91,17 +104,17 @@ class EmbeddingClient(ChannelClient):
         for start in range(0, len(x), batch_size):
             if len(pending) >= in_flight:
                 collect()
-            req = self.request(x[start:start + batch_size])
-            pending.append((req.request_id, self.stub.Embed.future(req, timeout=self.timeout_s, metadata=self.metadata)))
+            rid, req = self.request_bytes(x[start:start + batch_size])
+            pending.append((rid, self._embed_raw.future(req, timeout=self.timeout_s, metadata=self.metadata)))
         while pending:
             collect()
         return np.concatenate(parts)
 
     def embed_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Embed many batches over one EmbedStream; yields in order, raises EmbedError on a failed item."""
-        requests = (self.request(b) for b in batches)
+        requests = (self.request_bytes(b)[1] for b in batches)
         try:
-            for reply in self.stub.EmbedStream(requests, timeout=self.timeout_s * 10, metadata=self.metadata):
+            for reply in self._stream_raw(requests, timeout=self.timeout_s * 10, metadata=self.metadata):
                 if reply.status.code:
                     code = next(c for c in grpc.StatusCode if c.value[0] == reply.status.code)
                     raise EmbedError(code, reply.status.message, reply.request_id)

@@ -21,6 +21,7 @@ from protos.ecglens.v1 import embedding_pb2_grpc
 from services.common.admission import AdmissionInterceptor, RequestBudget
 from services.common.grpc_options import EMBED_MAX_MESSAGE_BYTES
 from services.common.logs import setup_logging
+from services.common.memory import reuse_large_buffers
 from services.common.runtime import ServerSpec
 from services.common.runtime import serve as serve_spec
 from services.embedding import v2_servicer
@@ -146,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from services.embedding.zoo.registry import resolve_package
 
     setup_logging(args.log_level)
+    reuse_large_buffers()  # every request is megabytes: reuse its buffers instead of faulting fresh pages
     os.environ["ECGLENS_SERVER"] = "1"  # backends tune themselves for serving (e.g. no busy-waiting threads)
 
     try:

@@ -64,7 +64,8 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         model = await loop.run_in_executor(None, EmbeddingModel.load, package)
         serving = model.card.serving
         batcher = DynamicBatcher(model.embed, serving.max_batch_size, serving.max_queue_delay_ms / 1e3,
-                                 serving.max_queue_ecgs, on_batch=self.metrics.observe_batch)
+                                 serving.max_queue_ecgs, on_batch=self.metrics.observe_batch,
+                                 runners=model.backend.runners)
         batcher.start()
         self.attach(model, batcher)
         return model

@@ -18,6 +18,7 @@ import numpy as np
 from protos.inference import open_inference_grpc_pb2 as pb
 from protos.inference import open_inference_grpc_pb2_grpc as pb_grpc
 from services.common.grpc_options import ChannelClient, open_channel
+from services.common.memory import reuse_large_buffers
 from services.embedding import adapt
 from services.embedding.client import EmbedError
 
@@ -61,6 +62,7 @@ class V2Client(ChannelClient):
         self.call_metadata = tuple(metadata or ())
         # Client-side adaptation for servers that take a model's own input and return its raw output.
         self.layout, self.normalization, self.pooling, self.pool_axis = layout, normalization, pooling, pool_axis
+        reuse_large_buffers()  # batches are megabytes: without it each one page-faults fresh memory
         self.channel = open_channel(address, SERVICE, credentials)
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
 

@@ -18,6 +18,8 @@ class Backend(ABC):
 
     #: Short runtime description for logs and the card, e.g. "onnxruntime 1.32 [CPUExecutionProvider]".
     description: str = ""
+    #: Batches a server may run side by side on this backend (each in its own thread); set by load().
+    runners: int = 1
 
     @abstractmethod
     def load(self, card: ModelCard, package_dir: Path) -> None:

@@ -33,6 +33,33 @@ def _in_process() -> bool:
     return os.environ.get("ECGLENS_SERVER") != "1"
 
 
+def _cpu_count() -> int:
+    """CPUs this process may run on (a container's limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def plan_threads(providers: list[str], in_process: bool, cpus: int) -> tuple[int, int]:
+    """(runners, intra-op threads; 0 = ORT's default) for a session on these providers.
+
+    In-process a caller runs one batch at a time, so ORT's default (all cores inside each batch) is best.
+    A CPU server runs two batches side by side with half the cores each: a batch parallelised over every
+    core leaves them waiting at each operator's barrier, and while one batch is received or answered the
+    other keeps computing. Measured with bench/serve_throughput.py on 2 cores: ORT CPU per ECG fell ~25%.
+    ECGLENS_ORT_RUNNERS / ECGLENS_ORT_THREADS override either choice.
+    """
+    runners = int(os.environ.get("ECGLENS_ORT_RUNNERS", "0"))
+    threads = int(os.environ.get("ECGLENS_ORT_THREADS", "0"))
+    accelerated = any(p != "CPUExecutionProvider" for p in providers)
+    if not runners:
+        runners = 1 if in_process or accelerated or cpus < 2 else 2
+    if not threads and runners > 1 and not accelerated:
+        threads = max(1, cpus // runners)
+    return max(1, runners), max(0, threads)
+
+
 def _expose_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     """Make an intermediate tensor a graph output so ORT returns it."""
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -63,14 +90,14 @@ class OnnxBackend(Backend):
         self._params = int(sum(np.prod(init.dims) for init in model.graph.initializer))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = int(os.environ.get("ECGLENS_ORT_THREADS", "0"))
+        providers = choose_providers()
+        self.runners, threads = plan_threads(providers, _in_process(), _cpu_count())
         if threads:
             options.intra_op_num_threads = threads
         # Spinning intra-op threads burn the cores that gRPC needs to receive the next batch; a server
         # overlaps transport with compute, so it turns spinning off (ECGLENS_ORT_SPINNING=1 restores it).
         spinning = os.environ.get("ECGLENS_ORT_SPINNING", "1" if _in_process() else "0")
         options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-        providers = choose_providers()
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
         inputs = [i.name for i in self.session.get_inputs()]
         self._input = card.input.input_name or inputs[0]
