@@ -17,7 +17,7 @@ import logging
 import traceback
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Collection
+from typing import Any, AsyncIterator, Awaitable, Callable, Collection
 
 import grpc
 
@@ -155,7 +155,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         reserved = await self._reserve(patient)
         try:
             try:
-                raw = await asyncio.wait_for(read(), READ_TIMEOUT_S)
+                raw = await _within(read(), READ_TIMEOUT_S)
             except asyncio.TimeoutError:
                 raise _Rejected(grpc.StatusCode.DEADLINE_EXCEEDED,
                                 f"no request message arrived within {READ_TIMEOUT_S:g} s while memory was reserved "
@@ -312,6 +312,14 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
             self._outcome(method, "OK", counted)
             return response
         return grpc.stream_unary_rpc_method_handler(gather, response_serializer=serialize)
+
+
+async def _within(awaitable: Awaitable[Any], seconds: float) -> Any:
+    """await with a timeout (asyncio.TimeoutError); on 3.11+ without the Task that wait_for makes per call."""
+    if hasattr(asyncio, "timeout"):  # every request passes here: one Task less per message read
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 def _forget(error: BaseException) -> None:
