@@ -15,6 +15,30 @@ from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
 PACKAGES = ("ecglens.v1", "inference")
+# Deliberate edits of the vendored Open Inference Protocol file, as (upstream text, local text).
+# ModelMetadataResponse field 6: upstream OIP says `map<string, string> properties`, but Seldon
+# MLServer (1.7.x, proto/dataplane.proto) sends `map<string, InferParameter> parameters` under the same
+# number. A string map cannot parse a map of messages ("Exception deserializing response" on MLServer's
+# metadata whenever it carries int64 or bool parameters), so ECGLens follows MLServer: our server
+# sends the card's ECG meaning as string InferParameters and our client reads string/int/bool/double
+# ones. A server that follows upstream (strings in field 6) cannot be read for field 6 by this
+# definition either way; MLServer is the V2 server ECGLens is tested against, so its wire form wins.
+INFERENCE_PATCHES = [(
+    "  // Optional Model Properties\n  map<string, string> properties = 6;\n",
+    "  // Optional Model Properties\n"
+    "  // LOCAL PATCH (protos/generate.py INFERENCE_PATCHES): upstream's `map<string, string> properties = 6`\n"
+    "  // cannot parse what MLServer sends as field 6; this is MLServer's declaration (proto/dataplane.proto).\n"
+    "  map<string, InferParameter> parameters = 6;\n",
+)]
+
+
+def unpatched(text: str) -> str:
+    """The vendored file's upstream part with INFERENCE_PATCHES undone (what upstream's sha256 is of)."""
+    for upstream, local in INFERENCE_PATCHES:
+        if text.count(local) != 1:
+            raise ValueError(f"local patch not found exactly once: {local[:80]!r}")
+        text = text.replace(local, upstream)
+    return text
 
 
 def package_dir(package: str) -> Path:

@@ -35,6 +35,20 @@ def _bf16_to_f32(raw: bytes) -> np.ndarray:
     return (np.frombuffer(raw, "<u2").astype("<u4") << 16).view("<f4")
 
 
+def parameter_text(value: pb.InferParameter) -> str:
+    """A ModelMetadata parameter as the text the card reader parses: strings as sent, numbers and bools
+    spelled out (MLServer sends int64 and bool parameters; "true"/"false" as the card's own text does)."""
+    kind = value.WhichOneof("parameter_choice")
+    if kind is None:
+        return ""
+    got = getattr(value, kind)
+    if kind == "bool_param":
+        return "true" if got else "false"
+    if kind == "double_param":
+        return str(int(got)) if got.is_integer() else repr(got)
+    return str(got)
+
+
 def _malformed(message: str, request_id: str = "") -> EmbedError:
     """A reply that breaks the protocol: reported like a server error, as INTERNAL."""
     return EmbedError(grpc.StatusCode.INTERNAL, f"malformed V2 reply: {message}", request_id)
@@ -103,7 +117,8 @@ class V2Client(ChannelClient):
         reply = self._call(self.stub.ModelMetadata, request, wait_for_ready=True)
         return {"name": reply.name, "versions": list(reply.versions), "platform": reply.platform,
                 "inputs": [_tensor_meta(t) for t in reply.inputs],
-                "outputs": [_tensor_meta(t) for t in reply.outputs], "properties": dict(reply.properties)}
+                "outputs": [_tensor_meta(t) for t in reply.outputs],
+                "properties": {key: parameter_text(value) for key, value in reply.parameters.items()}}
 
     def request(self, x: np.ndarray, request_id: str | None = None) -> pb.ModelInferRequest:
         """A ModelInferRequest for a [B, L, T] mV batch, adapted and sent as raw little-endian bytes."""

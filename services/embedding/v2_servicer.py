@@ -56,7 +56,8 @@ def _check_model(model: EmbeddingModel, name: str, version: str | None) -> None:
 
 
 def _properties(model: EmbeddingModel) -> dict[str, str]:
-    """The card's ECG meaning as ModelMetadata properties (strings, as the protocol's map requires)."""
+    """The card's ECG meaning as ModelMetadata parameters, each a string InferParameter (field 6 as MLServer
+    declares it; see protos/generate.py INFERENCE_PATCHES), parsed back by V2 clients as the card does."""
     card, spec = model.card, model.card.input
     return {
         "sampling_rate_hz": f"{spec.sampling_rate_hz:g}", "leads": ",".join(spec.leads),
@@ -79,7 +80,7 @@ def model_metadata(model: EmbeddingModel) -> pb.ModelMetadataResponse:
         name=card.name, versions=[card.version], platform=PLATFORM,
         inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=[-1, len(spec.leads), spec.num_samples])],
         outputs=[tensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, card.output.embedding_dim])],
-        properties=_properties(model))
+        parameters={key: pb.InferParameter(string_param=text) for key, text in _properties(model).items()})
 
 
 def _single_input(request: pb.ModelInferRequest) -> pb.ModelInferRequest.InferInputTensor:
