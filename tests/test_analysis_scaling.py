@@ -64,12 +64,12 @@ def test_grid_search_runs_on_a_seeded_subsample_and_the_choice_is_fitted_on_ever
     monkeypatch.setattr(umap_selection, "GRID_SAMPLE", 100)
     a = umap_selection.select_umap(x, labels, [5, 10], [0.1, 0.5], seed=4)
     b = umap_selection.select_umap(x, labels, [5, 10], [0.1, 0.5], seed=4)
-    assert np.array_equal(a.rows, subsample(260, 100, 4)) and a.n_rows == 100
+    assert np.array_equal(a.sample_rows, subsample(260, 100, 4)) and a.n_rows == 100
     assert all(p.shape == (100, 2) for p in a.projections)
     assert all(np.array_equal(p, q) for p, q in zip(a.projections, b.projections)) and a.selected == b.selected
     assert [p.silhouette for p in a.points] == [p.silhouette for p in b.points]
     # Every point is scored on the subsample's own labels.
-    sub_labels = [labels[i] for i in a.rows]
+    sub_labels = [labels[i] for i in a.sample_rows]
     for point, proj in zip(a.points, a.projections):
         assert point.silhouette == umap_selection.projection_silhouette(proj, sub_labels, 4)
     assert umap_selection.selection_figure(a, labels, "t")[:4] == b"\x89PNG"
@@ -83,7 +83,7 @@ def test_grid_search_runs_on_a_seeded_subsample_and_the_choice_is_fitted_on_ever
 def test_small_grids_use_every_row_as_before():
     x, labels, sources = blobs(80)
     selection = umap_selection.select_umap(x, labels, [5], [0.1, 0.5], seed=0)
-    assert selection.rows is None and selection.n_rows == 80
+    assert selection.sample_rows is None and selection.n_rows == 80
     result, _, _ = tasks.umap_grid(x, labels, sources, [5], [0.1, 0.5], seed=0)
     assert np.array_equal(result.projection, selection.projections[selection.selected])
 

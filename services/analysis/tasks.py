@@ -95,7 +95,7 @@ def umap_grid(x: np.ndarray, class_labels: Sequence[str], sources: Sequence[str]
         raise ValueError(f"metric: {metric!r} is not supported; use one of {', '.join(inputs.SUPPORTED_METRICS)}")
     selection = umap_selection.select_umap(x, labels, n_neighbors, min_dist, metric, seed)
     point = selection.points[selection.selected]
-    if selection.rows is None:
+    if selection.sample_rows is None:
         projection, k_used, n_fit = selection.projections[selection.selected], point.n_neighbors_used, len(x)
     else:
         k_used = max(2, min(point.n_neighbors, len(x) - 1))

@@ -7,7 +7,7 @@ selected point has the highest silhouette; ties and undefined scores go to the e
 (n_neighbors outer, min_dist inner, as given). Above GRID_SAMPLE rows the whole grid is fitted and
 scored on one seeded subsample of GRID_SAMPLE rows (inputs.subsample: sorted, deterministic), as the seed
 paper caps its grid search: a grid of G settings would otherwise cost G full-size UMAP fits. The
-selection records those rows (`rows`, None when all were used); the setting it picks is then fitted once
+selection records those rows (`sample_rows`, None when all were used); the setting it picks is then fitted once
 on every row (core.fit_projection) for the figures and scores. Unlike the single-setting path (core.resolve_umap_params,
 where 0 means the default), min_dist 0 here is 0. n_neighbors is clamped to N - 1 for small N; the
 grid keeps the value given and records the one used.
@@ -49,12 +49,12 @@ class UmapSelection:
     points: list[GridPoint]
     selected: int
     projections: list[np.ndarray]
-    rows: np.ndarray | None = None  # the input rows the grid was fitted on (sorted); None = all of them
+    sample_rows: np.ndarray | None = None  # the input rows the grid was fitted on (sorted); None = all of them
 
     @property
     def n_rows(self) -> int:
         """Rows every grid point was fitted and scored on."""
-        return len(self.projections[0]) if self.rows is None else len(self.rows)
+        return len(self.projections[0]) if self.sample_rows is None else len(self.sample_rows)
 
     def rows(self) -> list[dict]:
         """The grid as results.json rows: n_neighbors, min_dist, silhouette."""
@@ -148,8 +148,8 @@ def selection_figure(selection: UmapSelection, class_labels: Sequence[str], titl
     ds = list(dict.fromkeys(p.min_dist for p in selection.points))
     labels = np.asarray([str(v) for v in class_labels], dtype=object)
     groups = sorted(set(labels.tolist()))  # every class of the input keeps its colour, sampled or not
-    if selection.rows is not None:
-        labels = labels[selection.rows]
+    if selection.sample_rows is not None:
+        labels = labels[selection.sample_rows]
     colour = dict(zip(groups, core._palette(len(groups))))
     fig = Figure(figsize=(2.3 * len(ds) + 1.6, 2.2 * len(ks) + 0.5), layout="constrained")
     size = float(np.clip(1500 / max(len(labels), 1), 2, 12))
