@@ -189,7 +189,8 @@ def main() -> None:
             print(f"  {name:18s} n/a")
             continue
         extra = lambda r: max(r["peak_mb"] - r["before_mb"], 1.0)  # noqa: E731
-        print(f"  {name:18s} time {b['wall_s'] / max(a['wall_s'], 1e-6):6.2f}x  cpu {b['cpu_s'] / max(a['cpu_s'], 1e-6):6.2f}x"
+        wall, cpu = b["wall_s"] / max(a["wall_s"], 1e-6), b["cpu_s"] / max(a["cpu_s"], 1e-6)
+        print(f"  {name:18s} time {wall:6.2f}x  cpu {cpu:6.2f}x"
               f"  peak RSS {b['peak_mb'] / a['peak_mb']:5.2f}x  analysis memory (peak - before) "
               f"{extra(b) / extra(a):6.2f}x  caps at {large:,}: {b['caps']}")
 

@@ -207,7 +207,7 @@ def _fit_umap(x: np.ndarray, n_neighbors: int, min_dist: float, metric: str, see
 
 def fit_projection(x: np.ndarray, n_neighbors: int, min_dist: float, metric: str, seed: int,
                    max_fit: int | None = None) -> tuple[np.ndarray, int]:
-    """(projection [N, 2], rows fitted): UMAP on all rows up to max_fit (None: UMAP_FIT_SAMPLE), else subsample + transform.
+    """(projection [N, 2], rows fitted): UMAP on every row up to max_fit (None: UMAP_FIT_SAMPLE), else capped.
 
     Above max_fit the fit rows are `inputs.subsample(N, max_fit, seed)` (sorted, deterministic) and keep
     their fitted coordinates; every other row is placed by umap's transform (its own fixed transform_seed),

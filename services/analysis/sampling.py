@@ -17,7 +17,7 @@ from services.analysis import alignment, core, neighbourhood, umap_selection
 
 
 def umap_rows(n: int, grid: bool) -> dict[str, int]:
-    """Rows behind a UMAP entry: `fit` (the map; the rest transformed onto it), `silhouette`, `trustworthiness`, `grid`."""
+    """Rows behind a UMAP entry: `fit` (the rest transformed onto it), `silhouette`, `trustworthiness`, `grid`."""
     used = {"fit": min(n, core.UMAP_FIT_SAMPLE), "silhouette": min(n, core.SILHOUETTE_SAMPLE),
             "trustworthiness": min(n, core.TRUSTWORTHINESS_SAMPLE)}
     if grid:
