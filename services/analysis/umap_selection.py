@@ -102,7 +102,7 @@ def best_point(scores: Sequence[float | None]) -> int:
 
 def select_umap(x: np.ndarray, class_labels: Sequence[str], n_neighbors: Sequence[int], min_dist: Sequence[float],
                 metric: str = core.DEFAULT_METRIC, seed: int = 0, max_rows: int | None = None) -> UmapSelection:
-    """One UMAP per grid point on x [N, D] (seeded subsample above max_rows, None: GRID_SAMPLE); best silhouette wins."""
+    """One UMAP per grid point on x [N, D] (seeded subsample above max_rows, None: GRID_SAMPLE): best silhouette."""
     from services.analysis.inputs import subsample
 
     points = check_grid(n_neighbors, min_dist)
