@@ -182,7 +182,7 @@ def main() -> None:
                   f"{r['peak_mb']:8.0f} MiB (before {r['before_mb']:6.0f}, +{r['peak_mb'] - r['before_mb']:6.0f})  "
                   f"caps {r['caps']}", flush=True)
     small, large = min(args.sizes), max(args.sizes)
-    print(f"\nratios N={large:,} / N={small:,} (10 = linear, {(large / small) ** 2:.0f} = quadratic):")
+    print(f"\nratios N={large:,} / N={small:,} ({large / small:.0f} = linear, {(large / small) ** 2:.0f} = quadratic):")
     for name in args.only:
         a, b = results.get((name, small), {}), results.get((name, large), {})
         if "wall_s" not in a or "wall_s" not in b:
