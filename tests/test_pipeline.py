@@ -69,7 +69,7 @@ def probe_table(results: dict) -> list:
 def test_results_json_has_the_documented_fields(baseline):
     out, results = baseline
     assert json.loads((out / "results.json").read_text()) == results
-    assert results["schema_version"] == "1.3" and results["partial"] is False
+    assert results["schema_version"] == "1.4" and results["partial"] is False
     assert all(c["lost"] == 0 for c in results["counts"])
     assert all(c["n_common"] == results["datasets"][0]["split"]["n_test"] for c in results["comparisons"])
     for row in results["summary"]:  # the seed mean's CI brackets it

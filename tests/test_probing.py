@@ -480,3 +480,37 @@ def test_grpc_reads_the_enum_when_set_else_the_deprecated_text(stub):
     regression.target_type = ""  # enum only: REGRESSION, not the empty text's classification
     reply = stub.Evaluate(regression, timeout=60)
     assert (reply.target_type, reply.target_kind) == ("regression", probing_pb2.TARGET_KIND_REGRESSION)
+
+
+def _per_c_keys(x, y, multi_label, seed, cs, folds):
+    """The C-selection keys as computed before folds were standardised once: fit_standardised per (C, fold)."""
+    from services.probing import c_selection as csel
+    from services.probing.logistic import fit_standardised
+
+    splits = csel._fold_splits(x, y, folds, seed)
+    keys = []
+    for c in cs:
+        scores = []
+        for tr, va in splits:
+            keep = csel._fold_keep(y, tr, multi_label)
+            y_fit = y[:, keep] if multi_label else y
+            fit = fit_standardised(x[tr], y_fit[tr], c, seed, multi_label)
+            scores.append(csel._fold_eval(x, y_fit, va, fit, multi_label))
+        keys.append(csel._cv_key(np.array(scores)))
+    return keys
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_standardising_each_fold_once_gives_the_same_choice_bit_for_bit(multi_label, monkeypatch):
+    from services.probing import c_selection as csel
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(120, 7)) * rng.uniform(0.1, 10, 7) + rng.normal(size=7)
+    if multi_label:
+        y = (x[:, :3] + rng.normal(size=(120, 3)) > 0).astype(float)
+    else:
+        y = np.eye(3)[np.argmax(x[:, :3] + rng.normal(size=(120, 3)), axis=1)]
+    cs, seen = [1e-3, 1e-1, 10.0], []
+    monkeypatch.setattr(csel, "_best", lambda grid, keys: seen.append(list(keys)) or 0)  # record every C's key
+    assert csel.select_c(x, y, ["a", "b", "c"], multi_label, 3, cs, 4, []) == cs[0]
+    assert seen[0] == _per_c_keys(x, y, multi_label, 3, cs, 4)  # exact: same floats, same order of work

@@ -60,6 +60,24 @@ def _top_dims(top: dict) -> Labelled:
     return Labelled(tuple(lines))
 
 
+def _sampled(used: Any, total: Any, what: str) -> str | None:
+    """'what on 2,000 of 100,000 ECGs' when a 1.4 subsample count is below the total; None otherwise."""
+    if not is_num(used) or not is_num(total) or used >= total:
+        return None
+    return f"{what} on {int(used):,} of {int(total):,} ECGs"
+
+
+def _umap_sampling(u: dict, n: Any) -> str:
+    """'; fitted on 20,000 of 100,000 ECGs (...)' for the subsamples a 1.4 UMAP entry records; '' when exact."""
+    sub = u.get("subsample") or {}
+    fitted = _sampled(sub.get("fit"), n, "fitted")
+    notes = [fitted and fitted + " (the rest placed by transform)", _sampled(sub.get("grid"), n, "grid searched"),
+             _sampled(sub.get("silhouette"), n, "silhouettes"), _sampled(sub.get("trustworthiness"), n,
+                                                                         "trustworthiness")]
+    notes = [t for t in notes if t]
+    return "; " + "; ".join(notes) if notes else ""
+
+
 def _umap_table(reps: list[Representation]) -> Table | None:
     """Class/source silhouettes, trustworthiness and continuity of the UMAP rows; None when none."""
     rows = []
@@ -72,12 +90,12 @@ def _umap_table(reps: list[Representation]) -> Table | None:
                      _silhouette_reading(u.get("silhouette_source"), source=True), fmt(u.get("trustworthiness")),
                      fmt(u.get("continuity")),
                      f"n_neighbors={u.get('n_neighbors', DASH)}, min_dist={u.get('min_dist', DASH)}, "
-                     f"{u.get('metric', DASH)}, seed={u.get('seed', DASH)}"])
+                     f"{u.get('metric', DASH)}, seed={u.get('seed', DASH)}" + _umap_sampling(u, r.n_records)])
     return Table(["dataset", "ECGs", "sources", "class silhouette", "source silhouette", "trustworthiness",
                   "continuity", "UMAP settings"], rows, numeric=(1, 5, 6)) if rows else None
 
 
-def _selection_rows(dataset: str, space: str, block: dict) -> list:
+def _selection_rows(dataset: str, space: str, block: dict, n: Any = None) -> list:
     """One row of the UMAP selection table for a grid block ({grid, selected}); [] without a grid."""
     grid = [g for g in block.get("grid") or [] if isinstance(g, dict)]
     chosen = block.get("selected") or {}
@@ -85,7 +103,8 @@ def _selection_rows(dataset: str, space: str, block: dict) -> list:
         return []
     scores = [g.get("silhouette") for g in grid if is_num(g.get("silhouette"))]
     spread = f"{min(scores):.2f} to {max(scores):.2f}" if scores else DASH
-    return [[dataset, space, fmt_count(len(grid)),
+    sampled = _sampled((block.get("subsample") or {}).get("grid"), n, "searched")
+    return [[dataset, space, fmt_count(len(grid)) + (f" ({sampled})" if sampled else ""),
              f"n_neighbors={chosen.get('n_neighbors', DASH)}, min_dist={chosen.get('min_dist', DASH)}",
              fmt(chosen.get("silhouette")), spread]]
 
@@ -95,9 +114,9 @@ def _selection_table(reps: list[Representation]) -> Table | None:
     rows = []
     for r in reps:
         u = r.umap or {}
-        rows += _selection_rows(r.dataset, "full embedding", u)
+        rows += _selection_rows(r.dataset, "full embedding", u, r.n_records)
         top = u.get("shap_top_k") or {}
-        rows += _selection_rows(r.dataset, f"top {top.get('k', DASH)} SHAP dimensions", top)
+        rows += _selection_rows(r.dataset, f"top {top.get('k', DASH)} SHAP dimensions", top, r.n_records)
     return Table(["dataset", "space", "settings tried", "chosen", "class silhouette (2-D)", "range over the grid"],
                  rows, numeric=(2, 4)) if rows else None
 
@@ -132,6 +151,8 @@ def _structure_table(reps: list[Representation], dim: int | None) -> Table | Non
         per = {k: v for k, v in (st.get("site_per_source") or {}).items() if is_num(v)}
         per_text = ", ".join(f"{s} {v:.2f}" for s, v in sorted(per.items())) or None
         k = f", k={st['k']}" if st.get("k") is not None else ""
+        queried = _sampled((st.get("subsample") or {}).get("knn_queries"), r.n_records, "queried")
+        k += f"; {queried}" if queried else ""
         knn = (f"{fmt(st.get('knn_agreement'))} (chance {fmt(st.get('knn_chance'))}{k})"
                if is_num(st.get("knn_agreement")) else DASH)
         rows.append([r.dataset, knn, _site_reading(site, per_text), _rank_reading(rank, dim),

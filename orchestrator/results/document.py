@@ -18,7 +18,7 @@ from orchestrator.results.rows import (CalibrationRow, Comparison, CountRow, Dat
                                        TransferResult)
 
 
-SCHEMA_VERSION = "1.3"  # of results.json; bump the minor for added keys, the major for changed meanings
+SCHEMA_VERSION = "1.4"  # of results.json; bump the minor for added keys, the major for changed meanings
 ECGLENS_VERSION = "0.1.0"
 
 

@@ -24,11 +24,12 @@ from orchestrator.server_host import current_endpoints
 from orchestrator.experiment import Experiment
 from orchestrator.preprocess import preprocess
 from orchestrator.results import Representation, SimilarityRow
-from orchestrator.stages.analysis_tasks import (driver_threads, shap_remote, similarity_remote, structure_remote,
-                                               umap_remote, umap_top_remote)
+from orchestrator.stages.analysis_tasks import (driver_threads, grid_points, shap_remote, similarity_remote,
+                                               structure_remote, umap_remote, umap_top_remote)
 from orchestrator.stages.probe import Probed
 from orchestrator.stages.probe_shap import SVM_NOTE, explained, tree_shap_remote
 from orchestrator.stages.types import DatasetView, Embedded, Figure, Launched
+from services.analysis import sampling
 from services.analysis.figures import umap_grid
 from services.analysis.shap_stats import cross_source_shap_agreement, shap_stability
 
@@ -142,6 +143,8 @@ class _RepresentationStage:
             entry = self.entries[(model, view.dataset.name)]
             if kind == "umap":
                 scores, figures, projection = value
+                # Schema 1.4: which rows each UMAP estimate used (caps and seeded subsamples at large N).
+                scores["subsample"] = sampling.umap_rows(len(projection), grid_points(an["umap"]) is not None)
                 entry["umap"] = {**scores, **entry.get("umap", {})}
                 projections[(model, view.dataset.name)] = projection
                 self.keep_figures([f for f in figures if not f[0].startswith("umap-selection/")], model, "umap")
@@ -150,7 +153,7 @@ class _RepresentationStage:
                 if an["structure"]["enabled"]:
                     followups.append(self._structure_job(view, model, projection))
             elif kind == "structure":
-                self._set_structure(entry, value)
+                self._set_structure(entry, value, view, projection=False)
             else:
                 self._set_shap(entry, kind, value, model)
                 if kind == "shap-main" and an["umap"]["enabled"] and an["umap"]["shap_top_k"]:
@@ -161,11 +164,12 @@ class _RepresentationStage:
             except Exception as err:
                 self.problems(view.dataset.name, "analysis", f"UMAP on the top SHAP dimensions failed: {err}", model)
                 continue
+            summary["subsample"] = sampling.selection_rows(len(view.usable))
             self.entries[(model, view.dataset.name)].setdefault("umap", {})["shap_top_k"] = summary
             self.keep_figures(figures, model, "umap_selection")
         for model, view, ref in followups:
             try:
-                self._set_structure(self.entries[(model, view.dataset.name)], ray.get(ref))
+                self._set_structure(self.entries[(model, view.dataset.name)], ray.get(ref), view, projection=True)
             except Exception as err:
                 self.problems(view.dataset.name, "analysis", f"structure failed: {err}", model)
         for entry in self.entries.values():
@@ -194,10 +198,13 @@ class _RepresentationStage:
                                                     self.exp.split["seed"], self.threads)
 
     @staticmethod
-    def _set_structure(entry: dict, value: dict) -> None:
+    def _set_structure(entry: dict, value: dict, view, projection: bool) -> None:
         keys = ("knn_agreement", "knn_chance", "k", "site_separability", "site_per_source", "effective_rank",
                 "participation_ratio", "alignment", "uniformity")
         entry["structure"] = {k: value.get(k) for k in keys}
+        _, y = view.labels[view.tasks[0]]
+        # Schema 1.4: rows / pairs each estimate used (the structure task labels rows by their primary class).
+        entry["structure"]["subsample"] = sampling.structure_rows(y.argmax(axis=1), projection)
         entry["site_separability"] = value.get("site_separability")
         entry["effective_rank"] = value.get("effective_rank")
         if value.get("continuity") is not None:

@@ -118,8 +118,9 @@ def shap_task(probe: dict, background: np.ndarray, samples: np.ndarray, class_na
     """Exact linear SHAP of one probe: summary, figures, mean |SHAP| [C, D]."""
     arrays = {key: tasks.as_sent(probe[key]) for key in ("coef", "intercept", "mean", "scale")}
     with computing_with(threads):
+        # The run keeps only the summaries, so the per-ECG values are not materialised (memory stays bounded).
         result, figures = tasks.shap(background=tasks.as_sent(background), samples=tasks.as_sent(samples),
-                                     class_names=class_names, top_k=top_k, title=title, **arrays)
+                                     class_names=class_names, top_k=top_k, title=title, keep_values=False, **arrays)
     top = {name: [int(d) for d, _ in dims] for name, dims in result.top_dims.items()}
     summary = {"dims_for_50pct": int(result.dims_for_50pct), "dims_for_90pct": int(result.dims_for_90pct),
                "gini": float(result.gini), "top_dims": top, "max_additivity_error": float(result.max_additivity_error)}

@@ -28,6 +28,13 @@ MIN_UMAP_ROWS = 5
 # sizes both are estimated on a deterministic subsample.
 SILHOUETTE_SAMPLE = 2000
 TRUSTWORTHINESS_SAMPLE = 5000
+# UMAP is fitted on at most this many rows (a seeded subsample); the other rows are placed by
+# umap's transform against that fit. A fit's kNN graph and layout grow super-linearly in time and
+# memory with N; transform is linear. Every row still gets a projection, so figures, scores and the
+# cross-model grids see all of them; `UmapResult.n_fit` says how many the map was learnt from.
+UMAP_FIT_SAMPLE = 20_000
+# Linear SHAP explains this many samples at a time (bounds its [C, rows, D] working arrays).
+SHAP_CHUNK_ROWS = 2048
 # Heatmap columns beyond this stop being readable.
 MAX_HEATMAP_DIMS = 30
 
@@ -44,6 +51,7 @@ class UmapResult:
     min_dist: float
     metric: str
     seed: int
+    n_fit: int = 0  # rows the UMAP was fitted on (the others transformed onto it); 0 = not recorded
 
 
 @dataclass
@@ -127,8 +135,10 @@ def umap_projection(x: np.ndarray, class_labels: Sequence[str], sources: Sequenc
         if len(labels) != n:
             raise ValueError(f"{name}: has {len(labels)} entries but embeddings has {n} rows")
     k, min_dist, metric = resolve_umap_params(n, n_neighbors, min_dist, metric)
-    return scored_projection(x, _fit_umap(x, k, min_dist, metric, seed), class_labels, sources, k, min_dist, metric,
-                             seed)
+    projection, n_fit = fit_projection(x, k, min_dist, metric, seed)
+    result = scored_projection(x, projection, class_labels, sources, k, min_dist, metric, seed)
+    result.n_fit = n_fit
+    return result
 
 
 def scored_projection(x: np.ndarray, projection: np.ndarray, class_labels: Sequence[str], sources: Sequence[str],
@@ -175,19 +185,48 @@ def _enable_umap_jit_cache() -> None:
         _jit_cache_enabled = True
 
 
-def _fit_umap(x: np.ndarray, n_neighbors: int, min_dist: float, metric: str, seed: int) -> np.ndarray:
-    """umap.UMAP fit_transform with a fixed random_state (single-threaded, hence reproducible)."""
+def _reducer(n_neighbors: int, min_dist: float, metric: str, seed: int):
+    """A 2-D umap.UMAP with a fixed random_state (single-threaded, hence reproducible)."""
     import umap
 
     _enable_umap_jit_cache()
     # Seeds above 2**32-1 are rejected by numpy's legacy RandomState used inside umap.
-    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric,
-                        random_state=int(seed) % (2**32), n_jobs=1)
+    return umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric,
+                     random_state=int(seed) % (2**32), n_jobs=1)
+
+
+def _fit_umap(x: np.ndarray, n_neighbors: int, min_dist: float, metric: str, seed: int) -> np.ndarray:
+    """umap.UMAP fit_transform of every row with a fixed random_state (single-threaded, hence reproducible)."""
+    reducer = _reducer(n_neighbors, min_dist, metric, seed)
     with warnings.catch_warnings():
         # Small N makes umap warn about spectral init / graph size; the result is still valid.
         warnings.simplefilter("ignore")
         projection = reducer.fit_transform(x)
     return np.ascontiguousarray(projection, dtype=np.float32)
+
+
+def fit_projection(x: np.ndarray, n_neighbors: int, min_dist: float, metric: str, seed: int,
+                   max_fit: int | None = None) -> tuple[np.ndarray, int]:
+    """(projection [N, 2], rows fitted): UMAP on every row up to max_fit (None: UMAP_FIT_SAMPLE), else capped.
+
+    Above max_fit the fit rows are `inputs.subsample(N, max_fit, seed)` (sorted, deterministic) and keep
+    their fitted coordinates; every other row is placed by umap's transform (its own fixed transform_seed),
+    so the result is deterministic for a seed and has one row per input row.
+    """
+    from services.analysis.inputs import subsample
+
+    n, max_fit = len(x), UMAP_FIT_SAMPLE if max_fit is None else max_fit
+    if n <= max_fit:
+        return _fit_umap(x, n_neighbors, min_dist, metric, seed), n
+    rows = subsample(n, max_fit, seed)
+    rest = np.setdiff1d(np.arange(n), rows, assume_unique=True)
+    reducer = _reducer(n_neighbors, min_dist, metric, seed)
+    projection = np.empty((n, 2), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        projection[rows] = reducer.fit_transform(x[rows])
+        projection[rest] = reducer.transform(x[rest])
+    return projection, len(rows)
 
 
 # --------------------------------------------------------------------------- SHAP
@@ -251,8 +290,12 @@ def _top_dims(mean_abs: np.ndarray, class_names: Sequence[str], top_k: int) -> d
 
 def linear_shap(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray,
                 background: np.ndarray, samples: np.ndarray, class_names: Sequence[str],
-                top_k: int = DEFAULT_TOP_K) -> ShapResult:
-    """Exact interventional SHAP of a standardised linear probe over raw embedding dimensions."""
+                top_k: int = DEFAULT_TOP_K, keep_values: bool = True) -> ShapResult:
+    """Exact interventional SHAP of a standardised linear probe over raw embedding dimensions.
+
+    Every sample is explained, SHAP_CHUNK_ROWS at a time, so memory stays bounded at any N; with
+    keep_values=False `shap_values` is empty ([C, 0, D]) and only the summaries are returned.
+    """
     with warnings.catch_warnings():
         # shap's import touches deprecated matplotlib colormap setters; nothing to act on here.
         warnings.simplefilter("ignore", PendingDeprecationWarning)
@@ -268,16 +311,27 @@ def linear_shap(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scale
     # the base value (E_bg[logit]) approximate; the independent masker only uses the mean.
     masker = shap.maskers.Independent({"mean": background.mean(axis=0), "cov": None})
     explainer = shap.LinearExplainer((w_eff, b_eff), masker)
-    phi = np.asarray(explainer.shap_values(samples), np.float64)  # [N, D, C]
-    phi = np.moveaxis(phi.reshape(samples.shape[0], coef.shape[1], coef.shape[0]), -1, 0)  # [C, N, D]
     base = np.asarray(explainer.expected_value, np.float64).reshape(coef.shape[0])
-    logits = probe_logits(coef, intercept, mean, scale, samples)  # [N, C]
-    additivity = float(np.max(np.abs(phi.sum(axis=2) + base[:, None] - logits.T)))
-    mean_abs = np.abs(phi).mean(axis=1)  # [C, D]
+    c, n, d = coef.shape[0], samples.shape[0], coef.shape[1]
+    # Explained in row chunks: the [C, N, D] float64 attributions of 100k ECGs x 768 dims x 5 classes
+    # would be 3 GB (twice, with shap's own [N, D, C] copy); only their mean |.| and the additivity
+    # check are needed unless keep_values. Each row's values do not depend on its chunk mates.
+    abs_sum, additivity = np.zeros((c, d)), 0.0
+    kept = np.empty((c, n, d), np.float32) if keep_values else np.empty((c, 0, d), np.float32)
+    for start in range(0, n, SHAP_CHUNK_ROWS):
+        rows = samples[start:start + SHAP_CHUNK_ROWS]
+        phi = np.asarray(explainer.shap_values(rows), np.float64)  # [n, D, C]
+        phi = np.moveaxis(phi.reshape(len(rows), d, c), -1, 0)  # [C, n, D]
+        logits = probe_logits(coef, intercept, mean, scale, rows)  # [n, C]
+        additivity = max(additivity, float(np.max(np.abs(phi.sum(axis=2) + base[:, None] - logits.T))))
+        abs_sum += np.abs(phi).sum(axis=1)
+        if keep_values:
+            kept[:, start:start + len(rows)] = phi
+    mean_abs = abs_sum / n  # [C, D]
     # Averaged over classes and rounded up, so a single class with diffuse attributions is not hidden.
     concentration = shap_concentration(mean_abs)
     return ShapResult(
-        shap_values=phi.astype(np.float32), base_values=base.astype(np.float32),
+        shap_values=kept, base_values=base.astype(np.float32),
         dims_for_90pct=concentration.dims_for_90pct,
         top_dims=_top_dims(mean_abs, list(class_names), min(top_k or DEFAULT_TOP_K, coef.shape[1])),
         max_additivity_error=additivity, mean_abs=mean_abs.astype(np.float32),

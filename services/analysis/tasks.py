@@ -83,7 +83,9 @@ def umap_grid(x: np.ndarray, class_labels: Sequence[str], sources: Sequence[str]
     """UMAP over a (n_neighbors x min_dist) grid, the setting with the best class silhouette in 2-D kept.
 
     Returns the selected projection scored as `umap` scores one, its two scatters plus the grid's
-    small-multiples figure, and the whole selection. Not (yet) an AnalysisService request.
+    small-multiples figure, and the whole selection. Above umap_selection.GRID_SAMPLE rows the grid is
+    searched on a seeded subsample and the selected setting is then fitted on every row
+    (core.fit_projection, itself capped at core.UMAP_FIT_SAMPLE). Not (yet) an AnalysisService request.
     """
     labels, origins = list(class_labels), list(sources)
     if len(origins) != x.shape[0]:
@@ -93,8 +95,13 @@ def umap_grid(x: np.ndarray, class_labels: Sequence[str], sources: Sequence[str]
         raise ValueError(f"metric: {metric!r} is not supported; use one of {', '.join(inputs.SUPPORTED_METRICS)}")
     selection = umap_selection.select_umap(x, labels, n_neighbors, min_dist, metric, seed)
     point = selection.points[selection.selected]
-    result = core.scored_projection(x, selection.projections[selection.selected], labels, origins,
-                                    point.n_neighbors_used, point.min_dist, metric, seed)
+    if selection.sample_rows is None:
+        projection, k_used, n_fit = selection.projections[selection.selected], point.n_neighbors_used, len(x)
+    else:
+        k_used = max(2, min(point.n_neighbors, len(x) - 1))
+        projection, n_fit = core.fit_projection(np.asarray(x, np.float32), k_used, point.min_dist, metric, seed)
+    result = core.scored_projection(x, projection, labels, origins, k_used, point.min_dist, metric, seed)
+    result.n_fit = n_fit
     name = title or "embeddings"
     figures = core.umap_figures(result, labels, origins, name)
     figures.append((f"umap-selection/{core.slug(name)}", umap_selection.selection_figure(selection, labels, name),
@@ -115,13 +122,14 @@ def _selection_caption(selection: umap_selection.UmapSelection, name: str) -> st
 
 
 def shap(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray, background: np.ndarray,
-         samples: np.ndarray, class_names: Sequence[str], top_k: int = 0,
-         title: str = "") -> tuple[core.ShapResult, Figures]:
-    """Exact linear SHAP of a standardised probe with its top-dimension heatmap."""
+         samples: np.ndarray, class_names: Sequence[str], top_k: int = 0, title: str = "",
+         keep_values: bool = True) -> tuple[core.ShapResult, Figures]:
+    """Exact linear SHAP of a standardised probe with its top-dimension heatmap (keep_values: core.linear_shap)."""
     if top_k < 0:
         raise ValueError(f"top_k: must be >= 0 (0 = default {core.DEFAULT_TOP_K}), got {top_k}")
     names = list(class_names)
-    result = core.linear_shap(coef, intercept, mean, scale, background, samples, class_names=names, top_k=top_k)
+    result = core.linear_shap(coef, intercept, mean, scale, background, samples, class_names=names, top_k=top_k,
+                              keep_values=keep_values)
     return result, [core.shap_figure(result, names, title or "probe")]
 
 

@@ -4,7 +4,11 @@ Every grid point is one deterministic UMAP (core._fit_umap, the seed's random_st
 rows; its score is the silhouette of the class labels in the 2-D projection (Euclidean, the space
 the map is read in; a deterministic subsample of SILHOUETTE_SAMPLE rows above that size). The
 selected point has the highest silhouette; ties and undefined scores go to the earlier grid point
-(n_neighbors outer, min_dist inner, as given). Unlike the single-setting path (core.resolve_umap_params,
+(n_neighbors outer, min_dist inner, as given). Above GRID_SAMPLE rows the whole grid is fitted and
+scored on one seeded subsample of GRID_SAMPLE rows (inputs.subsample: sorted, deterministic), as the seed
+paper caps its grid search: a grid of G settings would otherwise cost G full-size UMAP fits. The
+selection records those rows (`sample_rows`, None when all were used); the setting it picks is then fitted once
+on every row (core.fit_projection) for the figures and scores. Unlike the single-setting path (core.resolve_umap_params,
 where 0 means the default), min_dist 0 here is 0. n_neighbors is clamped to N - 1 for small N; the
 grid keeps the value given and records the one used.
 
@@ -25,6 +29,7 @@ from services.common.figures import figure_png
 DEFAULT_GRID = {"n_neighbors": (15, 30), "min_dist": (0.1, 0.5)}  # small: the demo runs it for every model
 SEED_GRID = {"n_neighbors": (15, 30, 50, 80, 100), "min_dist": (0.0, 0.1, 0.3, 0.5)}  # the seed paper's
 DEFAULT_TOP_K = 50
+GRID_SAMPLE = 2_000  # rows every grid point is fitted and scored on (a seeded subsample above this)
 
 
 @dataclass
@@ -39,11 +44,17 @@ class GridPoint:
 
 @dataclass
 class UmapSelection:
-    """Every grid point, which one was selected, and each point's projection [N, 2]."""
+    """Every grid point, which one was selected, and each point's projection [n, 2] of the grid's rows."""
 
     points: list[GridPoint]
     selected: int
     projections: list[np.ndarray]
+    sample_rows: np.ndarray | None = None  # the input rows the grid was fitted on (sorted); None = all of them
+
+    @property
+    def n_rows(self) -> int:
+        """Rows every grid point was fitted and scored on."""
+        return len(self.projections[0]) if self.sample_rows is None else len(self.sample_rows)
 
     def rows(self) -> list[dict]:
         """The grid as results.json rows: n_neighbors, min_dist, silhouette."""
@@ -90,14 +101,20 @@ def best_point(scores: Sequence[float | None]) -> int:
 
 
 def select_umap(x: np.ndarray, class_labels: Sequence[str], n_neighbors: Sequence[int], min_dist: Sequence[float],
-                metric: str = core.DEFAULT_METRIC, seed: int = 0) -> UmapSelection:
-    """One UMAP per grid point on x [N, D]; the point with the highest class silhouette in 2-D is selected."""
+                metric: str = core.DEFAULT_METRIC, seed: int = 0, max_rows: int | None = None) -> UmapSelection:
+    """One UMAP per grid point on x [N, D] (seeded subsample above max_rows, None: GRID_SAMPLE): best silhouette."""
+    from services.analysis.inputs import subsample
+
     points = check_grid(n_neighbors, min_dist)
     x = core._as_matrix(x, "embeddings").astype(np.float32, copy=False)
     if len(x) < core.MIN_UMAP_ROWS:
         raise ValueError(f"embeddings: UMAP needs at least {core.MIN_UMAP_ROWS} rows, got {len(x)}")
     if len(class_labels) != len(x):
         raise ValueError(f"class_labels: has {len(class_labels)} entries but embeddings has {len(x)} rows")
+    rows, max_rows = None, GRID_SAMPLE if max_rows is None else max_rows
+    if len(x) > max_rows:
+        rows = subsample(len(x), max_rows, seed)
+        x, class_labels = x[rows], [class_labels[i] for i in rows]
     used = {(k, d): (max(2, min(k, len(x) - 1)), d) for k, d in points}
     fitted: dict[tuple[int, float], np.ndarray] = {}
     for k_used, d in dict.fromkeys(used.values()):  # clamping can make two points the same UMAP
@@ -105,7 +122,7 @@ def select_umap(x: np.ndarray, class_labels: Sequence[str], n_neighbors: Sequenc
     projections = [fitted[used[p]] for p in points]
     grid = [GridPoint(k, d, projection_silhouette(proj, class_labels, seed), used[(k, d)][0])
             for (k, d), proj in zip(points, projections)]
-    return UmapSelection(grid, best_point([p.silhouette for p in grid]), projections)
+    return UmapSelection(grid, best_point([p.silhouette for p in grid]), projections, rows)
 
 
 def top_dims(mean_abs: np.ndarray, k: int) -> list[int]:
@@ -130,7 +147,9 @@ def selection_figure(selection: UmapSelection, class_labels: Sequence[str], titl
     ks = list(dict.fromkeys(p.n_neighbors for p in selection.points))
     ds = list(dict.fromkeys(p.min_dist for p in selection.points))
     labels = np.asarray([str(v) for v in class_labels], dtype=object)
-    groups = sorted(set(labels.tolist()))
+    groups = sorted(set(labels.tolist()))  # every class of the input keeps its colour, sampled or not
+    if selection.sample_rows is not None:
+        labels = labels[selection.sample_rows]
     colour = dict(zip(groups, core._palette(len(groups))))
     fig = Figure(figsize=(2.3 * len(ds) + 1.6, 2.2 * len(ks) + 0.5), layout="constrained")
     size = float(np.clip(1500 / max(len(labels), 1), 2, 12))

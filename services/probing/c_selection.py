@@ -21,8 +21,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from services.probing.inputs import sk_seed
-from services.probing.logistic import (DEFAULT_C, LinearFit, RawFit, convention, fit_raw, fit_standardised,
-                                       linear_logits, probabilities)
+from services.probing.logistic import (DEFAULT_C, LinearFit, RawFit, convention, fit_raw, linear_logits,
+                                       probabilities)
 from services.probing.metrics import evaluable_columns, log_loss, per_class_auroc_weighted
 from services.probing.sampling import stratum_keys
 
@@ -80,15 +80,33 @@ def _fold_eval(x: np.ndarray, y_fit: np.ndarray, val: np.ndarray, fit: LinearFit
     return auroc, log_loss(y_val, probs, multi_label)
 
 
+Standardised = tuple[np.ndarray, np.ndarray, np.ndarray]  # a fold's (standardised train rows, mean, scale)
+
+
+def _standardised_fold(x: np.ndarray, train: np.ndarray, prescaled: bool) -> Standardised:
+    """A fold's training rows standardised on themselves (as fit_standardised does), with mean and scale."""
+    if prescaled:
+        return x[train], np.zeros(x.shape[1]), np.ones(x.shape[1])
+    scaler = StandardScaler().fit(x[train])
+    return scaler.transform(x[train]), scaler.mean_.copy(), scaler.scale_.copy()
+
+
 def _fold_score(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, c: float, seed: int,
-                multi_label: bool, prescaled: bool = False) -> tuple[float, float]:
-    """(macro AUROC, log-loss) of one fold; labels that cannot be fitted or scored are left out."""
+                multi_label: bool, prescaled: bool = False,
+                standardised: Standardised | None = None) -> tuple[float, float]:
+    """(macro AUROC, log-loss) of one fold; labels that cannot be fitted or scored are left out.
+
+    standardised: the fold's _standardised_fold, computed once for every C (the same numbers
+    fit_standardised would compute again for each C).
+    """
     keep = _fold_keep(y, train, multi_label)
     if not keep.any():
         return np.nan, np.nan
     y_fit = y[:, keep] if multi_label else y
-    fit = fit_standardised(x[train], y_fit[train], c, seed, multi_label, prescaled)
-    return _fold_eval(x, y_fit, val, fit, multi_label)
+    xs, mean, scale = standardised if standardised is not None else _standardised_fold(x, train, prescaled)
+    raw, n_iter = fit_raw(xs, y_fit[train], c, seed, multi_label)
+    coef, intercept = convention(raw, multi_label)
+    return _fold_eval(x, y_fit, val, LinearFit(coef, intercept, mean, scale, n_iter, raw), multi_label)
 
 
 def _cv_key(scores: np.ndarray) -> tuple[float, float]:
@@ -96,15 +114,6 @@ def _cv_key(scores: np.ndarray) -> tuple[float, float]:
     auroc = float(np.nanmean(scores[:, 0])) if np.any(np.isfinite(scores[:, 0])) else -np.inf
     loss = float(np.nanmean(scores[:, 1])) if np.any(np.isfinite(scores[:, 1])) else np.inf
     return auroc, -loss
-
-
-def _score_c(x: np.ndarray, y: np.ndarray, splits, c: float, seed: int, multi_label: bool,
-             prescaled: bool = False) -> tuple[float, float]:
-    """Mean (macro AUROC, -log-loss) over folds: the key C is chosen by (higher is better)."""
-    with pywarnings.catch_warnings():
-        pywarnings.simplefilter("ignore", ConvergenceWarning)
-        scores = np.array([_fold_score(x, y, tr, va, c, seed, multi_label, prescaled) for tr, va in splits])
-    return _cv_key(scores)
 
 
 def _best(cs: Sequence[float], keys: Sequence[tuple[float, float]]) -> int:
@@ -125,8 +134,16 @@ def select_c(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], multi_lab
     if folds == 0:
         return DEFAULT_C
     splits = _fold_splits(x, y, folds, seed)
-    keys = [_score_c(x, y, splits, c, seed, multi_label, prescaled) for c in cs]
-    return cs[_best(cs, keys)]
+    scores = np.empty((len(cs), len(splits), 2))
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("ignore", ConvergenceWarning)
+        for f, (train, val) in enumerate(splits):
+            # Folds outer, Cs inner: each fold is standardised once for the whole grid (the same numbers a
+            # per-C standardisation gives), and only one fold's standardised copy is held at a time.
+            standardised = _standardised_fold(x, train, prescaled)
+            for i, c in enumerate(cs):
+                scores[i, f] = _fold_score(x, y, train, val, c, seed, multi_label, prescaled, standardised)
+    return cs[_best(cs, [_cv_key(scores[i]) for i in range(len(cs))])]
 
 
 def _warm_fold_path(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, cs: Sequence[float],
