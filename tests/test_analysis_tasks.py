@@ -172,11 +172,9 @@ def test_neither_the_cast_nor_the_threads_go_without_saying(threads):
     with threadpool_limits(limits=1):
         alone = similarity_task({"a": x, "b": other}, "")[0][("a", "b")]
     assert alone != similarity_task({"a": x, "b": other}, "", two)[0][("a", "b")]
-    x, classes, sources, _ = embeddings()
-    params = {"n_neighbors": 10, "min_dist": 0.25, "metric": "cosine", "seed": 7}
-    with threadpool_limits(limits=1):
-        alone = umap_task(x, classes, sources, params, "")[0]["silhouette_class"]
-    assert alone != umap_task(x, classes, sources, params, "", two)[0]["silhouette_class"]
+    # UMAP is not part of this proof: a seeded UMAP runs single-threaded, and whether its silhouette's
+    # BLAS calls round differently on 1 and 2 threads depends on OpenBLAS's own split of these small
+    # matrices (equal on some machines, so an assertion here was a coin toss, not a check).
 
 
 def test_computing_with_sets_and_restores_the_thread_counts():
