@@ -1,14 +1,15 @@
-"""Embedding on Ray: per endpoint replica, one actor reads, preprocesses and sends its own batches.
+"""Embedding on Ray: per endpoint replica, `in_flight` actors each read, preprocess and send their own batches.
 
-Per model, one actor per endpoint replica opens the dataset once and holds a gRPC channel; the driver hands
-it index chunks only. The actor reads a chunk on one of its threads while others are on the wire (numpy and
-gRPC release the GIL), so reading, transport and compute overlap, and a batch's samples never pass through
-Ray's object store: only ids and the (averaged) embeddings come back. At most `in_flight` calls per replica
-are on the wire at once (backpressure), READ_AHEAD more may be reading. The actor retries
+The driver hands workers index chunks only. A worker opens the dataset once and holds a gRPC channel; it has
+one call on the wire at a time and reads READ_AHEAD more chunks meanwhile on other threads (numpy and gRPC
+release the GIL), so reading, transport and compute overlap, reading runs in as many processes as calls may be
+in flight, and a batch's samples never pass through Ray's object store: only ids and the (averaged) embeddings
+come back. At most `in_flight` calls per replica are on the wire (backpressure). A worker retries
 UNAVAILABLE/DEADLINE_EXCEEDED with backoff; the driver fails over to another replica when one stays
 unreachable, halves a batch over the message-size limit, and bisects a batch the server rejects so one bad
-record loses only itself, each by sending index chunks again (records are read again: idempotent, and a
-warning already reported is not reported twice). Every finished batch goes straight to the cache.
+record loses only itself, each by sending index chunks again (records are read again: reading is
+deterministic, and a warning already reported is not reported twice). Every finished batch goes straight to
+the cache.
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ MAX_BUSY_RETRIES = 8
 # A batch whose worker or data was lost with a node is read and sent again, this often, after 1, 2, 4, 8, 16 s:
 # long enough for Ray to notice the node is gone (missed heartbeats) and restart the worker elsewhere.
 MAX_REREADS = 5
-# Chunks per replica that may be reading beyond the `in_flight` on the wire: the next batch is ready when a
-# call returns, so the endpoint never waits for a read.
+# Chunks each worker may be reading while its call is on the wire: the next batch is ready when the call
+# returns, so the endpoint never waits for a read.
 READ_AHEAD = 1
 
 
@@ -235,10 +236,10 @@ def _halves(batch: _Batch) -> list[_Batch]:
 
 
 def _worker(job: EmbedJob, address: str) -> object:
-    """A fresh EndpointWorker for one replica of the job."""
-    return EndpointWorker.options(max_concurrency=job.in_flight + READ_AHEAD).remote(
+    """A fresh EndpointWorker for one replica of the job: one call on the wire, READ_AHEAD more reading."""
+    return EndpointWorker.options(max_concurrency=1 + READ_AHEAD).remote(
         address, job.connection, job.timeout_s, host=job.hosts.get(address), dataset=job.dataset, prep=job.prep,
-        wire=job.in_flight)
+        wire=1)
 
 
 def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
@@ -250,10 +251,12 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
         progress(len(indices) - len(todo))
     if not todo:
         return []
-    workers = {addr: _worker(job, addr) for addr in job.replicas}
+    # `in_flight` workers per replica, each with one call on the wire: reading runs in as many processes as
+    # calls may be in flight (as many as the read tasks before), not in threads of one process behind its GIL.
+    workers = {addr: [_worker(job, addr) for _ in range(job.in_flight)] for addr in job.replicas}
     alive = list(job.replicas)
-    load = {addr: 0 for addr in alive}
-    depth = job.in_flight + READ_AHEAD
+    load = {(addr, k): 0 for addr in alive for k in range(job.in_flight)}
+    depth = 1 + READ_AHEAD
     queue = deque(_Batch(todo[k:k + job.batch_size]) for k in range(0, len(todo), job.batch_size))
     calls: dict = {}
     problems: list[RecordProblem] = []
@@ -275,13 +278,12 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
             while deferred and deferred[0][0] <= now:
                 queue.appendleft(heapq.heappop(deferred)[2])
             while queue and alive:
-                target = min(alive, key=load.get)
-                if load[target] >= depth:
+                slot = min(((a, k) for a in alive for k in range(job.in_flight)), key=load.get)
+                if load[slot] >= depth:
                     break
-                batch = queue.popleft()
-                ref = workers[target].embed_records.remote(batch.indices, job.model)
-                calls[ref] = (batch, target, workers[target])
-                load[target] += 1
+                batch, worker = queue.popleft(), workers[slot[0]][slot[1]]
+                calls[worker.embed_records.remote(batch.indices, job.model)] = (batch, slot, worker)
+                load[slot] += 1
             if queue and not alive:
                 # No replica left: records not read yet are still read (by any worker; nothing is sent), so
                 # a record that cannot be read is reported as such; the others fail for want of a replica.
@@ -290,10 +292,10 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                     if batch.read:
                         fail([rid_of[i] for i in batch.indices], "embed", f"no reachable replica of {job.model}")
                     else:
-                        addr = next(iter(workers))
-                        calls[workers[addr].embed_records.remote(batch.indices, job.model, False)] = (
-                            batch, addr, workers[addr])
-                        load[addr] += 1
+                        slot = min(load, key=load.get)
+                        worker = workers[slot[0]][slot[1]]
+                        calls[worker.embed_records.remote(batch.indices, job.model, False)] = (batch, slot, worker)
+                        load[slot] += 1
             wake = max(0.0, deferred[0][0] - time.monotonic()) if deferred else None
             if not calls:
                 time.sleep(wake or 0.0)
@@ -302,8 +304,9 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
             if not finished:
                 continue
             ref = finished[0]
-            batch, target, worker = calls.pop(ref)
-            load[target] -= 1
+            batch, slot, worker = calls.pop(ref)
+            target = slot[0]
+            load[slot] -= 1
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayError as err:
@@ -312,10 +315,10 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                 # run always ends and loses only what truly cannot be done.
                 log.warning("embedding call on %s lost (%s); reading its %d record(s) again",
                             target, _first_line(err), len(batch.indices))
-                if isinstance(err, ray.exceptions.ActorDiedError) and workers[target] is worker:
+                if isinstance(err, ray.exceptions.ActorDiedError) and workers[target][slot[1]] is worker:
                     # Its restarts are used up (or cannot happen): a fresh worker for the same replica. The
                     # replica itself may be fine; only a failing endpoint takes a replica out of `alive`.
-                    workers[target] = _worker(job, target)
+                    workers[target][slot[1]] = _worker(job, target)
                 key = tuple(batch.indices)
                 rereads[key] = rereads.get(key, 0) + 1
                 if rereads[key] > MAX_REREADS:
@@ -363,6 +366,7 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
             else:
                 fail(ids, "embed", f"{status}: {value}")
     finally:
-        for worker in workers.values():
-            ray.kill(worker)
+        for pool in workers.values():
+            for worker in pool:
+                ray.kill(worker)
     return problems
