@@ -66,7 +66,7 @@ def tree_cpu(root: int) -> dict[int, tuple[str, float]]:
         pid = todo.pop()
         if pid in stats:
             name = stats[pid][0]
-            group = "driver" if pid == root else ("ray worker" if name.startswith("ray::") else name)
+            group = "driver" if pid == root else name
             out[pid] = (group, stats[pid][2])
         todo.extend(children.get(pid, []))
     return out
@@ -135,6 +135,7 @@ def orchestrated(server, card, spec, prep, batch_size: int, in_flight: int, root
     wall = time.perf_counter() - started
     used = meter.stop()
     assert not problems and len(cache.done_ids()) == len(ids) == done[0], (problems[:3], done[0])
+    used.update({f"workers' {k}": v for k, v in job.timing.items()})
     return wall, used, setup_s, cache, ids
 
 
@@ -197,7 +198,9 @@ def prep_shape(prep) -> tuple[int, int]:
 def report(n: int, args, card, orch_s: float, read_s: float, compute_s: float, local_cpu: float, cpu: dict,
            setup_s: float) -> list[str]:
     """The lines printed for one size."""
+    timing = {k: cpu.pop(k) for k in list(cpu) if k.startswith("workers' ")}
     groups = ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+    summed = ", ".join(f"{k.split(' ', 1)[1]} {v:.1f}" for k, v in timing.items())
     return [
         f"model {card.name}, {n} records, batch {args.batch_size}, in flight {args.in_flight}, "
         f"read ahead {args.read_ahead}, cpus={os.cpu_count()}, ECGLENS_ORT_THREADS="
@@ -208,6 +211,7 @@ def report(n: int, args, card, orch_s: float, read_s: float, compute_s: float, l
         f"  (CPU {local_cpu:.1f} s)",
         f"  orchestrated (embed stage)        {orch_s:7.2f} s  {n / orch_s:7.1f} ECG/s"
         f"  (CPU {sum(cpu.values()):.1f} s: {groups})",
+        f"  worker seconds summed over calls    {summed}",
         f"  stage set-up not timed above      {setup_s:7.2f} s  (open dataset, duplicate scan, content tokens)",
         f"  ratio orchestrated / compute            {orch_s / compute_s:.3f}",
         f"  ratio orchestrated / (read + compute)   {orch_s / (read_s + compute_s):.3f}",

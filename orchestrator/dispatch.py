@@ -135,14 +135,19 @@ class EndpointWorker:
         except Exception as err:  # reported for every record of the chunk, as a lost read task was
             return {"ids": [], "counts": [], "problems": [], "status": "read",
                     "value": f"cannot open dataset: {_first_line(err)}"}
+        started, cpu = time.perf_counter(), time.thread_time()
         meta, x = read_records(dataset, indices, self.prep)
+        timing = {"read_s": time.perf_counter() - started, "read_cpu_s": time.thread_time() - cpu}
         if not send or not meta["ids"]:
-            return {**meta, "status": "unsent", "value": ""}
+            return {**meta, "status": "unsent", "value": "", "timing": timing}
+        started = time.perf_counter()
         with self._wire:
+            timing["wait_s"] = time.perf_counter() - started
             status, value = self.embed(x, f"{tag}:{meta['ids'][0]}:{len(meta['ids'])}")
+        timing["call_s"] = time.perf_counter() - started - timing["wait_s"]
         if status == "ok":
             value = average_windows(value, meta["counts"])
-        return {**meta, "status": status, "value": value}
+        return {**meta, "status": status, "value": value, "timing": timing}
 
     def _current(self, address: str) -> str:
         """The replica's address now: asked of its host when it has one (it may have moved)."""
@@ -221,6 +226,9 @@ class EmbedJob:
     connection: dict = field(default_factory=dict)
     hosts: dict = field(default_factory=dict)  # replica address -> ServerHost actor (launched on a cluster)
     problems: list[RecordProblem] = field(default_factory=list)
+    # Seconds summed over calls, filled by run_embed_job (for benches and logs): read_s / read_cpu_s (reading and
+    # preprocessing in the workers), wait_s (read, waiting for the wire), call_s (on the wire: transport + compute).
+    timing: dict = field(default_factory=dict)
 
 
 def _first_line(err: BaseException) -> str:
@@ -328,6 +336,8 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                     heapq.heappush(deferred, (time.monotonic() + 2 ** (rereads[key] - 1), next(order), batch))
                 continue
             status, value, ids = result["status"], result["value"], result["ids"]
+            for key, seconds in result.get("timing", {}).items():
+                job.timing[key] = job.timing.get(key, 0.0) + seconds
             if status == "read":
                 fail([rid_of[i] for i in batch.indices], "read", value)
                 continue
