@@ -76,7 +76,7 @@ class CpuMeter:
     """CPU seconds used by the process tree between start and stop, by group; polled, because Ray actors
     are killed (and their counters gone) before the run returns."""
 
-    def __init__(self, interval_s: float = 0.25) -> None:
+    def __init__(self, interval_s: float = 1.0) -> None:
         self.interval_s, self.seen, self.base = interval_s, {}, tree_cpu(os.getpid())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
