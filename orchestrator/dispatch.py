@@ -260,7 +260,7 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
     if not todo:
         return []
     # `in_flight` workers per replica, each with one call on the wire: reading runs in as many processes as
-    # calls may be in flight (as many as the read tasks before), not in threads of one process behind its GIL.
+    # calls may be in flight (as many as the old read tasks), not in threads of one process behind its GIL.
     workers = {addr: [_worker(job, addr) for _ in range(job.in_flight)] for addr in job.replicas}
     alive = list(job.replicas)
     load = {(addr, k): 0 for addr in alive for k in range(job.in_flight)}
