@@ -114,7 +114,7 @@ def in_process(model: EmbeddingModel, dataset, prep, batch_size: int) -> tuple[f
     return read_s, compute_s, time.process_time() - cpu, first
 
 
-def orchestrated(server, card, spec, prep, batch_size: int, in_flight: int, root: Path) -> tuple:
+def orchestrated(server, card, spec, prep, batch_size: int, in_flight: int, root: Path, readers: int = 0) -> tuple:
     """(wall s, CPU s by process group, set-up s, cache, ids) of the embed stage's work for one model on one dataset."""
     started = time.perf_counter()
     dataset = open_dataset(spec)
@@ -125,7 +125,8 @@ def orchestrated(server, card, spec, prep, batch_size: int, in_flight: int, root
     meter = CpuMeter()
     started = time.perf_counter()
     cache = EmbeddingCache(root, "m", "d", {"model": card.name, "preprocessing_hash": prep.hash}, tokens=tokens)
-    job = EmbedJob(card.name, [server.address], spec, dataset.name, prep, cache, batch_size, in_flight)
+    job = EmbedJob(card.name, [server.address], spec, dataset.name, prep, cache, batch_size, in_flight,
+                   readers=readers)
     done = [0]
 
     def progress(n: int) -> None:  # as the stage's (a disabled tqdm bar and the on_embedded hook) costs
@@ -149,6 +150,8 @@ def main() -> int:
     parser.add_argument("--in-flight", type=int, default=2)
     parser.add_argument("--read-ahead", type=int, default=dispatch.READ_AHEAD,
                         help="chunks per replica read beyond those on the wire (dispatch.READ_AHEAD)")
+    parser.add_argument("--readers", type=int, default=0,
+                        help="worker processes per replica (EmbedJob.readers; 0: one per call in flight)")
     parser.add_argument("--repeat", type=int, default=1, help="timed repetitions per size (each printed)")
     args = parser.parse_args()
     os.environ.setdefault("ECGLENS_ZOO", str(Path(tempfile.gettempdir()) / "ecglens-bench-zoo"))
@@ -169,14 +172,16 @@ def main() -> int:
             warm_spec = DatasetSpec("synthetic", {"sites": ["eu"], "records_per_site": args.batch_size, "seed": 1})
             model.embed(model.validate(np.zeros((args.batch_size, *prep_shape(prep)), np.float32)))
             # Warm Ray's workers (imports) and the server so that the timed runs measure steady state.
-            orchestrated(server, card, warm_spec, prep, args.batch_size, args.in_flight, workdir / "warm")
+            orchestrated(server, card, warm_spec, prep, args.batch_size, args.in_flight, workdir / "warm",
+                         args.readers)
             for n in args.records:
                 spec = DatasetSpec("synthetic", {"sites": ["eu"], "records_per_site": n, "seed": 0})
                 dataset = open_dataset(spec)
                 for rep in range(args.repeat):
                     read_s, compute_s, local_cpu, first = in_process(model, dataset, prep, args.batch_size)
-                    orch_s, cpu, setup_s, cache, ids = orchestrated(server, card, spec, prep, args.batch_size,
-                                                                    args.in_flight, workdir / f"cache-{n}-{rep}")
+                    orch_s, cpu, setup_s, cache, ids = orchestrated(
+                        server, card, spec, prep, args.batch_size, args.in_flight, workdir / f"cache-{n}-{rep}",
+                        args.readers)
                     got = cache.get(ids[:len(first)])
                     np.testing.assert_allclose(got, first, atol=1e-5)
                     shutil.rmtree(workdir / f"cache-{n}-{rep}", ignore_errors=True)
@@ -203,7 +208,8 @@ def report(n: int, args, card, orch_s: float, read_s: float, compute_s: float, l
     summed = ", ".join(f"{k.split(' ', 1)[1]} {v:.1f}" for k, v in timing.items())
     return [
         f"model {card.name}, {n} records, batch {args.batch_size}, in flight {args.in_flight}, "
-        f"read ahead {args.read_ahead}, cpus={os.cpu_count()}, ECGLENS_ORT_THREADS="
+        f"read ahead {args.read_ahead}, readers {args.readers or args.in_flight}, cpus={os.cpu_count()}, "
+        f"ECGLENS_ORT_THREADS="
         f"{os.environ.get('ECGLENS_ORT_THREADS', 'default')}",
         f"  in-process model compute          {compute_s:7.2f} s  {n / compute_s:7.1f} ECG/s",
         f"  in-process read+preprocess        {read_s:7.2f} s  {n / read_s:7.1f} ECG/s",

@@ -229,6 +229,9 @@ class EmbedJob:
     # Seconds summed over calls, filled by run_embed_job (for benches and logs): read_s / read_cpu_s (reading and
     # preprocessing in the workers), wait_s (read, waiting for the wire), call_s (on the wire: transport + compute).
     timing: dict = field(default_factory=dict)
+    # Worker processes per replica that read (0: `in_flight`, one call on the wire each). Fewer save each one's
+    # start-up (a Ray worker, imports: ~1 CPU-s) where CPUs are few; more read in parallel beside a fast endpoint.
+    readers: int = 0
 
 
 def _first_line(err: BaseException) -> str:
@@ -243,11 +246,18 @@ def _halves(batch: _Batch) -> list[_Batch]:
     return [_Batch(batch.indices[:half], read=True), _Batch(batch.indices[half:], read=True)]
 
 
+def _per_worker(job: EmbedJob) -> tuple[int, int]:
+    """(workers per replica, calls on the wire per worker): `in_flight` calls per replica in all."""
+    count = max(1, min(job.in_flight, job.readers or job.in_flight))
+    return count, -(-job.in_flight // count)
+
+
 def _worker(job: EmbedJob, address: str) -> object:
-    """A fresh EndpointWorker for one replica of the job: one call on the wire, READ_AHEAD more reading."""
-    return EndpointWorker.options(max_concurrency=1 + READ_AHEAD).remote(
+    """A fresh EndpointWorker for one replica of the job: its calls on the wire, READ_AHEAD more reading."""
+    wire = _per_worker(job)[1]
+    return EndpointWorker.options(max_concurrency=wire + READ_AHEAD).remote(
         address, job.connection, job.timeout_s, host=job.hosts.get(address), dataset=job.dataset, prep=job.prep,
-        wire=1)
+        wire=wire)
 
 
 def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
@@ -261,10 +271,11 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
         return []
     # `in_flight` workers per replica, each with one call on the wire: reading runs in as many processes as
     # calls may be in flight (as many as the old read tasks), not in threads of one process behind its GIL.
-    workers = {addr: [_worker(job, addr) for _ in range(job.in_flight)] for addr in job.replicas}
+    count, wire = _per_worker(job)
+    workers = {addr: [_worker(job, addr) for _ in range(count)] for addr in job.replicas}
     alive = list(job.replicas)
-    load = {(addr, k): 0 for addr in alive for k in range(job.in_flight)}
-    depth = 1 + READ_AHEAD
+    load = {(addr, k): 0 for addr in alive for k in range(count)}
+    depth = wire + READ_AHEAD
     queue = deque(_Batch(todo[k:k + job.batch_size]) for k in range(0, len(todo), job.batch_size))
     calls: dict = {}
     problems: list[RecordProblem] = []
@@ -286,7 +297,7 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
             while deferred and deferred[0][0] <= now:
                 queue.appendleft(heapq.heappop(deferred)[2])
             while queue and alive:
-                slot = min(((a, k) for a in alive for k in range(job.in_flight)), key=load.get)
+                slot = min(((a, k) for a in alive for k in range(count)), key=load.get)
                 if load[slot] >= depth:
                     break
                 batch, worker = queue.popleft(), workers[slot[0]][slot[1]]

@@ -28,9 +28,9 @@ def _run(job: EmbedJob, indices: list[int], ids: list[str]) -> tuple[list, list[
     return run_embed_job(job, indices, ids, counted.append), counted
 
 
-@pytest.mark.parametrize("window", ["start", "average"])
+@pytest.mark.parametrize("window,readers", [("start", 0), ("average", 1)])
 def test_cached_embeddings_equal_reading_and_sending_each_batch_here(ray_session, random_resnet_pkg, tmp_path,
-                                                                     window):
+                                                                     window, readers):
     spec = DatasetSpec("synthetic", {"sites": ["eu"], "records_per_site": 37, "seed": 3})
     dataset = open_dataset(spec)
     ids = [dataset.meta(i).record_id for i in range(len(dataset))]
@@ -38,7 +38,7 @@ def test_cached_embeddings_equal_reading_and_sending_each_batch_here(ray_session
         with EmbeddingClient(server.address) as client:
             prep = spec_from_card(client.card(), {"window": window, "max_windows": 2})
             job = EmbedJob("m", [server.address], spec, dataset.name, prep, EmbeddingCache(tmp_path, "m", "d"),
-                           batch_size=8, in_flight=2)
+                           batch_size=8, in_flight=2, readers=readers)
             problems, counted = _run(job, list(range(len(dataset))), ids)
             assert problems == [] and sum(counted) == len(dataset)
             expected = []
