@@ -2,7 +2,7 @@
 
     python bench/data_scaling.py [--small 10000] [--large 100000]
 
-Each size runs the real embedding path (Ray read tasks -> endpoint actor -> gRPC server -> cache)
+Each size runs the real embedding path (endpoint actors read and send -> gRPC server -> cache)
 in its own process, against a server whose model returns zeros, so what is measured is the data
 path, then loads the embedding matrix from the cache the way the views stage does (in a Ray task). Records are read lazily: the driver's peak memory should barely grow with the dataset, and
 the printed ratio (large / small peak RSS) is what to compare (target <= 1.2).

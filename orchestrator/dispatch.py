@@ -1,10 +1,15 @@
-"""Embedding on Ray: reading/preprocessing in Ray tasks, endpoint calls from Ray actors.
+"""Embedding on Ray: per endpoint replica, `in_flight` actors each read, preprocess and send their own batches.
 
-Per model, one actor per endpoint replica holds a gRPC channel and serves at most `in_flight`
-calls at once (backpressure); the driver keeps at most that many batches outstanding per replica,
-retries UNAVAILABLE/DEADLINE_EXCEEDED with backoff inside the actor, fails over to another replica
-when one stays unreachable, and bisects a batch the server rejects so one bad record loses
-only itself. Every finished batch goes straight to the cache.
+The driver hands workers index chunks only. A worker opens the dataset once and holds a gRPC channel; it has
+one call on the wire at a time and reads READ_AHEAD more chunks meanwhile on other threads (numpy and gRPC
+release the GIL), so reading, transport and compute overlap, reading runs in as many processes as calls may be
+in flight, and a batch's samples never pass through Ray's object store: only ids and the (averaged) embeddings
+come back. At most `in_flight` calls per replica are on the wire (backpressure). A worker retries
+UNAVAILABLE/DEADLINE_EXCEEDED with backoff; the driver fails over to another replica when one stays
+unreachable, halves a batch over the message-size limit, and bisects a batch the server rejects so one bad
+record loses only itself, each by sending index chunks again (records are read again: reading is
+deterministic, and a warning already reported is not reported twice). Every finished batch goes straight to
+the cache.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import numpy as np
 import ray
 
 from orchestrator.cache import EmbeddingCache
-from orchestrator.datasets.base import DatasetSpec, RecordError, open_dataset
+from orchestrator.datasets.base import Dataset, DatasetSpec, RecordError, open_dataset
 from orchestrator.preprocess import PreprocessSpec, preprocess_windows
 from orchestrator.server_host import address_of
 
@@ -31,6 +36,9 @@ MAX_BUSY_RETRIES = 8
 # A batch whose worker or data was lost with a node is read and sent again, this often, after 1, 2, 4, 8, 16 s:
 # long enough for Ray to notice the node is gone (missed heartbeats) and restart the worker elsewhere.
 MAX_REREADS = 5
+# Chunks each worker may be reading while its call is on the wire: the next batch is ready when the call
+# returns, so the endpoint never waits for a read.
+READ_AHEAD = 1
 
 
 @dataclass
@@ -49,13 +57,12 @@ class RecordProblem:
                 "reason": self.reason}
 
 
-@ray.remote(num_returns=2)
-def read_batch(spec: DatasetSpec, indices: list[int], prep: PreprocessSpec) -> tuple[dict, np.ndarray]:
-    """Read and preprocess records; returns ({ids, counts, problems}, [windows, L, T] float32) as two objects.
+def read_records(dataset: Dataset, indices: list[int], prep: PreprocessSpec) -> tuple[dict, np.ndarray]:
+    """Read and preprocess records: ({ids, counts, problems}, [windows, L, T] float32).
 
-    counts[k] is how many consecutive windows belong to ids[k] (1 unless prep.window == "average").
+    counts[k] is how many consecutive windows belong to ids[k] (1 unless prep.window == "average"); problems
+    are (record id, "read" or "warning", reason): a record that cannot be read costs only itself.
     """
-    dataset = open_dataset(spec)
     ids, counts, rows, problems = [], [], [], []
     for i in indices:
         rid = dataset.meta(i).record_id
@@ -99,11 +106,48 @@ class EndpointWorker:
     """
 
     def __init__(self, address: str, connection: dict, timeout_s: float = 120.0, attempts: int = 3,
-                 host: object = None) -> None:
+                 host: object = None, dataset: DatasetSpec | None = None, prep: PreprocessSpec | None = None,
+                 wire: int = 2) -> None:
         self.connection, self.timeout_s, self.attempts, self.host = connection, timeout_s, attempts, host
+        self.spec, self.prep, self._dataset = dataset, prep, None
         self.client = None
         self._lock = threading.Lock()  # calls run concurrently (max_concurrency); one reconnects at a time
+        self._open_lock = threading.Lock()
+        self._wire = threading.BoundedSemaphore(max(1, wire))  # calls on the wire; more threads may be reading
         self._connect(self._current(address))
+
+    def _open(self) -> Dataset:
+        """The job's dataset, opened once per worker (the first call opens it; a failed open is retried)."""
+        with self._open_lock:
+            if self._dataset is None:
+                self._dataset = open_dataset(self.spec)
+            return self._dataset
+
+    def embed_records(self, indices: list[int], tag: str, send: bool = True) -> dict:
+        """Read, preprocess and (with `send`) embed records of the job's dataset here.
+
+        Returns {ids, counts, problems} as read_records gives them, with `status` and `value`: ('ok', one
+        averaged embedding per id), an RPC status name and message as embed() gives them, ('read', why) when
+        the dataset cannot be opened, or ('unsent', '') without `send`. Never raises on read or RPC errors.
+        """
+        try:
+            dataset = self._open()
+        except Exception as err:  # reported for every record of the chunk, as a lost read task was
+            return {"ids": [], "counts": [], "problems": [], "status": "read",
+                    "value": f"cannot open dataset: {_first_line(err)}"}
+        started, cpu = time.perf_counter(), time.thread_time()
+        meta, x = read_records(dataset, indices, self.prep)
+        timing = {"read_s": time.perf_counter() - started, "read_cpu_s": time.thread_time() - cpu}
+        if not send or not meta["ids"]:
+            return {**meta, "status": "unsent", "value": "", "timing": timing}
+        started = time.perf_counter()
+        with self._wire:
+            timing["wait_s"] = time.perf_counter() - started
+            status, value = self.embed(x, f"{tag}:{meta['ids'][0]}:{len(meta['ids'])}")
+        timing["call_s"] = time.perf_counter() - started - timing["wait_s"]
+        if status == "ok":
+            value = average_windows(value, meta["counts"])
+        return {**meta, "status": status, "value": value, "timing": timing}
 
     def _current(self, address: str) -> str:
         """The replica's address now: asked of its host when it has one (it may have moved)."""
@@ -161,10 +205,9 @@ class EndpointWorker:
 
 @dataclass
 class _Batch:
-    ids: list[str]
-    counts: list[int]  # windows per record
-    x: object  # ObjectRef or ndarray, [sum(counts), L, T]
+    indices: list[int]  # dataset indices, read by the worker that embeds them
     attempts: int = 0
+    read: bool = False  # every index read fine once already (its problems are reported)
 
 
 @dataclass
@@ -183,6 +226,12 @@ class EmbedJob:
     connection: dict = field(default_factory=dict)
     hosts: dict = field(default_factory=dict)  # replica address -> ServerHost actor (launched on a cluster)
     problems: list[RecordProblem] = field(default_factory=list)
+    # Seconds summed over calls, filled by run_embed_job (for benches and logs): read_s / read_cpu_s (reading and
+    # preprocessing in the workers), wait_s (read, waiting for the wire), call_s (on the wire: transport + compute).
+    timing: dict = field(default_factory=dict)
+    # Worker processes per replica that read (0: `in_flight`, one call on the wire each). Fewer save each one's
+    # start-up (a Ray worker, imports: ~1 CPU-s) where CPUs are few; more read in parallel beside a fast endpoint.
+    readers: int = 0
 
 
 def _first_line(err: BaseException) -> str:
@@ -192,12 +241,23 @@ def _first_line(err: BaseException) -> str:
 
 
 def _halves(batch: _Batch) -> list[_Batch]:
-    """Split a batch by records (with their windows) into two."""
-    x = ray.get(batch.x) if not isinstance(batch.x, np.ndarray) else batch.x
-    half = len(batch.ids) // 2
-    split = sum(batch.counts[:half])
-    return [_Batch(batch.ids[:half], batch.counts[:half], x[:split]),
-            _Batch(batch.ids[half:], batch.counts[half:], x[split:])]
+    """Split a batch by records into two (each is read again by the worker that sends it)."""
+    half = len(batch.indices) // 2
+    return [_Batch(batch.indices[:half], read=True), _Batch(batch.indices[half:], read=True)]
+
+
+def _per_worker(job: EmbedJob) -> tuple[int, int]:
+    """(workers per replica, calls on the wire per worker): `in_flight` calls per replica in all."""
+    count = max(1, min(job.in_flight, job.readers or job.in_flight))
+    return count, -(-job.in_flight // count)
+
+
+def _worker(job: EmbedJob, address: str) -> object:
+    """A fresh EndpointWorker for one replica of the job: its calls on the wire, READ_AHEAD more reading."""
+    wire = _per_worker(job)[1]
+    return EndpointWorker.options(max_concurrency=wire + READ_AHEAD).remote(
+        address, job.connection, job.timeout_s, host=job.hosts.get(address), dataset=job.dataset, prep=job.prep,
+        wire=wire)
 
 
 def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
@@ -209,20 +269,21 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
         progress(len(indices) - len(todo))
     if not todo:
         return []
-    workers = {addr: EndpointWorker.options(max_concurrency=job.in_flight).remote(
-        addr, job.connection, job.timeout_s, host=job.hosts.get(addr)) for addr in job.replicas}
+    # `in_flight` workers per replica, each with one call on the wire: reading runs in as many processes as
+    # calls may be in flight (as many as the old read tasks), not in threads of one process behind its GIL.
+    count, wire = _per_worker(job)
+    workers = {addr: [_worker(job, addr) for _ in range(count)] for addr in job.replicas}
     alive = list(job.replicas)
-    load = {addr: 0 for addr in alive}
-    chunks = deque(todo[k:k + job.batch_size] for k in range(0, len(todo), job.batch_size))
-    reads: dict = {}
-    ready: deque[_Batch] = deque()
+    load = {(addr, k): 0 for addr in alive for k in range(count)}
+    depth = wire + READ_AHEAD
+    queue = deque(_Batch(todo[k:k + job.batch_size]) for k in range(0, len(todo), job.batch_size))
     calls: dict = {}
     problems: list[RecordProblem] = []
-    max_reads = 2 * job.in_flight * len(alive)
+    warned: set[tuple[str, str]] = set()  # a chunk read again (bisecting, failover) warns once
     rid_of = dict(zip(indices, record_ids))
     index_of = dict(zip(record_ids, indices))
-    rereads: dict[tuple[str, ...], int] = {}
-    deferred: list = []  # heap of (due time, tie-break, indices): batches to read again after a node loss
+    rereads: dict[tuple[int, ...], int] = {}
+    deferred: list = []  # heap of (due time, tie-break, batch): batches to send again after a node loss
     order = itertools.count()
 
     def fail(ids: list[str], stage: str, reason: str) -> None:
@@ -231,97 +292,102 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
             progress(len(ids))
 
     try:
-        while chunks or reads or ready or calls or deferred:
+        while queue or calls or deferred:
             now = time.monotonic()
             while deferred and deferred[0][0] <= now:
-                chunks.appendleft(heapq.heappop(deferred)[2])
-            while chunks and len(reads) + len(ready) < max_reads:
-                chunk = chunks.popleft()
-                meta_ref, x_ref = read_batch.remote(job.dataset, chunk, job.prep)
-                reads[meta_ref] = (x_ref, chunk)
-            while ready and alive:
-                target = min(alive, key=load.get)
-                if load[target] >= job.in_flight:
+                queue.appendleft(heapq.heappop(deferred)[2])
+            while queue and alive:
+                slot = min(((a, k) for a in alive for k in range(count)), key=load.get)
+                if load[slot] >= depth:
                     break
-                batch = ready.popleft()
-                ref = workers[target].embed.remote(batch.x, f"{job.model}:{batch.ids[0]}:{len(batch.ids)}")
-                calls[ref] = (batch, target, workers[target])
-                load[target] += 1
-            if ready and not alive:
-                while ready:
-                    fail(ready.popleft().ids, "embed", f"no reachable replica of {job.model}")
-                continue
-            pending = list(reads) + list(calls)
+                batch, worker = queue.popleft(), workers[slot[0]][slot[1]]
+                calls[worker.embed_records.remote(batch.indices, job.model)] = (batch, slot, worker)
+                load[slot] += 1
+            if queue and not alive:
+                # No replica left: records not read yet are still read (by any worker; nothing is sent), so
+                # a record that cannot be read is reported as such; the others fail for want of a replica.
+                while queue:
+                    batch = queue.popleft()
+                    if batch.read:
+                        fail([rid_of[i] for i in batch.indices], "embed", f"no reachable replica of {job.model}")
+                    else:
+                        slot = min(load, key=load.get)
+                        worker = workers[slot[0]][slot[1]]
+                        calls[worker.embed_records.remote(batch.indices, job.model, False)] = (batch, slot, worker)
+                        load[slot] += 1
             wake = max(0.0, deferred[0][0] - time.monotonic()) if deferred else None
-            if not pending:
+            if not calls:
                 time.sleep(wake or 0.0)
                 continue
-            finished, _ = ray.wait(pending, num_returns=1, timeout=wake)
+            finished, _ = ray.wait(list(calls), num_returns=1, timeout=wake)
             if not finished:
                 continue
             ref = finished[0]
-            if ref in reads:
-                x_ref, chunk = reads.pop(ref)
-                try:
-                    meta = ray.get(ref)
-                except ray.exceptions.RayError as err:  # Ray already retried it (max_retries): its node is gone
-                    fail([rid_of[i] for i in chunk], "read", f"read task lost after retries: {_first_line(err)}")
-                    continue
-                for rid, stage, reason in meta["problems"]:
-                    if stage == "warning":
-                        problems.append(RecordProblem(job.dataset_name, rid, stage, reason, job.model))
-                    else:
-                        fail([rid], stage, reason)
-                if meta["ids"]:
-                    ready.append(_Batch(meta["ids"], meta["counts"], x_ref))
-                continue
-            batch, target, worker = calls.pop(ref)
-            load[target] -= 1
+            batch, slot, worker = calls.pop(ref)
+            target = slot[0]
+            load[slot] -= 1
             try:
-                status, value = ray.get(ref)
+                result = ray.get(ref)
             except ray.exceptions.RayError as err:
-                # The worker or the batch's data was lost beyond Ray's own retries (a node went away): the
-                # replica's worker is dropped; the records are read again and sent elsewhere, a bounded
-                # number of times, so a run always ends and loses only what truly cannot be done.
+                # The worker was lost beyond Ray's own retries (a node went away): the replica's worker is
+                # dropped; the records are sent again (read again) elsewhere, a bounded number of times, so a
+                # run always ends and loses only what truly cannot be done.
                 log.warning("embedding call on %s lost (%s); reading its %d record(s) again",
-                            target, _first_line(err), len(batch.ids))
-                if isinstance(err, ray.exceptions.ActorDiedError) and workers[target] is worker:
+                            target, _first_line(err), len(batch.indices))
+                if isinstance(err, ray.exceptions.ActorDiedError) and workers[target][slot[1]] is worker:
                     # Its restarts are used up (or cannot happen): a fresh worker for the same replica. The
                     # replica itself may be fine; only a failing endpoint takes a replica out of `alive`.
-                    workers[target] = EndpointWorker.options(max_concurrency=job.in_flight).remote(
-                        target, job.connection, job.timeout_s, host=job.hosts.get(target))
-                key = tuple(batch.ids)
+                    workers[target][slot[1]] = _worker(job, target)
+                key = tuple(batch.indices)
                 rereads[key] = rereads.get(key, 0) + 1
                 if rereads[key] > MAX_REREADS:
-                    fail(batch.ids, "embed", f"lost {MAX_REREADS + 1} times with Ray nodes: {_first_line(err)}")
+                    fail([rid_of[i] for i in batch.indices], "embed",
+                         f"lost {MAX_REREADS + 1} times with Ray nodes: {_first_line(err)}")
                 else:
-                    heapq.heappush(deferred, (time.monotonic() + 2 ** (rereads[key] - 1), next(order),
-                                              [index_of[rid] for rid in batch.ids]))
+                    heapq.heappush(deferred, (time.monotonic() + 2 ** (rereads[key] - 1), next(order), batch))
                 continue
-            if status == "ok":
-                job.cache.write(batch.ids, average_windows(value, batch.counts))
+            status, value, ids = result["status"], result["value"], result["ids"]
+            for key, seconds in result.get("timing", {}).items():
+                job.timing[key] = job.timing.get(key, 0.0) + seconds
+            if status == "read":
+                fail([rid_of[i] for i in batch.indices], "read", value)
+                continue
+            for rid, stage, reason in result["problems"]:
+                if stage != "warning":
+                    fail([rid], stage, reason)
+                elif (rid, reason) not in warned:
+                    warned.add((rid, reason))
+                    problems.append(RecordProblem(job.dataset_name, rid, stage, reason, job.model))
+            if not ids:
+                continue
+            batch = _Batch([index_of[rid] for rid in ids], batch.attempts, read=True)
+            if status == "unsent":
+                fail(ids, "embed", f"no reachable replica of {job.model}")
+            elif status == "ok":
+                job.cache.write(ids, value)
                 if progress:
-                    progress(len(batch.ids))
+                    progress(len(ids))
             elif status in RETRYABLE and status != "RESOURCE_EXHAUSTED":
                 log.warning("replica %s of %s failed (%s: %s); failing over", target, job.model, status, value)
                 if target in alive:
                     alive.remove(target)
                 batch.attempts += 1
-                ready.appendleft(batch)
-            elif status == "RESOURCE_EXHAUSTED" and "larger than max" in str(value) and len(batch.ids) > 1:
+                queue.appendleft(batch)
+            elif status == "RESOURCE_EXHAUSTED" and "larger than max" in str(value) and len(ids) > 1:
                 # The endpoint's message-size limit (gRPC's default is 4 MB): send smaller requests.
-                ready.extendleft(reversed(_halves(batch)))
+                queue.extendleft(reversed(_halves(batch)))
             elif status == "RESOURCE_EXHAUSTED" and batch.attempts < MAX_BUSY_RETRIES:
                 # The endpoint's queue is full: back off, then try again (bounded, so a run always ends).
                 batch.attempts += 1
-                ready.append(batch)
+                queue.append(batch)
                 time.sleep(min(0.2 * 2 ** batch.attempts, 5.0))
-            elif status == "INVALID_ARGUMENT" and len(batch.ids) > 1:
+            elif status == "INVALID_ARGUMENT" and len(ids) > 1:
                 # Bisect so the record the server rejects is found and only it is lost.
-                ready.extendleft(reversed(_halves(batch)))
+                queue.extendleft(reversed(_halves(batch)))
             else:
-                fail(batch.ids, "embed", f"{status}: {value}")
+                fail(ids, "embed", f"{status}: {value}")
     finally:
-        for worker in workers.values():
-            ray.kill(worker)
+        for pool in workers.values():
+            for worker in pool:
+                ray.kill(worker)
     return problems

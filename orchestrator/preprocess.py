@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from orchestrator.datasets.base import Record, RecordError
 from orchestrator.datasets.header_checks import check_rate
@@ -119,6 +118,9 @@ def resample(signal: np.ndarray, source_hz: float, target_hz: float) -> np.ndarr
     """Polyphase resampling along time (anti-aliased), exact for rational rate ratios."""
     if abs(source_hz - target_hz) < 1e-9:
         return signal
+    # Imported here: scipy.signal costs every embedding worker process ~0.6 s at start, paid only if it resamples.
+    from scipy.signal import resample_poly
+
     ratio = _ratio(source_hz, target_hz)
     return resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1)
 

@@ -5,7 +5,7 @@ Params: `base` ({kind, params} of the dataset perturbed), `indices` (its records
 of base record indices[j]; its id is
 `<base id>|<name>@<grade>`: the base record's signal under that perturbation, seeded by the record id, so
 the same copy comes out of any Ray task. The robustness stage embeds this dataset through each served model
-(read_batch -> EndpointWorker, as the embed stage does), into a cache of its own.
+(EndpointWorker actors read and send, as in the embed stage), into a cache of its own.
 """
 from __future__ import annotations
 

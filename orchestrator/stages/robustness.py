@@ -2,8 +2,8 @@
 
 Per dataset, up to `robustness.max_ecgs` test ECGs (every model embedded them) are drawn with the stage's seed;
 their perturbed copies (orchestrator/perturbations.py, at each grade) form a `perturbed` dataset
-(orchestrator/datasets/perturbed.py) that goes through the embed stage's own machinery: read_batch Ray tasks
-read and perturb and preprocess, EndpointWorker actors call each model's replicas, shards go to a cache of
+(orchestrator/datasets/perturbed.py) that goes through the embed stage's own machinery: EndpointWorker actors
+read and perturb and preprocess, and call each model's replicas, shards go to a cache of
 their own (<cache>/robustness/...), never the main one. Per model, perturbation and grade:
     cosine      = mean_i cos(e_i, e'_i)           (e clean, e' perturbed embedding of ECG i)
     auroc_macro = mean_s AUROC_macro(y, probe_s(e'))  (probe_s: the linear probe of seed s, full training data)
