@@ -158,7 +158,8 @@ def ensure_venv(venv: Path | None) -> Path:
     return python
 
 
-def start_mlserver(python: Path, package: Path, card, workdir: Path, workers: int, threads: int):
+def start_mlserver(python: Path, package: Path, card, workdir: Path, workers: int, threads: int,
+                   batching: bool = False):
     """Write the runtime and settings, start `mlserver start`, wait until the model is ready; (process, address)."""
     models = workdir / "models" / card.name
     models.mkdir(parents=True)
@@ -170,8 +171,12 @@ def start_mlserver(python: Path, package: Path, card, workdir: Path, workers: in
         # its default is 4 MiB, below one batch of 32 ECGs; ECGLens takes 64 MiB
         "grpc_max_message_length": 64 * 1024 * 1024}))
     spec = card.input
+    # Adaptive batching (off by default in MLServer) with ECGLens' own dynamic-batching settings, so that
+    # with many small requests in flight the comparison is batcher against batcher.
+    batch_settings = ({"max_batch_size": card.serving.max_batch_size,
+                       "max_batch_time": card.serving.max_queue_delay_ms / 1000} if batching else {})
     (models / "model-settings.json").write_text(json.dumps({
-        "name": card.name, "implementation": "ecg_runtime.EcgOnnx",
+        "name": card.name, "implementation": "ecg_runtime.EcgOnnx", **batch_settings,
         "parameters": {"uri": str(package / str(card.weights)), "extra": {
             "input": spec.input_name or "ecg", "output": card.output.name, "norm": spec.normalization,
             "layout": spec.layout, "pooling": card.output.pooling, "pool_axis": card.output.pool_axis,
@@ -216,6 +221,8 @@ def main() -> int:
     parser.add_argument("--mlserver-workers", type=int, default=1, help="MLServer parallel_workers (its default: 1)")
     parser.add_argument("--mlserver-threads", type=int, default=0,
                         help="onnxruntime intra-op threads in MLServer's runtime (0 = ORT default: all cores)")
+    parser.add_argument("--mlserver-batching", action="store_true",
+                        help="turn on MLServer's adaptive batching with ECGLens' batch size and queue delay")
     args = parser.parse_args()
     os.environ.setdefault("ECGLENS_ZOO", str(Path(tempfile.gettempdir()) / "ecglens-bench-zoo"))
     package = resolve_package(args.model)
@@ -240,7 +247,7 @@ def main() -> int:
         ours = start_server("services.embedding", ["--model", str(package)], name="ecglens-v2")
         try:
             theirs, their_address = start_mlserver(python, package, card, Path(tmp), args.mlserver_workers,
-                                                   args.mlserver_threads)
+                                                   args.mlserver_threads, args.mlserver_batching)
         except BaseException:
             ours.stop()
             raise
@@ -259,7 +266,8 @@ def main() -> int:
             ours.stop()
     print(f"client: tritonclient.grpc, {args.in_flight} requests in flight, {args.ecgs} ECGs per round, best of "
           f"{args.repeats}; MLServer {MLSERVER_VERSION}: parallel_workers={args.mlserver_workers}, ORT threads="
-          f"{args.mlserver_threads or 'default'}, spinning off; cpus={os.cpu_count()}")
+          f"{args.mlserver_threads or 'default'}, spinning off, adaptive batching "
+          f"{'on' if args.mlserver_batching else 'off (its default)'}; cpus={os.cpu_count()}")
     print(f"{'batch':>5} {'ECGLens V2 ECG/s':>17} {'MLServer ECG/s':>15} {'ratio':>6}")
     for bs in sizes:
         a, b = results["ecglens"][bs], results["mlserver"][bs]
