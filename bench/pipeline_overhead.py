@@ -8,6 +8,12 @@ Ray actors read and preprocess index chunks and send them over gRPC to the model
 land in the cache. Left out of the timed span (timed on its own and printed): opening the dataset, the duplicate-id
 scan and computing content tokens, which the stage does once per dataset for all models.
 
+Each size is timed twice, both printed: `cold` = a job with workers of its own (run_embed_job without a pool),
+so the workers' start-up (a Ray worker process and its imports each) is inside the timed span, as for the first
+job of a run; `warm` = a job on the run's WorkerPool after an earlier job used it, as every later (model,
+dataset) job of a run and the robustness stage's jobs are (the workers exist; the dataset is new to them and
+opened on their first call). A throwaway job on another dataset warms Ray, the server and the pool first.
+
 In-process baselines, one process, no Ray, no gRPC, the same batches: `compute` = EmbeddingModel.embed on
 already preprocessed batches; `read + compute` = reading and preprocessing each batch, then embedding it,
 sequentially (the honest single-process pipeline). Overhead = ratio - 1.
@@ -39,6 +45,7 @@ from orchestrator.datasets.base import DatasetSpec, open_dataset  # noqa: E402
 from orchestrator.dispatch import EmbedJob, run_embed_job  # noqa: E402
 from orchestrator.preprocess import preprocess_windows, spec_from_card  # noqa: E402
 from orchestrator.stages.embed import _unique_indices  # noqa: E402
+from orchestrator.worker_pool import WorkerPool  # noqa: E402
 from services.common.process import start_server  # noqa: E402
 from services.embedding.client import EmbeddingClient  # noqa: E402
 from services.embedding.model import EmbeddingModel  # noqa: E402
@@ -114,8 +121,10 @@ def in_process(model: EmbeddingModel, dataset, prep, batch_size: int) -> tuple[f
     return read_s, compute_s, time.process_time() - cpu, first
 
 
-def orchestrated(server, card, spec, prep, batch_size: int, in_flight: int, root: Path, readers: int = 0) -> tuple:
-    """(wall s, CPU s by process group, set-up s, cache, ids) of the embed stage's work for one model on one dataset."""
+def orchestrated(server, card, spec, prep, batch_size: int, in_flight: int, root: Path, readers: int = 0,
+                 pool: WorkerPool | None = None) -> tuple:
+    """(wall s, CPU s by process group, set-up s, cache, ids) of the embed stage's work for one model on one dataset
+    (workers from `pool`, else the job's own)."""
     started = time.perf_counter()
     dataset = open_dataset(spec)
     problems: list = []
@@ -132,7 +141,7 @@ def orchestrated(server, card, spec, prep, batch_size: int, in_flight: int, root
     def progress(n: int) -> None:  # as the stage's (a disabled tqdm bar and the on_embedded hook) costs
         done[0] += n
 
-    problems += run_embed_job(job, keep, ids, progress)
+    problems += run_embed_job(job, keep, ids, progress, pool)
     wall = time.perf_counter() - started
     used = meter.stop()
     assert not problems and len(cache.done_ids()) == len(ids) == done[0], (problems[:3], done[0])
@@ -163,6 +172,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ecglens-bench-"))
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     lines = []
+    pool = WorkerPool()
     try:
         with start_server("services.embedding", ["--model", str(package)], name="bench") as server:
             with EmbeddingClient(server.address) as client:
@@ -171,22 +181,27 @@ def main() -> int:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, _temp_dir=ray_tmp)
             warm_spec = DatasetSpec("synthetic", {"sites": ["eu"], "records_per_site": args.batch_size, "seed": 1})
             model.embed(model.validate(np.zeros((args.batch_size, *prep_shape(prep)), np.float32)))
-            # Warm Ray's workers (imports) and the server so that the timed runs measure steady state.
+            # Warm Ray, the server and the run's pool (its workers started and used by an earlier job).
             orchestrated(server, card, warm_spec, prep, args.batch_size, args.in_flight, workdir / "warm",
-                         args.readers)
+                         args.readers, pool)
             for n in args.records:
-                spec = DatasetSpec("synthetic", {"sites": ["eu"], "records_per_site": n, "seed": 0})
-                dataset = open_dataset(spec)
                 for rep in range(args.repeat):
-                    read_s, compute_s, local_cpu, first = in_process(model, dataset, prep, args.batch_size)
-                    orch_s, cpu, setup_s, cache, ids = orchestrated(
-                        server, card, spec, prep, args.batch_size, args.in_flight, workdir / f"cache-{n}-{rep}",
-                        args.readers)
-                    got = cache.get(ids[:len(first)])
-                    np.testing.assert_allclose(got, first, atol=1e-5)
-                    shutil.rmtree(workdir / f"cache-{n}-{rep}", ignore_errors=True)
-                    lines += report(n, args, card, orch_s, read_s, compute_s, local_cpu, cpu, setup_s)
+                    # A seed per repetition: the pool's workers have not opened this dataset yet, as a later job of
+                    # a run on a new dataset has not (they keep the last few open).
+                    spec = DatasetSpec("synthetic", {"sites": ["eu"], "records_per_site": n, "seed": rep})
+                    read_s, compute_s, local_cpu, first = in_process(model, open_dataset(spec), prep, args.batch_size)
+                    timed = {}
+                    for kind, job_pool in (("cold", None), ("warm", pool)):
+                        orch_s, cpu, setup_s, cache, ids = orchestrated(
+                            server, card, spec, prep, args.batch_size, args.in_flight,
+                            workdir / f"cache-{n}-{rep}-{kind}", args.readers, job_pool)
+                        got = cache.get(ids[:len(first)])
+                        np.testing.assert_allclose(got, first, atol=1e-5)
+                        shutil.rmtree(workdir / f"cache-{n}-{rep}-{kind}", ignore_errors=True)
+                        timed[kind] = (orch_s, cpu, setup_s)
+                    lines += report(n, args, card, timed, read_s, compute_s, local_cpu)
     finally:
+        pool.close()
         if ray.is_initialized():
             ray.shutdown()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -200,13 +215,9 @@ def prep_shape(prep) -> tuple[int, int]:
     return len(prep.leads), prep.num_samples
 
 
-def report(n: int, args, card, orch_s: float, read_s: float, compute_s: float, local_cpu: float, cpu: dict,
-           setup_s: float) -> list[str]:
-    """The lines printed for one size."""
-    timing = {k: cpu.pop(k) for k in list(cpu) if k.startswith("workers' ")}
-    groups = ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 0.05)
-    summed = ", ".join(f"{k.split(' ', 1)[1]} {v:.1f}" for k, v in timing.items())
-    return [
+def report(n: int, args, card, timed: dict, read_s: float, compute_s: float, local_cpu: float) -> list[str]:
+    """The lines printed for one size: the baselines, then the cold and the warm job."""
+    lines = [
         f"model {card.name}, {n} records, batch {args.batch_size}, in flight {args.in_flight}, "
         f"read ahead {args.read_ahead}, readers {args.readers or args.in_flight}, cpus={os.cpu_count()}, "
         f"ECGLENS_ORT_THREADS="
@@ -215,13 +226,25 @@ def report(n: int, args, card, orch_s: float, read_s: float, compute_s: float, l
         f"  in-process read+preprocess        {read_s:7.2f} s  {n / read_s:7.1f} ECG/s",
         f"  in-process read + compute         {read_s + compute_s:7.2f} s  {n / (read_s + compute_s):7.1f} ECG/s"
         f"  (CPU {local_cpu:.1f} s)",
-        f"  orchestrated (embed stage)        {orch_s:7.2f} s  {n / orch_s:7.1f} ECG/s"
-        f"  (CPU {sum(cpu.values()):.1f} s: {groups})",
-        f"  worker seconds summed over calls    {summed}",
-        f"  stage set-up not timed above      {setup_s:7.2f} s  (open dataset, duplicate scan, content tokens)",
-        f"  ratio orchestrated / compute            {orch_s / compute_s:.3f}",
-        f"  ratio orchestrated / (read + compute)   {orch_s / (read_s + compute_s):.3f}",
     ]
+    what = {"cold": "first job, workers start inside it", "warm": "later job, run's pool reused"}
+    for kind, (orch_s, cpu, setup_s) in timed.items():
+        cpu = dict(cpu)
+        timing = {k: cpu.pop(k) for k in list(cpu) if k.startswith("workers' ")}
+        groups = ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+        summed = ", ".join(f"{k.split(' ', 1)[1]} {v:.1f}" for k, v in timing.items())
+        lines += [
+            f"  orchestrated {kind} ({what[kind]})",
+            f"    embed stage                     {orch_s:7.2f} s  {n / orch_s:7.1f} ECG/s"
+            f"  (CPU {sum(cpu.values()):.1f} s: {groups})",
+            f"    worker seconds summed over calls  {summed}",
+            f"    stage set-up not timed above    {setup_s:7.2f} s  (open dataset, duplicate scan, content tokens)",
+            f"    ratio {kind} / compute                {orch_s / compute_s:.3f}",
+            f"    ratio {kind} / (read + compute)       {orch_s / (read_s + compute_s):.3f}",
+        ]
+    cold, warm = timed["cold"][0], timed["warm"][0]
+    lines.append(f"  worker start-up paid by the cold job  {cold - warm:7.2f} s  (cold - warm)")
+    return lines
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ UNAVAILABLE/DEADLINE_EXCEEDED with backoff; the driver fails over to another rep
 unreachable, halves a batch over the message-size limit, and bisects a batch the server rejects so one bad
 record loses only itself, each by sending index chunks again (records are read again: reading is
 deterministic, and a warning already reported is not reported twice). Every finished batch goes straight to
-the cache.
+the cache. Workers come from a WorkerPool (orchestrator/worker_pool.py): a run's pool serves all its jobs, so a
+worker's start-up is paid once per run; the dataset and preprocessing travel with each call.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import itertools
 import logging
 import threading
 import time
-from collections import deque
+import uuid
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,6 +31,7 @@ from orchestrator.cache import EmbeddingCache
 from orchestrator.datasets.base import Dataset, DatasetSpec, RecordError, open_dataset
 from orchestrator.preprocess import PreprocessSpec, preprocess_windows
 from orchestrator.server_host import address_of
+from orchestrator.worker_pool import WorkerPool, actor_identity, connection_identity
 
 log = logging.getLogger(__name__)
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
@@ -39,6 +42,9 @@ MAX_REREADS = 5
 # Chunks each worker may be reading while its call is on the wire: the next batch is ready when the call
 # returns, so the endpoint never waits for a read.
 READ_AHEAD = 1
+# Datasets a worker keeps open (least recently used dropped): a pooled worker serves one job after another, and a
+# run embeds dataset after dataset, so memory stays that of a few datasets, not of every one the run saw.
+OPEN_DATASETS = 2
 
 
 @dataclass
@@ -102,44 +108,60 @@ class EndpointWorker:
     """One endpoint replica: a gRPC channel (ECGLens or V2 protocol, TLS, token) and bounded retries.
 
     With `host` (a ServerHost actor: the replica was launched on a cluster node), a replica that stops
-    answering is looked up again: after a node loss its host restarts elsewhere with a new address.
+    answering is looked up again: after a node loss its host restarts elsewhere with a new address. The dataset
+    and preprocessing come with each call, so one worker serves job after job (orchestrator/worker_pool.py).
     """
 
     def __init__(self, address: str, connection: dict, timeout_s: float = 120.0, attempts: int = 3,
-                 host: object = None, dataset: DatasetSpec | None = None, prep: PreprocessSpec | None = None,
-                 wire: int = 2) -> None:
+                 host: object = None, wire: int = 2) -> None:
         self.connection, self.timeout_s, self.attempts, self.host = connection, timeout_s, attempts, host
-        self.spec, self.prep, self._dataset = dataset, prep, None
-        self.client = None
+        self.origin, self.client, self._job = address, None, ""
+        self._datasets: OrderedDict[str, Dataset] = OrderedDict()
         self._lock = threading.Lock()  # calls run concurrently (max_concurrency); one reconnects at a time
         self._open_lock = threading.Lock()
         self._wire = threading.BoundedSemaphore(max(1, wire))  # calls on the wire; more threads may be reading
         self._connect(self._current(address))
 
-    def _open(self) -> Dataset:
-        """The job's dataset, opened once per worker (the first call opens it; a failed open is retried)."""
+    def _open(self, spec: DatasetSpec) -> Dataset:
+        """A dataset, opened once per worker and kept among the last OPEN_DATASETS (a failed open is retried)."""
         with self._open_lock:
-            if self._dataset is None:
-                self._dataset = open_dataset(self.spec)
-            return self._dataset
+            dataset = self._datasets.get(spec.key)
+            if dataset is None:
+                dataset = self._datasets[spec.key] = open_dataset(spec)
+                while len(self._datasets) > OPEN_DATASETS:
+                    self._datasets.popitem(last=False)
+            self._datasets.move_to_end(spec.key)
+            return dataset
 
-    def embed_records(self, indices: list[int], tag: str, send: bool = True) -> dict:
-        """Read, preprocess and (with `send`) embed records of the job's dataset here.
+    def _begin(self, job: str) -> None:
+        """On a job's first call: connect again if the last attempt failed, as a worker made for the job would."""
+        if job == self._job:
+            return
+        with self._lock:
+            if job != self._job:
+                if self.error is not None:
+                    self._connect(self._current(self.origin))
+                self._job = job
+
+    def embed_records(self, spec: DatasetSpec, prep: PreprocessSpec, indices: list[int], tag: str, job: str = "",
+                      send: bool = True) -> dict:
+        """Read, preprocess and (with `send`) embed records of a dataset here, for the job named `job`.
 
         Returns {ids, counts, problems} as read_records gives them, with `status` and `value`: ('ok', one
         averaged embedding per id), an RPC status name and message as embed() gives them, ('read', why) when
         the dataset cannot be opened, or ('unsent', '') without `send`. Never raises on read or RPC errors.
         """
         try:
-            dataset = self._open()
+            dataset = self._open(spec)
         except Exception as err:  # reported for every record of the chunk, as a lost read task was
             return {"ids": [], "counts": [], "problems": [], "status": "read",
                     "value": f"cannot open dataset: {_first_line(err)}"}
         started, cpu = time.perf_counter(), time.thread_time()
-        meta, x = read_records(dataset, indices, self.prep)
+        meta, x = read_records(dataset, indices, prep)
         timing = {"read_s": time.perf_counter() - started, "read_cpu_s": time.thread_time() - cpu}
         if not send or not meta["ids"]:
             return {**meta, "status": "unsent", "value": "", "timing": timing}
+        self._begin(job)
         started = time.perf_counter()
         with self._wire:
             timing["wait_s"] = time.perf_counter() - started
@@ -246,23 +268,40 @@ def _halves(batch: _Batch) -> list[_Batch]:
     return [_Batch(batch.indices[:half], read=True), _Batch(batch.indices[half:], read=True)]
 
 
-def _per_worker(job: EmbedJob) -> tuple[int, int]:
+def _per_worker(in_flight: int, readers: int = 0) -> tuple[int, int]:
     """(workers per replica, calls on the wire per worker): `in_flight` calls per replica in all."""
-    count = max(1, min(job.in_flight, job.readers or job.in_flight))
-    return count, -(-job.in_flight // count)
+    count = max(1, min(in_flight, readers or in_flight))
+    return count, -(-in_flight // count)
 
 
-def _worker(job: EmbedJob, address: str) -> object:
-    """A fresh EndpointWorker for one replica of the job: its calls on the wire, READ_AHEAD more reading."""
-    wire = _per_worker(job)[1]
-    return EndpointWorker.options(max_concurrency=wire + READ_AHEAD).remote(
-        address, job.connection, job.timeout_s, host=job.hosts.get(address), dataset=job.dataset, prep=job.prep,
-        wire=wire)
+def _replica(address: str, connection: dict, timeout_s: float, host: object,
+             wire: int) -> tuple[tuple, Callable[[], object]]:
+    """(pool key, maker of a fresh worker) for one replica: its calls on the wire, READ_AHEAD more reading."""
+    key = (address, connection_identity(connection), actor_identity(host), timeout_s, wire, READ_AHEAD)
+
+    def make() -> object:
+        return EndpointWorker.options(max_concurrency=wire + READ_AHEAD).remote(
+            address, connection, timeout_s, host=host, wire=wire)
+    return key, make
+
+
+def start_workers(pool: WorkerPool, replicas: list[str], connection: dict, timeout_s: float, hosts: dict,
+                  in_flight: int, readers: int = 0) -> None:
+    """Start the workers a job with these settings will take from the pool (their start-up overlaps the caller's
+    work; nothing waits for them)."""
+    count, wire = _per_worker(in_flight, readers)
+    for address in replicas:
+        key, make = _replica(address, connection, timeout_s, hosts.get(address), wire)
+        pool.workers(key, count, make)
 
 
 def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
-                  progress: Callable[[int], None] | None = None) -> list[RecordProblem]:
-    """Embed every index whose record is not yet cached; return the records that could not be embedded."""
+                  progress: Callable[[int], None] | None = None, pool: WorkerPool | None = None) -> list[RecordProblem]:
+    """Embed every index whose record is not yet cached; return the records that could not be embedded.
+
+    Workers come from `pool` (a run's, reused job after job) or, without one, from a pool of this job's own that
+    is closed (its workers killed) before returning.
+    """
     done = job.cache.done_ids()
     todo = [i for i, rid in zip(indices, record_ids) if rid not in done]
     if progress and len(indices) - len(todo):
@@ -271,8 +310,13 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
         return []
     # `in_flight` workers per replica, each with one call on the wire: reading runs in as many processes as
     # calls may be in flight (as many as the old read tasks), not in threads of one process behind its GIL.
-    count, wire = _per_worker(job)
-    workers = {addr: [_worker(job, addr) for _ in range(count)] for addr in job.replicas}
+    count, wire = _per_worker(job.in_flight, job.readers)
+    makers = {addr: _replica(addr, job.connection, job.timeout_s, job.hosts.get(addr), wire)
+              for addr in job.replicas}
+    own = pool is None
+    pool = WorkerPool() if own else pool
+    workers: dict[str, list] = {}
+    run_id = uuid.uuid4().hex  # a worker's first call of this job connects again if its last attempt failed
     alive = list(job.replicas)
     load = {(addr, k): 0 for addr in alive for k in range(count)}
     depth = wire + READ_AHEAD
@@ -292,6 +336,7 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
             progress(len(ids))
 
     try:
+        workers.update((addr, pool.workers(key, count, make)) for addr, (key, make) in makers.items())
         while queue or calls or deferred:
             now = time.monotonic()
             while deferred and deferred[0][0] <= now:
@@ -301,7 +346,8 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                 if load[slot] >= depth:
                     break
                 batch, worker = queue.popleft(), workers[slot[0]][slot[1]]
-                calls[worker.embed_records.remote(batch.indices, job.model)] = (batch, slot, worker)
+                calls[worker.embed_records.remote(job.dataset, job.prep, batch.indices, job.model,
+                                                  run_id)] = (batch, slot, worker)
                 load[slot] += 1
             if queue and not alive:
                 # No replica left: records not read yet are still read (by any worker; nothing is sent), so
@@ -313,7 +359,8 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                     else:
                         slot = min(load, key=load.get)
                         worker = workers[slot[0]][slot[1]]
-                        calls[worker.embed_records.remote(batch.indices, job.model, False)] = (batch, slot, worker)
+                        calls[worker.embed_records.remote(job.dataset, job.prep, batch.indices, job.model, run_id,
+                                                          False)] = (batch, slot, worker)
                         load[slot] += 1
             wake = max(0.0, deferred[0][0] - time.monotonic()) if deferred else None
             if not calls:
@@ -336,8 +383,9 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                             target, _first_line(err), len(batch.indices))
                 if isinstance(err, ray.exceptions.ActorDiedError) and workers[target][slot[1]] is worker:
                     # Its restarts are used up (or cannot happen): a fresh worker for the same replica. The
-                    # replica itself may be fine; only a failing endpoint takes a replica out of `alive`.
-                    workers[target][slot[1]] = _worker(job, target)
+                    # replica itself may be fine; only a failing endpoint takes a replica out of `alive`. The
+                    # pool holds the fresh one too, so later jobs of the run get it, not the dead one.
+                    workers[target][slot[1]] = pool.replace(makers[target][0], slot[1], worker, makers[target][1])
                 key = tuple(batch.indices)
                 rereads[key] = rereads.get(key, 0) + 1
                 if rereads[key] > MAX_REREADS:
@@ -387,7 +435,6 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
             else:
                 fail(ids, "embed", f"{status}: {value}")
     finally:
-        for pool in workers.values():
-            for worker in pool:
-                ray.kill(worker)
+        if own:
+            pool.close()
     return problems

@@ -42,6 +42,7 @@ from orchestrator.stages.summarise import efficiency, summaries
 from orchestrator.stages.transfer import transfer, transfer_gaps
 from orchestrator.stages.types import Figure, Hooks
 from orchestrator.stages.views import make_views
+from orchestrator.worker_pool import WorkerPool
 
 __all__ = ["Hooks", "run_experiment"]
 
@@ -130,8 +131,11 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
     full, exp = exp, exp.without(remote.lost)
     with _ray_session(exp, ray_address, ray_temp_dir) as on_cluster, contextlib.ExitStack() as stack:
         stack.callback(services.stop_all)
+        # One pool of endpoint workers for the run: the embed and robustness stages' jobs reuse them, so each
+        # worker's start-up is paid once per run; closed (its workers killed) before the servers stop.
+        pool = stack.enter_context(WorkerPool())
         launched = timer("launch", launch, exp, services, hooks, on_cluster, remote.cards)
-        embedded = timer("embed", embed, exp, launched, cache_root, hooks, show_progress)
+        embedded = timer("embed", embed, exp, launched, cache_root, hooks, show_progress, pool)
         evaluate_started = time.perf_counter()
         views = make_views(exp, embedded)
         probed = probe(exp, views, show_progress)
@@ -141,7 +145,8 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         analysed = analyse(exp, views, probed, launched, embedded)
         subgroup_rows, calibration = subgroups(exp, views, probed)
         timer.seconds["evaluate_s"] = time.perf_counter() - evaluate_started
-        robust = timer("robustness", robustness, exp, views, probed, launched, embedded, cache_root, show_progress)
+        robust = timer("robustness", robustness, exp, views, probed, launched, embedded, cache_root, show_progress,
+                       pool)
     problems = (embedded.problems + probed.problems + compare_problems + transfer_problems + analysed.problems
                 + robust.problems)
     problems += [RecordProblem(d.name, "*", "warning", note, model)

@@ -6,6 +6,7 @@ under the same dataset path is embedded again; each (dataset, model) whose cache
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -14,10 +15,11 @@ from tqdm import tqdm
 
 from orchestrator.cache import EmbeddingCache
 from orchestrator.datasets.base import Dataset, open_dataset, record_ids
-from orchestrator.dispatch import EmbedJob, RecordProblem, run_embed_job
+from orchestrator.dispatch import EmbedJob, RecordProblem, run_embed_job, start_workers
 from orchestrator.experiment import Experiment
 from orchestrator.preprocess import spec_from_card
 from orchestrator.stages.types import Embedded, EmbeddingSet, Hooks, Launched
+from orchestrator.worker_pool import WorkerPool
 
 
 def _unique_indices(dataset: Dataset, problems: list[RecordProblem]) -> tuple[list[int], list[str]]:
@@ -46,8 +48,33 @@ def cache_key(model_name: str, card, prep_hash: str) -> str:
     return f"{safe}-{card.version}-{card.fingerprint[:12]}-{prep_hash[:12]}"
 
 
-def embed(exp: Experiment, launched: Launched, cache_root: Path, hooks: Hooks, show_progress: bool) -> Embedded:
-    """Embed every dataset with every model; records already in the cache are not sent again."""
+def job_settings(exp: Experiment, launched: Launched, model) -> dict:
+    """An EmbedJob's settings for one model that are the same for every dataset (its workers are made from them)."""
+    return {"in_flight": exp.runtime["in_flight"], "timeout_s": exp.runtime["timeout_s"],
+            "connection": launched.connection(model.name, model.connection),
+            "hosts": {a: h for a, h in launched.hosts.items() if a in launched.endpoints[model.name]}}
+
+
+def embed(exp: Experiment, launched: Launched, cache_root: Path, hooks: Hooks, show_progress: bool,
+          pool: WorkerPool | None = None) -> Embedded:
+    """Embed every dataset with every model; records already in the cache are not sent again.
+
+    Jobs take their endpoint workers from `pool` (the run's, which outlives the stage) or from one of the
+    stage's own, closed when it returns.
+    """
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(WorkerPool())
+        # Every model's workers start now, before the first dataset is scanned and its caches checked, so their
+        # start-up (a process and its imports each) overlaps that work instead of following it.
+        for model in exp.models:
+            start_workers(pool, launched.endpoints[model.name], **job_settings(exp, launched, model))
+        return _embed_all(exp, launched, cache_root, hooks, show_progress, pool)
+
+
+def _embed_all(exp: Experiment, launched: Launched, cache_root: Path, hooks: Hooks, show_progress: bool,
+               pool: WorkerPool) -> Embedded:
+    """embed() with a pool."""
     datasets = [open_dataset(spec) for spec in exp.datasets]
     out = Embedded(datasets, {})
     for dataset in datasets:
@@ -68,9 +95,7 @@ def embed(exp: Experiment, launched: Launched, cache_root: Path, hooks: Hooks, s
             out.sets[(model.name, dataset.name)] = EmbeddingSet(model.name, dataset.name, cache.dir, prep)
             job = EmbedJob(model.name, launched.endpoints[model.name], dataset.spec, dataset.name, prep, cache,
                            batch_size=min(exp.runtime["batch_size"], int(card.max_batch_size) or 32),
-                           in_flight=exp.runtime["in_flight"], timeout_s=exp.runtime["timeout_s"],
-                           connection=launched.connection(model.name, model.connection),
-                           hosts={a: h for a, h in launched.hosts.items() if a in launched.endpoints[model.name]})
+                           **job_settings(exp, launched, model))
             with tqdm(total=len(keep), desc=f"embed {model.name} on {dataset.name}", unit="ecg",
                       disable=not show_progress, leave=True) as bar:
                 done = [0]  # counted here: a disabled tqdm bar does not count
@@ -80,5 +105,5 @@ def embed(exp: Experiment, launched: Launched, cache_root: Path, hooks: Hooks, s
                     done[0] += n
                     if hooks.on_embedded:
                         hooks.on_embedded(name, done[0])
-                out.problems += run_embed_job(job, keep, ids, progress)
+                out.problems += run_embed_job(job, keep, ids, progress, pool)
     return out

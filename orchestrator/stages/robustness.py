@@ -12,6 +12,7 @@ their own (<cache>/robustness/...), never the main one. Per model, perturbation 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +25,10 @@ from orchestrator.dispatch import EmbedJob, RecordProblem, run_embed_job
 from orchestrator.experiment import Experiment
 from orchestrator.perturbations import PERTURBATIONS
 from orchestrator.results import RobustnessRow, json_float
-from orchestrator.stages.embed import cache_key
+from orchestrator.stages.embed import cache_key, job_settings
 from orchestrator.stages.probe import Probed
 from orchestrator.stages.types import DatasetView, Embedded, Launched
+from orchestrator.worker_pool import WorkerPool
 from services.probing.logistic import linear_logits, probabilities
 from services.probing.subgroups import macro_auroc_weighted
 
@@ -94,7 +96,7 @@ def score(clean: np.ndarray, perturbed: np.ndarray, probes: list[dict], y: np.nd
 
 
 def _embed(exp: Experiment, launched: Launched, model, spec: DatasetSpec, prep, root: Path,
-           show_progress: bool) -> tuple[EmbeddingCache, list[str], list[RecordProblem]]:
+           show_progress: bool, pool: WorkerPool) -> tuple[EmbeddingCache, list[str], list[RecordProblem]]:
     """Embed every perturbed copy with one model, through its replicas, into the robustness cache."""
     dataset = open_dataset(spec)
     card = launched.cards[model.name]
@@ -105,11 +107,9 @@ def _embed(exp: Experiment, launched: Launched, model, spec: DatasetSpec, prep, 
                             "dataset": spec.key, "preprocessing_hash": prep.hash}, tokens=tokens)
     job = EmbedJob(model.name, launched.endpoints[model.name], spec, dataset.name, prep, cache,
                    batch_size=min(exp.runtime["batch_size"], int(card.max_batch_size) or 32),
-                   in_flight=exp.runtime["in_flight"], timeout_s=exp.runtime["timeout_s"],
-                   connection=launched.connection(model.name, model.connection),
-                   hosts={a: h for a, h in launched.hosts.items() if a in launched.endpoints[model.name]})
+                   **job_settings(exp, launched, model))
     with tqdm(total=len(ids), desc=f"robustness {model.name}", unit="ecg", disable=not show_progress) as bar:
-        lost = [p for p in run_embed_job(job, list(range(len(ids))), ids, bar.update) if p.stage != "warning"]
+        lost = [p for p in run_embed_job(job, list(range(len(ids))), ids, bar.update, pool) if p.stage != "warning"]
     # One entry per model and dataset, not one per perturbed copy: the clean records' own errors say the rest.
     problems = [RecordProblem(dataset.name, "*", "robustness", f"{len(lost)} of {len(ids)} perturbed copies not "
                               f"embedded (first: {lost[0].record}: {lost[0].reason}); scored on the rest",
@@ -118,11 +118,24 @@ def _embed(exp: Experiment, launched: Launched, model, spec: DatasetSpec, prep, 
 
 
 def robustness(exp: Experiment, views: list[DatasetView], probed: Probed, launched: Launched, embedded: Embedded,
-               cache_root: Path, show_progress: bool) -> Robust:
-    """results.json `robustness`: every model x dataset x task x perturbation x grade on the subsample."""
-    out = Robust()
+               cache_root: Path, show_progress: bool, pool: WorkerPool | None = None) -> Robust:
+    """results.json `robustness`: every model x dataset x task x perturbation x grade on the subsample.
+
+    Embedding jobs take their workers from `pool` (the run's: the embed stage's workers, already started) or
+    from one of the stage's own.
+    """
     if not exp.robustness["enabled"] or not exp.robustness["perturbations"]:
-        return out
+        return Robust()
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(WorkerPool())
+        return _robustness(exp, views, probed, launched, embedded, cache_root, show_progress, pool)
+
+
+def _robustness(exp: Experiment, views: list[DatasetView], probed: Probed, launched: Launched, embedded: Embedded,
+                cache_root: Path, show_progress: bool, pool: WorkerPool) -> Robust:
+    """robustness() with a pool."""
+    out = Robust()
     full = max(exp.scarcity["train_fractions"], default=None)
     for view in views:
         positions = subsample(exp, view)
@@ -135,7 +148,7 @@ def robustness(exp: Experiment, views: list[DatasetView], probed: Probed, launch
         for model in exp.models:
             prep = embedded.sets[(model.name, view.name)].prep
             cache, ids, problems = _embed(exp, launched, model, spec, prep, cache_root / "robustness",
-                                          show_progress)
+                                          show_progress, pool)
             out.problems += problems
             clean = embedded.sets[(model.name, view.name)].cache().get(base_ids)
             done = cache.done_ids()
