@@ -31,7 +31,7 @@ from orchestrator.cache import EmbeddingCache
 from orchestrator.datasets.base import Dataset, DatasetSpec, RecordError, open_dataset
 from orchestrator.preprocess import PreprocessSpec, preprocess_windows
 from orchestrator.server_host import address_of
-from orchestrator.worker_pool import WorkerPool, actor_identity, connection_identity
+from orchestrator.worker_pool import WorkerPool, actor_identity, connection_identity, pool_or_own
 
 log = logging.getLogger(__name__)
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
@@ -313,8 +313,6 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
     count, wire = _per_worker(job.in_flight, job.readers)
     makers = {addr: _replica(addr, job.connection, job.timeout_s, job.hosts.get(addr), wire)
               for addr in job.replicas}
-    own = pool is None
-    pool = WorkerPool() if own else pool
     workers: dict[str, list] = {}
     run_id = uuid.uuid4().hex  # a worker's first call of this job connects again if its last attempt failed
     alive = list(job.replicas)
@@ -335,7 +333,7 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
         if progress:
             progress(len(ids))
 
-    try:
+    with pool_or_own(pool) as pool:
         workers.update((addr, pool.workers(key, count, make)) for addr, (key, make) in makers.items())
         while queue or calls or deferred:
             now = time.monotonic()
@@ -434,7 +432,4 @@ def run_embed_job(job: EmbedJob, indices: list[int], record_ids: list[str],
                 queue.extendleft(reversed(_halves(batch)))
             else:
                 fail(ids, "embed", f"{status}: {value}")
-    finally:
-        if own:
-            pool.close()
     return problems

@@ -9,9 +9,10 @@ so the next job gets the replacement, and close() kills every worker the pool ho
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterator
 
 import ray
 
@@ -81,3 +82,13 @@ class WorkerPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def pool_or_own(pool: WorkerPool | None) -> Iterator[WorkerPool]:
+    """The caller's pool, left open (it outlives this use), or a pool of our own, closed on leaving."""
+    if pool is not None:
+        yield pool
+        return
+    with WorkerPool() as own:
+        yield own

@@ -6,7 +6,6 @@ under the same dataset path is embedded again; each (dataset, model) whose cache
 """
 from __future__ import annotations
 
-import contextlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -19,7 +18,7 @@ from orchestrator.dispatch import EmbedJob, RecordProblem, run_embed_job, start_
 from orchestrator.experiment import Experiment
 from orchestrator.preprocess import spec_from_card
 from orchestrator.stages.types import Embedded, EmbeddingSet, Hooks, Launched
-from orchestrator.worker_pool import WorkerPool
+from orchestrator.worker_pool import WorkerPool, pool_or_own
 
 
 def _unique_indices(dataset: Dataset, problems: list[RecordProblem]) -> tuple[list[int], list[str]]:
@@ -62,9 +61,7 @@ def embed(exp: Experiment, launched: Launched, cache_root: Path, hooks: Hooks, s
     Jobs take their endpoint workers from `pool` (the run's, which outlives the stage) or from one of the
     stage's own, closed when it returns.
     """
-    with contextlib.ExitStack() as stack:
-        if pool is None:
-            pool = stack.enter_context(WorkerPool())
+    with pool_or_own(pool) as pool:
         # Every model's workers start now, before the first dataset is scanned and its caches checked, so their
         # start-up (a process and its imports each) overlaps that work instead of following it.
         for model in exp.models:

@@ -12,7 +12,6 @@ their own (<cache>/robustness/...), never the main one. Per model, perturbation 
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from orchestrator.results import RobustnessRow, json_float
 from orchestrator.stages.embed import cache_key, job_settings
 from orchestrator.stages.probe import Probed
 from orchestrator.stages.types import DatasetView, Embedded, Launched
-from orchestrator.worker_pool import WorkerPool
+from orchestrator.worker_pool import WorkerPool, pool_or_own
 from services.probing.logistic import linear_logits, probabilities
 from services.probing.subgroups import macro_auroc_weighted
 
@@ -126,9 +125,7 @@ def robustness(exp: Experiment, views: list[DatasetView], probed: Probed, launch
     """
     if not exp.robustness["enabled"] or not exp.robustness["perturbations"]:
         return Robust()
-    with contextlib.ExitStack() as stack:
-        if pool is None:
-            pool = stack.enter_context(WorkerPool())
+    with pool_or_own(pool) as pool:
         return _robustness(exp, views, probed, launched, embedded, cache_root, show_progress, pool)
 
 

@@ -108,6 +108,11 @@ def _trustworthiness(x: np.ndarray, projection: np.ndarray, n_neighbors: int, me
     return float(trustworthiness(x, projection, n_neighbors=k, metric=metric))
 
 
+def clamp_neighbors(n_neighbors: int, n_rows: int) -> int:
+    """n_neighbors as UMAP can use it on n_rows rows: at least 2, at most N - 1."""
+    return max(2, min(n_neighbors, n_rows - 1))
+
+
 def resolve_umap_params(n_rows: int, n_neighbors: int, min_dist: float, metric: str) -> tuple[int, float, str]:
     """Apply defaults (0/"" = default), clamp n_neighbors to N-1 and validate; ValueError otherwise."""
     if n_neighbors < 0:
@@ -117,9 +122,7 @@ def resolve_umap_params(n_rows: int, n_neighbors: int, min_dist: float, metric: 
     metric = metric or DEFAULT_METRIC
     if metric not in SUPPORTED_METRICS:
         raise ValueError(f"metric: {metric!r} is not supported; use one of {', '.join(SUPPORTED_METRICS)}")
-    k = n_neighbors or DEFAULT_N_NEIGHBORS
-    # UMAP needs at least 2 neighbours and at most N-1.
-    k = max(2, min(k, n_rows - 1))
+    k = clamp_neighbors(n_neighbors or DEFAULT_N_NEIGHBORS, n_rows)
     return k, (min_dist or DEFAULT_MIN_DIST), metric
 
 

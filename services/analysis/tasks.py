@@ -98,7 +98,7 @@ def umap_grid(x: np.ndarray, class_labels: Sequence[str], sources: Sequence[str]
     if selection.sample_rows is None:
         projection, k_used, n_fit = selection.projections[selection.selected], point.n_neighbors_used, len(x)
     else:
-        k_used = max(2, min(point.n_neighbors, len(x) - 1))
+        k_used = core.clamp_neighbors(point.n_neighbors, len(x))
         projection, n_fit = core.fit_projection(np.asarray(x, np.float32), k_used, point.min_dist, metric, seed)
     result = core.scored_projection(x, projection, labels, origins, k_used, point.min_dist, metric, seed)
     result.n_fit = n_fit

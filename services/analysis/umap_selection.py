@@ -115,7 +115,7 @@ def select_umap(x: np.ndarray, class_labels: Sequence[str], n_neighbors: Sequenc
     if len(x) > max_rows:
         rows = subsample(len(x), max_rows, seed)
         x, class_labels = x[rows], [class_labels[i] for i in rows]
-    used = {(k, d): (max(2, min(k, len(x) - 1)), d) for k, d in points}
+    used = {(k, d): (core.clamp_neighbors(k, len(x)), d) for k, d in points}
     fitted: dict[tuple[int, float], np.ndarray] = {}
     for k_used, d in dict.fromkeys(used.values()):  # clamping can make two points the same UMAP
         fitted[(k_used, d)] = core._fit_umap(x, k_used, d, metric, seed)

@@ -47,7 +47,7 @@ def encode_tensor_message(request_id: str, array: np.ndarray, dtype: str = "floa
     """The wire bytes of a message {string request_id = 1; Tensor <tensor> = 2;} with one copy of the data.
 
     Byte for byte what EmbedRequest(request_id=..., ecg=to_tensor(array, dtype)).SerializeToString()
-    gives (tests/test_tensors_wire.py holds it to that), without the three intermediate copies of the
+    gives (tests/test_serving_fast_paths.py holds it to that), without the three intermediate copies of the
     samples (tobytes, the Tensor, the request) that building the protobuf objects makes.
     """
     np_dtype = np.dtype(dtype).newbyteorder("<")
