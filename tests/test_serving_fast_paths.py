@@ -12,7 +12,7 @@ from protos.ecglens.v1 import embedding_pb2
 from services.common.memory import reuse_large_buffers
 from services.common.tensors import TensorError, encode_tensor_message, from_tensor, to_tensor
 from services.embedding.backends.onnx_backend import plan_threads
-from services.embedding.batcher import DynamicBatcher
+from services.embedding.batcher import FRUITLESS_LINGERS, DynamicBatcher
 
 SHAPES = [(1, 12, 5000), (3, 1, 7), (0, 12, 5000), (2, 0), (), (1,), (300, 2), (1, 1, 2 ** 14 + 3)]
 
@@ -132,6 +132,31 @@ def test_one_runner_still_lingers_to_coalesce():
 
     _run(main())
     assert infer.batches == [4]
+
+
+def test_lingering_stops_while_it_finds_nobody_and_resumes_when_requests_bunch():
+    infer = _Recorder()
+    one = np.ones((1, 2, 2), np.float32)
+
+    async def main():
+        batcher = DynamicBatcher(infer, 8, 0.02, 1000, runners=1)
+        batcher.start()
+        for _ in range(FRUITLESS_LINGERS):  # one request at a time: each linger waits out the delay alone
+            await batcher.submit(one)
+        # Now a one-hour delay: a runner that still lingered would hang until the guard fails the test.
+        batcher.max_queue_delay_s = 3600.0
+        await batcher.submit(one)
+        # Requests bunching up in the queue (the runner finds one behind the first) make lingering pay again...
+        batcher.max_queue_delay_s = 0.5
+        await asyncio.gather(*(batcher.submit(one) for _ in range(2)))
+        # ... so a lone request waits for the mates that follow it, as a fresh batcher's would.
+        first = asyncio.ensure_future(batcher.submit(one))
+        await asyncio.sleep(0)
+        await asyncio.gather(first, *(batcher.submit(one) for _ in range(3)))
+        await batcher.close()
+
+    _run(main())
+    assert infer.batches == [1] * FRUITLESS_LINGERS + [1, 2, 4]
 
 
 def test_malloc_tuning_is_applied_once_and_reports_the_same_answer():

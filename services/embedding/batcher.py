@@ -1,4 +1,10 @@
-"""Dynamic batching after Triton: coalesce concurrent requests up to max_batch_size within a delay."""
+"""Dynamic batching after Triton: coalesce concurrent requests up to max_batch_size within a delay.
+
+Waiting for batch-mates ("lingering") is a bet that more requests are about to arrive. A runner stops
+betting after FRUITLESS_LINGERS lingers in a row found nobody (a client with a few requests in flight
+sends the next only after a reply, so its requests never meet, and each linger would add the whole
+delay to every request), and bets again as soon as requests are seen to bunch up in the queue.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+
+FRUITLESS_LINGERS = 2  # lingers in a row that found no batch-mate before runners stop lingering
 
 
 class QueueFull(RuntimeError):
@@ -55,6 +64,7 @@ class DynamicBatcher:
         self._draining = False
         self._busy = 0
         self._idle = 0  # runners waiting for the first request of their next batch
+        self._fruitless = 0  # lingers in a row that found no batch-mate (shared by the runners)
         # One inference thread per runner. One runner: the backend parallelises inside a batch (intra-op
         # threads). Several: batches run side by side (as Triton's instance groups), each on fewer threads,
         # which on a small CPU keeps every core busy while another batch is being received or answered.
@@ -86,8 +96,9 @@ class DynamicBatcher:
             self._queued_ecgs += len(chunk)
             self._queue.put_nowait(item)
             futures.append(item.future)
-        parts = await asyncio.gather(*futures)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(futures) == 1:  # the common case: no gather (and the task it wraps) per request
+            return await futures[0]
+        return np.concatenate(await asyncio.gather(*futures))
 
     async def _next_batch(self) -> list[_Item]:
         """Wait for one item, then gather more until full or the queue delay has passed."""
@@ -101,17 +112,21 @@ class DynamicBatcher:
         while size < self.max_batch_size:
             try:
                 nxt = self._queue.get_nowait()
+                self._fruitless = 0  # requests are bunching up: batch-mates are worth waiting for again
             except asyncio.QueueEmpty:
                 remaining = deadline - time.perf_counter()
                 # Lingering for batch-mates only pays while every other runner is busy: an idle one would
                 # take the next request at once, and this batch would wait out the delay for nothing. (A runner
                 # that frees up while this one lingers does not cut the wait short: that costs at most the delay.)
-                if remaining <= 0 or self._idle:
+                # Nor does it pay while lingers keep finding nobody (see the module docstring).
+                if remaining <= 0 or self._idle or self._fruitless >= FRUITLESS_LINGERS:
                     break
                 try:
                     nxt = await asyncio.wait_for(self._queue.get(), remaining)
                 except asyncio.TimeoutError:
+                    self._fruitless += 1
                     break
+                self._fruitless = 0
             if size + len(nxt.x) > self.max_batch_size:
                 # Never split a chunk across batches: put it back at the front for the next batch.
                 self._requeue_front(nxt)

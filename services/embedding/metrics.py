@@ -42,19 +42,27 @@ class ServerMetrics:
         self.budget_used = Gauge("ecglens_request_budget_used_bytes", "Bytes of the budget reserved now", ["model"],
                                  registry=self.registry)
         self._server: ThreadingHTTPServer | None = None
+        # Every request passes here: look each labelled series up once (labels() hashes and locks per call).
+        self._batch = (self.batch_size.labels(model), self.infer_seconds.labels(model), self.ecgs.labels(model),
+                       self.queue_depth.labels(model), self.queue_seconds.labels(model))
+        self._requests: dict[tuple[str, str], Counter] = {}
 
     def observe_batch(self, stats: BatchStats) -> None:
         """Record one executed batch."""
-        self.batch_size.labels(self.model).observe(stats.size)
-        self.infer_seconds.labels(self.model).observe(stats.infer_seconds)
-        self.ecgs.labels(self.model).inc(stats.size)
-        self.queue_depth.labels(self.model).set(stats.queued_ecgs)
+        batch_size, infer_seconds, ecgs, queue_depth, queue_seconds = self._batch
+        batch_size.observe(stats.size)
+        infer_seconds.observe(stats.infer_seconds)
+        ecgs.inc(stats.size)
+        queue_depth.set(stats.queued_ecgs)
         for waited in stats.queue_seconds:
-            self.queue_seconds.labels(self.model).observe(waited)
+            queue_seconds.observe(waited)
 
     def count(self, method: str, code: str) -> None:
         """Count one finished RPC (or one reply of a stream)."""
-        self.requests.labels(self.model, method, code).inc()
+        series = self._requests.get((method, code))
+        if series is None:  # a handful of (method, code) pairs: the cache stays small
+            series = self._requests[method, code] = self.requests.labels(self.model, method, code)
+        series.inc()
 
     def count_auth_failure(self, method: str) -> None:
         """Count one call refused as UNAUTHENTICATED (also in ecglens_requests_total)."""
