@@ -8,11 +8,14 @@ Ray actors read and preprocess index chunks and send them over gRPC to the model
 land in the cache. Left out of the timed span (timed on its own and printed): opening the dataset, the duplicate-id
 scan and computing content tokens, which the stage does once per dataset for all models.
 
-Each size is timed twice, both printed: `cold` = a job with workers of its own (run_embed_job without a pool),
-so the workers' start-up (a Ray worker process and its imports each) is inside the timed span, as for the first
-job of a run; `warm` = a job on the run's WorkerPool after an earlier job used it, as every later (model,
-dataset) job of a run and the robustness stage's jobs are (the workers exist; the dataset is new to them and
-opened on their first call). A throwaway job on another dataset warms Ray, the server and the pool first.
+Each size is timed three times, all printed: `cold` = a job with workers of its own (run_embed_job without a
+pool), so the workers' start-up (a Ray worker process and its imports each) is inside the timed span; `warm` = a
+job on the run's WorkerPool after an earlier job used it, as every later (model, dataset) job of a run and the
+robustness stage's jobs are (the workers exist; the dataset is new to them and opened on their first call);
+`run` = a run's first job as `ecglens run` makes it: a fresh server is started and its workers are made in a
+fresh pool as soon as it has an address (stages/embed.early_workers), so they start while it loads its model;
+the launch's own seconds are printed beside it. A throwaway job on another dataset warms Ray, the server and the
+pool first.
 
 In-process baselines, one process, no Ray, no gRPC, the same batches: `compute` = EmbeddingModel.embed on
 already preprocessed batches; `read + compute` = reading and preprocessing each batch, then embedding it,
@@ -24,6 +27,7 @@ that a noisy, shared machine can be judged by work done as well as wall time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -42,7 +46,7 @@ import ray  # noqa: E402
 from orchestrator import dispatch  # noqa: E402
 from orchestrator.cache import EmbeddingCache  # noqa: E402
 from orchestrator.datasets.base import DatasetSpec, open_dataset  # noqa: E402
-from orchestrator.dispatch import EmbedJob, run_embed_job  # noqa: E402
+from orchestrator.dispatch import EmbedJob, run_embed_job, start_workers  # noqa: E402
 from orchestrator.preprocess import preprocess_windows, spec_from_card  # noqa: E402
 from orchestrator.stages.embed import _unique_indices  # noqa: E402
 from orchestrator.worker_pool import WorkerPool  # noqa: E402
@@ -191,15 +195,19 @@ def main() -> int:
                     spec = DatasetSpec("synthetic", {"sites": ["eu"], "records_per_site": n, "seed": rep})
                     read_s, compute_s, local_cpu, first = in_process(model, open_dataset(spec), prep, args.batch_size)
                     timed = {}
-                    for kind, job_pool in (("cold", None), ("warm", pool)):
-                        orch_s, cpu, setup_s, cache, ids = orchestrated(
-                            server, card, spec, prep, args.batch_size, args.in_flight,
-                            workdir / f"cache-{n}-{rep}-{kind}", args.readers, job_pool)
+                    for kind in ("cold", "warm", "run"):
+                        with contextlib.ExitStack() as stack:
+                            job_server, job_pool = server, {"cold": None, "warm": pool}.get(kind)
+                            if kind == "run":
+                                job_server, job_pool, launch_s = launch_as_run(stack, package, args)
+                            orch_s, cpu, setup_s, cache, ids = orchestrated(
+                                job_server, card, spec, prep, args.batch_size, args.in_flight,
+                                workdir / f"cache-{n}-{rep}-{kind}", args.readers, job_pool)
                         got = cache.get(ids[:len(first)])
                         np.testing.assert_allclose(got, first, atol=1e-5)
                         shutil.rmtree(workdir / f"cache-{n}-{rep}-{kind}", ignore_errors=True)
                         timed[kind] = (orch_s, cpu, setup_s)
-                    lines += report(n, args, card, timed, read_s, compute_s, local_cpu)
+                    lines += report(n, args, card, timed, read_s, compute_s, local_cpu, launch_s)
     finally:
         pool.close()
         if ray.is_initialized():
@@ -210,13 +218,27 @@ def main() -> int:
     return 0
 
 
+def launch_as_run(stack: contextlib.ExitStack, package: Path, args) -> tuple:
+    """(server, pool, launch s): a fresh server started as `ecglens run`'s launch stage starts one, its endpoint
+    workers made in a fresh pool as soon as it has an address (stages/embed.early_workers), while it loads."""
+    pool = stack.enter_context(WorkerPool())
+    def bound(address: str) -> None:  # the settings orchestrated()'s EmbedJob has: the same pool key
+        start_workers(pool, [address], {}, EmbedJob.timeout_s, {}, args.in_flight, args.readers)
+
+    started = time.perf_counter()
+    server = stack.enter_context(start_server("services.embedding", ["--model", str(package)], name="bench-run",
+                                              on_bound=bound))
+    return server, pool, time.perf_counter() - started
+
+
 def prep_shape(prep) -> tuple[int, int]:
     """[leads, samples] of one wire ECG."""
     return len(prep.leads), prep.num_samples
 
 
-def report(n: int, args, card, timed: dict, read_s: float, compute_s: float, local_cpu: float) -> list[str]:
-    """The lines printed for one size: the baselines, then the cold and the warm job."""
+def report(n: int, args, card, timed: dict, read_s: float, compute_s: float, local_cpu: float,
+           launch_s: float) -> list[str]:
+    """The lines printed for one size: the baselines, then the cold, the warm and the run's first job."""
     lines = [
         f"model {card.name}, {n} records, batch {args.batch_size}, in flight {args.in_flight}, "
         f"read ahead {args.read_ahead}, readers {args.readers or args.in_flight}, cpus={os.cpu_count()}, "
@@ -227,7 +249,8 @@ def report(n: int, args, card, timed: dict, read_s: float, compute_s: float, loc
         f"  in-process read + compute         {read_s + compute_s:7.2f} s  {n / (read_s + compute_s):7.1f} ECG/s"
         f"  (CPU {local_cpu:.1f} s)",
     ]
-    what = {"cold": "first job, workers start inside it", "warm": "later job, run's pool reused"}
+    what = {"cold": "a job with workers of its own, started inside it", "warm": "later job, run's pool reused",
+            "run": "a run's first job: its workers started while the server loaded"}
     for kind, (orch_s, cpu, setup_s) in timed.items():
         cpu = dict(cpu)
         timing = {k: cpu.pop(k) for k in list(cpu) if k.startswith("workers' ")}
@@ -244,6 +267,7 @@ def report(n: int, args, card, timed: dict, read_s: float, compute_s: float, loc
         ]
     cold, warm = timed["cold"][0], timed["warm"][0]
     lines.append(f"  worker start-up paid by the cold job  {cold - warm:7.2f} s  (cold - warm)")
+    lines.append(f"  the run's launch (server start to SERVING, its workers starting meanwhile)  {launch_s:.2f} s")
     return lines
 
 

@@ -32,7 +32,7 @@ from orchestrator.stages import assemble
 from orchestrator.stages.analyse import analyse
 from orchestrator.stages.compare import compare
 from orchestrator.stages.connect import connect_remote
-from orchestrator.stages.embed import embed
+from orchestrator.stages.embed import early_workers, embed
 from orchestrator.stages.intervals import seed_mean_intervals
 from orchestrator.stages.launch import Services, launch
 from orchestrator.stages.probe import probe
@@ -134,7 +134,8 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         # One pool of endpoint workers for the run: the embed and robustness stages' jobs reuse them, so each
         # worker's start-up is paid once per run; closed (its workers killed) before the servers stop.
         pool = stack.enter_context(WorkerPool())
-        launched = timer("launch", launch, exp, services, hooks, on_cluster, remote.cards)
+        # Each replica's workers start as soon as it has an address, while its server loads the model.
+        launched = timer("launch", launch, exp, services, hooks, on_cluster, remote.cards, early_workers(exp, pool))
         embedded = timer("embed", embed, exp, launched, cache_root, hooks, show_progress, pool)
         evaluate_started = time.perf_counter()
         views = make_views(exp, embedded)

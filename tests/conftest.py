@@ -10,6 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".venv" / "numba-cache"))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Ray gives its GCS 30 s to publish its port; on a loaded 2-core machine that once ran out in ray.init
+# (test_attribution, session 5). Waiting longer only matters when it would otherwise fail.
+os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
 
 import shutil
 import socket

@@ -100,3 +100,35 @@ def test_a_worker_lost_for_good_is_replaced_in_the_pool_too(ray_session, random_
             assert run_embed_job(job, list(range(len(ids))), ids, pool=pool) == []
             assert [actor_identity(w) for w in pool.actors()] == after
         assert set(_wait_dead(ray, set(after)).values()) == {"DEAD"}
+
+
+def test_launch_starts_the_workers_that_embed_then_takes_from_the_pool(ray_session, random_resnet_pkg, tmp_path):
+    from orchestrator.experiment import parse_experiment
+    from orchestrator.stages.embed import early_workers, embed
+    from orchestrator.stages.launch import Services, launch
+    from orchestrator.stages.types import Hooks
+
+    exp = parse_experiment({"datasets": ["synthetic:eu@12"], "models": ["random-resnet"]}, "exp.yaml")
+    services, at_address = Services(tmp_path / "logs"), []
+    with WorkerPool() as pool:
+        start = early_workers(exp, pool)
+
+        def on_address(model: str, address: str, connection: dict, host) -> None:
+            start(model, address, connection, host)
+            at_address.append((model, address, {actor_identity(w) for w in pool.actors()}))
+
+        try:
+            launched = launch(exp, services, Hooks(), on_address=on_address)
+            embedded = embed(exp, launched, tmp_path / "cache", Hooks(), False, pool)
+            after = {actor_identity(w) for w in pool.actors()}
+        finally:
+            services.stop_all()
+    # Started once the server had an address (before it served), under the key embed looks them up by: embed
+    # made no second set, and every record was embedded through them.
+    [(model, address, started)] = at_address
+    assert (model, [address]) == ("random-resnet", launched.endpoints["random-resnet"])
+    assert len(started) == 2 and after == started
+    assert [p for p in embedded.problems if p.stage != "warning"] == []
+    dataset = embedded.datasets[0]
+    ids = [dataset.meta(i).record_id for i in range(len(dataset))]
+    assert embedded.sets[("random-resnet", dataset.name)].cache().get(ids).shape == (12, 256)

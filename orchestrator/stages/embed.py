@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -17,6 +18,7 @@ from orchestrator.datasets.base import Dataset, open_dataset, record_ids
 from orchestrator.dispatch import EmbedJob, RecordProblem, run_embed_job, start_workers
 from orchestrator.experiment import Experiment
 from orchestrator.preprocess import spec_from_card
+from orchestrator.stages.launch import OnAddress
 from orchestrator.stages.types import Embedded, EmbeddingSet, Hooks, Launched
 from orchestrator.worker_pool import WorkerPool, pool_or_own
 
@@ -52,6 +54,16 @@ def job_settings(exp: Experiment, launched: Launched, model) -> dict:
     return {"in_flight": exp.runtime["in_flight"], "timeout_s": exp.runtime["timeout_s"],
             "connection": launched.connection(model.name, model.connection),
             "hosts": {a: h for a, h in launched.hosts.items() if a in launched.endpoints[model.name]}}
+
+
+def early_workers(exp: Experiment, pool: WorkerPool) -> OnAddress:
+    """A launch callback that starts a replica's endpoint workers in `pool` as soon as
+    it has an address, so their start-up (a process and its imports each, ~1.5 s) overlaps the server's model
+    loading instead of delaying the first embed job; embed() then finds them in the pool under the same key."""
+    def start(model: str, address: str, connection: dict, host: Any) -> None:
+        start_workers(pool, [address], connection, exp.runtime["timeout_s"], {} if host is None else {address: host},
+                      exp.runtime["in_flight"])
+    return start
 
 
 def embed(exp: Experiment, launched: Launched, cache_root: Path, hooks: Hooks, show_progress: bool,

@@ -15,7 +15,7 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ray
 
@@ -26,6 +26,10 @@ from services.common.process import ServerProcess, ServerStartError, start_serve
 from services.embedding.zoo.registry import resolve_package
 
 
+# (model name, replica address, connection settings, ServerHost actor or None) of a replica just given an address.
+OnAddress = Callable[[str, str, dict, Any], None]
+
+
 @dataclass
 class Services:
     """Every server this run started (child processes or ServerHost actors); stopped together."""
@@ -34,9 +38,11 @@ class Services:
     started: list[ServerProcess] = field(default_factory=list)
     hosts: list[Any] = field(default_factory=list)  # ServerHost actor handles
 
-    def start(self, module: str, args: list[str], name: str) -> ServerProcess:
-        """Start one server as a child process on 127.0.0.1 and remember it, so stop_all reaches it."""
-        handle = start_server(module, args, name=name, log_dir=self.log_dir, timeout_s=300)
+    def start(self, module: str, args: list[str], name: str,
+              on_bound: Callable[[str], None] | None = None) -> ServerProcess:
+        """Start one server as a child process on 127.0.0.1 and remember it, so stop_all reaches it
+        (on_bound(address) once it has a port, before its model has loaded)."""
+        handle = start_server(module, args, name=name, log_dir=self.log_dir, timeout_s=300, on_bound=on_bound)
         self.started.append(handle)
         return handle
 
@@ -75,9 +81,12 @@ def _plan(exp: Experiment) -> list[tuple[str, str, str]]:
 
 
 def launch(exp: Experiment, services: Services, hooks: Hooks, on_cluster: bool = False,
-           cards: dict[str, Any] | None = None) -> Launched:
+           cards: dict[str, Any] | None = None, on_address: OnAddress | None = None) -> Launched:
     """Start one server per launched model replica (on cluster nodes when on_cluster); read every card
-    not already in `cards` (remote models' cards, read before Ray started by stages/connect.py)."""
+    not already in `cards` (remote models' cards, read before Ray started by stages/connect.py).
+
+    on_address(model, address, connection, host) is called for each replica as soon as its address is known:
+    on a local run before its server has loaded the model, so clients can get ready meanwhile."""
     plan = _plan(exp)
     connections = {m.name: dict(m.connection) for m in exp.models}
     token = secrets.token_urlsafe(32) if on_cluster else None
@@ -86,16 +95,20 @@ def launch(exp: Experiment, services: Services, hooks: Hooks, on_cluster: bool =
             if not model.remote:  # internal: never from the experiment file, never written anywhere
                 connections[model.name]["auth"] = {"token": token}
 
-    def start(package: str, name: str) -> tuple[Any, str]:
+    def start(package: str, name: str, owner: str) -> tuple[Any, str]:
         if on_cluster:
-            return services.start_on_cluster(package, name, token)
-        handle = services.start("services.embedding", ["--model", package], name)
+            host, address = services.start_on_cluster(package, name, token)
+            if on_address:
+                on_address(owner, address, connections[owner], host)
+            return host, address
+        bound = (lambda address: on_address(owner, address, connections[owner], None)) if on_address else None
+        handle = services.start("services.embedding", ["--model", package], name, on_bound=bound)
         return handle, handle.address
 
     # Started in parallel (each waits for its own warm-up); a failure still leaves the others stoppable,
     # because Services records each handle as soon as it exists.
     with ThreadPoolExecutor(max(1, len(plan))) as pool:
-        futures = [(owner, pool.submit(start, package, name)) for package, name, owner in plan]
+        futures = [(owner, pool.submit(start, package, name, owner)) for package, name, owner in plan]
         handles = [(owner, *future.result()) for owner, future in futures]
     endpoints: dict[str, list[str]] = {m.name: list(m.endpoints) for m in exp.models}
     by_owner: dict[str, list[Any]] = {}

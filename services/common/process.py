@@ -104,8 +104,13 @@ def wait_serving(address: str, timeout_s: float = 60.0, service: str = "",
 
 def start_server(module: str, args: list[str], name: str | None = None, host: str = "127.0.0.1",
                  timeout_s: float = 120.0, env: dict[str, str] | None = None,
-                 log_dir: Path | None = None, credentials: grpc.ChannelCredentials | None = None) -> ServerProcess:
-    """Run `python -m module --port 0 --port-file F *args`, wait until SERVING, return the handle."""
+                 log_dir: Path | None = None, credentials: grpc.ChannelCredentials | None = None,
+                 on_bound: Callable[[str], None] | None = None) -> ServerProcess:
+    """Run `python -m module --port 0 --port-file F *args`, wait until SERVING, return the handle.
+
+    on_bound(address) is called as soon as the server has published its port, while it may still be loading
+    (a server with a warm-up publishes its port first; see services/common/runtime.serve).
+    """
     tmp = tempfile.TemporaryDirectory(prefix="ecglens-srv-")
     port_file = Path(tmp.name) / "port"
     log_path = (Path(log_dir) if log_dir else Path(tmp.name)) / f"{name or module.rsplit('.', 1)[-1]}.log"
@@ -126,10 +131,15 @@ def start_server(module: str, args: list[str], name: str | None = None, host: st
                 raise ServerStartError(f"{handle.name} did not bind within {timeout_s:.0f}s:\n{handle.log_tail()}")
             time.sleep(0.05)
         handle.address = f"{host}:{int(port_file.read_text())}"
+        if on_bound is not None:
+            on_bound(handle.address)
         wait_serving(handle.address, max(1.0, deadline - time.monotonic()), credentials=credentials)
     except (ServerStartError, TimeoutError) as err:
         handle.stop()
         raise ServerStartError(f"{err}\n{handle.log_tail()}") from None
+    except BaseException:  # on_bound failed, or the caller was interrupted: leave no server behind
+        handle.stop()
+        raise
     return handle
 
 
