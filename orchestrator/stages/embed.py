@@ -57,9 +57,9 @@ def job_settings(exp: Experiment, launched: Launched, model) -> dict:
 
 
 def early_workers(exp: Experiment, pool: WorkerPool) -> OnAddress:
-    """A launch callback that starts a replica's endpoint workers in `pool` as soon as
-    it has an address, so their start-up (a process and its imports each, ~1.5 s) overlaps the server's model
-    loading instead of delaying the first embed job; embed() then finds them in the pool under the same key."""
+    """A launch callback that starts a replica's endpoint workers in `pool` as soon as it has an address, so their
+    start-up (a process and its imports each, ~1.5 s) overlaps the server's model loading instead of delaying the
+    first embed job; embed() then finds them in the pool under the same key (job_settings' values)."""
     def start(model: str, address: str, connection: dict, host: Any) -> None:
         start_workers(pool, [address], connection, exp.runtime["timeout_s"], {} if host is None else {address: host},
                       exp.runtime["in_flight"])
