@@ -197,9 +197,10 @@ def main() -> int:
                     timed = {}
                     for kind in ("cold", "warm", "run"):
                         with contextlib.ExitStack() as stack:
-                            job_server, job_pool = server, {"cold": None, "warm": pool}.get(kind)
                             if kind == "run":
                                 job_server, job_pool, launch_s = launch_as_run(stack, package, args)
+                            else:
+                                job_server, job_pool = server, pool if kind == "warm" else None
                             orch_s, cpu, setup_s, cache, ids = orchestrated(
                                 job_server, card, spec, prep, args.batch_size, args.in_flight,
                                 workdir / f"cache-{n}-{rep}-{kind}", args.readers, job_pool)
@@ -222,6 +223,7 @@ def launch_as_run(stack: contextlib.ExitStack, package: Path, args) -> tuple:
     """(server, pool, launch s): a fresh server started as `ecglens run`'s launch stage starts one, its endpoint
     workers made in a fresh pool as soon as it has an address (stages/embed.early_workers), while it loads."""
     pool = stack.enter_context(WorkerPool())
+
     def bound(address: str) -> None:  # the settings orchestrated()'s EmbedJob has: the same pool key
         start_workers(pool, [address], {}, EmbedJob.timeout_s, {}, args.in_flight, args.readers)
 

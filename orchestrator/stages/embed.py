@@ -49,20 +49,24 @@ def cache_key(model_name: str, card, prep_hash: str) -> str:
     return f"{safe}-{card.version}-{card.fingerprint[:12]}-{prep_hash[:12]}"
 
 
+def _worker_settings(exp: Experiment, connection: dict, hosts: dict) -> dict:
+    """The settings endpoint workers are made from (and pooled by), for start_workers and EmbedJob alike."""
+    return {"in_flight": exp.runtime["in_flight"], "timeout_s": exp.runtime["timeout_s"], "connection": connection,
+            "hosts": hosts}
+
+
 def job_settings(exp: Experiment, launched: Launched, model) -> dict:
     """An EmbedJob's settings for one model that are the same for every dataset (its workers are made from them)."""
-    return {"in_flight": exp.runtime["in_flight"], "timeout_s": exp.runtime["timeout_s"],
-            "connection": launched.connection(model.name, model.connection),
-            "hosts": {a: h for a, h in launched.hosts.items() if a in launched.endpoints[model.name]}}
+    return _worker_settings(exp, launched.connection(model.name, model.connection),
+                            {a: h for a, h in launched.hosts.items() if a in launched.endpoints[model.name]})
 
 
 def early_workers(exp: Experiment, pool: WorkerPool) -> OnAddress:
     """A launch callback that starts a replica's endpoint workers in `pool` as soon as it has an address, so their
     start-up (a process and its imports each, ~1.5 s) overlaps the server's model loading instead of delaying the
-    first embed job; embed() then finds them in the pool under the same key (job_settings' values)."""
+    first embed job; embed() then finds them in the pool under the same key (the same _worker_settings)."""
     def start(model: str, address: str, connection: dict, host: Any) -> None:
-        start_workers(pool, [address], connection, exp.runtime["timeout_s"], {} if host is None else {address: host},
-                      exp.runtime["in_flight"])
+        start_workers(pool, [address], **_worker_settings(exp, connection, {} if host is None else {address: host}))
     return start
 
 
