@@ -13,8 +13,8 @@ the settings ECGLens' server uses (spinning off, one batch at a time per worker 
 
 One client drives both: tritonclient.grpc (neither project's code) in the MLServer venv, keeping
 --in-flight async requests outstanding with raw FP32 contents. Each figure is the best of --repeats
-rounds; the ratio ECGLens / MLServer is the figure to compare (machines here are shared and noisy).
-The bench first checks both servers return the same embeddings for the same ECGs.
+rounds; the ratio ECGLens / MLServer is the figure to compare (machines here are shared and noisy), and
+each side's range over its rounds is printed beside it. The bench first checks both servers return the same embeddings for the same ECGs.
 """
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ if batch == 0:
     print(json.dumps(check()))
 else:
     one_round()
-    print(json.dumps(max(one_round() for _ in range(repeats))))
+    print(json.dumps([one_round() for _ in range(repeats)]))
 '''
 
 
@@ -242,7 +242,7 @@ def main() -> int:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    results: dict[str, dict[int, float]] = {"ecglens": {}, "mlserver": {}}
+    results: dict[str, dict[int, list[float]]] = {"ecglens": {}, "mlserver": {}}  # ECG/s of each timed round
     with tempfile.TemporaryDirectory(prefix="ecglens-mlserver-") as tmp:
         ours = start_server("services.embedding", ["--model", str(package)], name="ecglens-v2")
         try:
@@ -268,10 +268,14 @@ def main() -> int:
           f"{args.repeats}; MLServer {MLSERVER_VERSION}: parallel_workers={args.mlserver_workers}, ORT threads="
           f"{args.mlserver_threads or 'default'}, spinning off, adaptive batching "
           f"{'on' if args.mlserver_batching else 'off (its default)'}; cpus={os.cpu_count()}")
-    print(f"{'batch':>5} {'ECGLens V2 ECG/s':>17} {'MLServer ECG/s':>15} {'ratio':>6}")
+    # The best round is the figure (least disturbed by other load); each side's slowest round is printed
+    # beside it so that one run shows how far this machine's noise moves the figures.
+    print(f"{'batch':>5} {'ECGLens V2 ECG/s':>17} {'MLServer ECG/s':>15} {'ratio':>6}   rounds: ECGLens / MLServer")
     for bs in sizes:
-        a, b = results["ecglens"][bs], results["mlserver"][bs]
-        print(f"{bs:>5} {a:>17.1f} {b:>15.1f} {a / b:>6.2f}")
+        ours_rounds, theirs_rounds = results["ecglens"][bs], results["mlserver"][bs]
+        a, b = max(ours_rounds), max(theirs_rounds)
+        print(f"{bs:>5} {a:>17.1f} {b:>15.1f} {a / b:>6.2f}   {min(ours_rounds):.1f}-{a:.1f} / "
+              f"{min(theirs_rounds):.1f}-{b:.1f}")
     return 0
 
 
