@@ -14,7 +14,8 @@ the settings ECGLens' server uses (spinning off, one batch at a time per worker 
 One client drives both: tritonclient.grpc (neither project's code) in the MLServer venv, keeping
 --in-flight async requests outstanding with raw FP32 contents. Each figure is the best of --repeats
 rounds; the ratio ECGLens / MLServer is the figure to compare (machines here are shared and noisy), and
-each side's range over its rounds is printed beside it. The bench first checks both servers return the same embeddings for the same ECGs.
+each side's range over its rounds is printed beside it. The bench first checks both servers return the
+same embeddings for the same ECGs.
 """
 from __future__ import annotations
 
