@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
@@ -23,6 +24,7 @@ _UNIT_SCALE_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
 
 WINDOWS = ("start", "center", "average")
 MISSING_LEADS = ("refuse", "zero")
+_SCIPY_SIGNAL_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -91,22 +93,32 @@ def select_leads(signal: np.ndarray, leads: tuple[str, ...], wanted: tuple[str, 
     return np.stack(rows), filled
 
 
+def _scipy_signal():
+    """scipy.signal, imported on first use: it costs a process ~1.4 s of CPU (~600 modules), so only processes
+    that filter or resample pay it, and one thread at a time (an endpoint worker reads chunks on several
+    threads, and two threads importing scipy at once have met a partially initialised module)."""
+    with _SCIPY_SIGNAL_LOCK:
+        import scipy.signal
+    return scipy.signal
+
+
 def filter_signal(signal: np.ndarray, fs: float, spec: "PreprocessSpec") -> np.ndarray:
     """Optional notch and band-pass filters, zero-phase so waves do not shift in time."""
-    from scipy.signal import butter, iirnotch, sosfiltfilt, tf2sos
-
     nyquist = fs / 2
-    for f0 in spec.notch_hz:
-        if f0 < nyquist:
-            signal = sosfiltfilt(tf2sos(*iirnotch(f0, 30.0, fs)), signal, axis=-1)
+    notches = [f0 for f0 in spec.notch_hz if f0 < nyquist]
     low = spec.highpass_hz if spec.highpass_hz and spec.highpass_hz < nyquist else None
     high = spec.lowpass_hz if spec.lowpass_hz and spec.lowpass_hz < nyquist else None
+    if not (notches or low or high):
+        return signal
+    sp = _scipy_signal()
+    for f0 in notches:
+        signal = sp.sosfiltfilt(sp.tf2sos(*sp.iirnotch(f0, 30.0, fs)), signal, axis=-1)
     if low and high:
-        signal = sosfiltfilt(butter(2, [low, high], "bandpass", fs=fs, output="sos"), signal, axis=-1)
+        signal = sp.sosfiltfilt(sp.butter(2, [low, high], "bandpass", fs=fs, output="sos"), signal, axis=-1)
     elif low:
-        signal = sosfiltfilt(butter(2, low, "highpass", fs=fs, output="sos"), signal, axis=-1)
+        signal = sp.sosfiltfilt(sp.butter(2, low, "highpass", fs=fs, output="sos"), signal, axis=-1)
     elif high:
-        signal = sosfiltfilt(butter(2, high, "lowpass", fs=fs, output="sos"), signal, axis=-1)
+        signal = sp.sosfiltfilt(sp.butter(2, high, "lowpass", fs=fs, output="sos"), signal, axis=-1)
     return signal
 
 
@@ -118,11 +130,8 @@ def resample(signal: np.ndarray, source_hz: float, target_hz: float) -> np.ndarr
     """Polyphase resampling along time (anti-aliased), exact for rational rate ratios."""
     if abs(source_hz - target_hz) < 1e-9:
         return signal
-    # Imported here: scipy.signal costs every embedding worker process ~0.6 s at start, paid only if it resamples.
-    from scipy.signal import resample_poly
-
     ratio = _ratio(source_hz, target_hz)
-    return resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1)
+    return _scipy_signal().resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1)
 
 
 def _window_span(total: int, spec: "PreprocessSpec") -> tuple[int, int]:

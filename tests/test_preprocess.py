@@ -147,3 +147,28 @@ def test_cache_writes_atomically_reads_in_order_and_detects_conflicts(tmp_path):
     reopened.write(["b", "d"], np.array([[9, 9], [7, 7]], np.float32))  # a second, different embedding of b
     with pytest.raises(CacheError, match="record b has two different embeddings"):
         EmbeddingCache(tmp_path, "model", "data").done_ids()
+
+
+def test_scipy_signal_is_imported_only_where_a_filter_or_resampling_runs():
+    """~1.4 s of CPU per endpoint worker: a default (unfiltered, same-rate) read must not pay it; filtering must."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from orchestrator.datasets.base import Record\n"
+        "from orchestrator.preprocess import PreprocessSpec, preprocess\n"
+        "record = Record('r', np.zeros((1, 5000)), 500.0, ('I',))\n"
+        "preprocess(record, PreprocessSpec(500.0, ('I',), 5000))\n"
+        "plain = 'scipy.signal' in sys.modules\n"
+        "preprocess(record, PreprocessSpec(500.0, ('I',), 5000, highpass_hz=0.5))\n"
+        "print(plain, 'scipy.signal' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
+
+
+def test_filters_above_nyquist_are_skipped_and_the_signal_is_returned_as_is():
+    spec = PreprocessSpec(100.0, ("I",), 1000, notch_hz=(60.0,), lowpass_hz=80.0)
+    x = sine(7.0, 100.0, 10, 1)
+    np.testing.assert_array_equal(preprocess(Record("r", x, 100.0, ("I",)), spec)[0], x[0].astype(np.float32))
