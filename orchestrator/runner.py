@@ -139,12 +139,13 @@ def run_experiment(exp: Experiment, out_dir: Path | str, ray_address: str | None
         embedded = timer("embed", embed, exp, launched, cache_root, hooks, show_progress, pool)
         evaluate_started = time.perf_counter()
         views = make_views(exp, embedded)
-        probed = probe(exp, views, show_progress)
+        # Each step's seconds are in run.json too, so that a slow run says where its time went.
+        probed = timer("probe", probe, exp, views, show_progress)
         intervals = seed_mean_intervals(exp, probed)
-        comparisons, compare_problems = compare(exp, views, probed.fits)
-        transfer_rows, transfer_problems = transfer(exp, views, show_progress)
-        analysed = analyse(exp, views, probed, launched, embedded)
-        subgroup_rows, calibration = subgroups(exp, views, probed)
+        comparisons, compare_problems = timer("compare", compare, exp, views, probed.fits)
+        transfer_rows, transfer_problems = timer("transfer", transfer, exp, views, show_progress)
+        analysed = timer("analyse", analyse, exp, views, probed, launched, embedded)
+        subgroup_rows, calibration = timer("subgroups", subgroups, exp, views, probed)
         timer.seconds["evaluate_s"] = time.perf_counter() - evaluate_started
         robust = timer("robustness", robustness, exp, views, probed, launched, embedded, cache_root, show_progress,
                        pool)

@@ -108,6 +108,10 @@ def test_results_json_has_the_documented_fields(baseline):
     assert "random-resnet" in html and "data:image/png;base64" in html
     kinds = {p.name.split("__")[0] for p in (out / "figures").glob("*.png")}
     assert {"umap", "shap", "leads", "similarity", "umap-grid"} <= kinds, kinds
+    timings = json.loads((out / "run.json").read_text())["timings_s"]
+    steps = ("probe_s", "compare_s", "transfer_s", "analyse_s", "subgroups_s")
+    assert {"launch_s", "embed_s", "evaluate_s", "robustness_s", "total_s", *steps} <= set(timings)
+    assert sum(timings[s] for s in steps) <= timings["evaluate_s"] + 0.01 <= timings["total_s"] + 0.01  # 3-decimal rounding
 
 
 def test_robustness_subgroups_and_calibration_through_the_served_path(baseline):
