@@ -111,7 +111,8 @@ def test_results_json_has_the_documented_fields(baseline):
     timings = json.loads((out / "run.json").read_text())["timings_s"]
     steps = ("probe_s", "compare_s", "transfer_s", "analyse_s", "subgroups_s")
     assert {"launch_s", "embed_s", "evaluate_s", "robustness_s", "total_s", *steps} <= set(timings)
-    assert sum(timings[s] for s in steps) <= timings["evaluate_s"] + 0.01 <= timings["total_s"] + 0.01  # 3-decimal rounding
+    # Each figure is rounded to 3 decimals, hence the 0.01.
+    assert sum(timings[s] for s in steps) <= timings["evaluate_s"] + 0.01 <= timings["total_s"] + 0.01
 
 
 def test_robustness_subgroups_and_calibration_through_the_served_path(baseline):

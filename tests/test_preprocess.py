@@ -150,7 +150,7 @@ def test_cache_writes_atomically_reads_in_order_and_detects_conflicts(tmp_path):
 
 
 def test_scipy_signal_is_imported_only_where_a_filter_or_resampling_runs():
-    """~1.4 s of CPU per endpoint worker: a default (unfiltered, same-rate) read must not pay it; filtering must."""
+    """~1.4 s of CPU per endpoint worker: a default (unfiltered, same-rate) read must not pay it; a filter does."""
     import subprocess
     import sys
 
