@@ -11,8 +11,9 @@ services/embedding/adapt.py (numpy only), so both servers compute the same funct
 the settings ECGLens' server uses (spinning off, one batch at a time per worker unless
 --mlserver-workers says more); everything else is MLServer's default (adaptive batching off).
 
-One client drives both: tritonclient.grpc (neither project's code) in the MLServer venv, keeping
---in-flight async requests outstanding with raw FP32 contents. Each figure is the best of --repeats
+One client process drives both: tritonclient.grpc (neither project's code) in the MLServer venv, keeping
+--in-flight async requests outstanding with raw FP32 contents. Its timed rounds alternate between the two
+servers, so load from other tenants during the run falls on both alike. Each figure is the best of --repeats
 rounds; the ratio ECGLens / MLServer is the figure to compare (machines here are shared and noisy), and
 each side's range over its rounds is printed beside it. The bench first checks both servers return the
 same embeddings for the same ECGs.
@@ -75,24 +76,22 @@ class EcgOnnx(MLModel):
 '''
 
 DRIVER = '''
-"""One V2 gRPC client for both servers: tritonclient.grpc with requests kept in flight."""
+"""One V2 gRPC client process for both servers: tritonclient.grpc with requests kept in flight.
+
+Rounds alternate between the servers (ECGLens first in even rounds, MLServer first in odd ones), so load that
+other tenants put on the machine during the run falls on both sides alike instead of on whichever ran later.
+"""
 import json, sys, threading, time
 import numpy as np
 import tritonclient.grpc as tc
 
-address, model, batch, ecgs, in_flight, repeats, leads, samples = sys.argv[1:9]
+addresses, model, batch, ecgs, in_flight, repeats, leads, samples = sys.argv[1:9]
 batch, ecgs, in_flight, repeats, leads, samples = map(int, (batch, ecgs, in_flight, repeats, leads, samples))
-client = tc.InferenceServerClient(address)
+clients = [tc.InferenceServerClient(address) for address in addresses.split(",")]
 x = np.random.default_rng(0).normal(0, 0.4, (ecgs, leads, samples)).astype(np.float32)
 
 
-def infer_async(chunk, done):
-    inp = tc.InferInput("ecg", list(chunk.shape), "FP32")
-    inp.set_data_from_numpy(chunk)
-    client.async_infer(model, [inp], callback=done)
-
-
-def one_round():
+def one_round(client):
     slots = threading.Semaphore(in_flight)
     errors, finished = [], threading.Event()
     left = [0]
@@ -112,7 +111,9 @@ def one_round():
     began = time.perf_counter()
     for s in starts:
         slots.acquire()
-        infer_async(x[s:s + batch], done)
+        inp = tc.InferInput("ecg", [len(x[s:s + batch]), leads, samples], "FP32")
+        inp.set_data_from_numpy(x[s:s + batch])
+        client.async_infer(model, [inp], callback=done)
     finished.wait()
     took = time.perf_counter() - began
     if errors:
@@ -120,17 +121,22 @@ def one_round():
     return ecgs / took
 
 
-def check():
+def check(client):
     inp = tc.InferInput("ecg", [4, leads, samples], "FP32")
     inp.set_data_from_numpy(x[:4])
     return client.infer(model, [inp]).as_numpy("embedding").tolist()
 
 
 if batch == 0:
-    print(json.dumps(check()))
+    print(json.dumps([check(client) for client in clients]))
 else:
-    one_round()
-    print(json.dumps([one_round() for _ in range(repeats)]))
+    for client in clients:  # an untimed round each: connections, the servers' first batches of this size
+        one_round(client)
+    rounds = [[] for _ in clients]
+    for r in range(repeats):
+        for k in (range(len(clients)) if r % 2 == 0 else reversed(range(len(clients)))):
+            rounds[k].append(one_round(clients[k]))
+    print(json.dumps(rounds))
 '''
 
 
@@ -235,11 +241,13 @@ def main() -> int:
     driver_file = Path(tempfile.mkdtemp(prefix="ecglens-v2drv-")) / "driver.py"
     driver_file.write_text(DRIVER)
 
-    def drive(address: str, batch: int) -> object:
-        out = subprocess.run([str(python), str(driver_file), address, card.name, str(batch), str(args.ecgs),
-                              str(args.in_flight), str(args.repeats), *shape], capture_output=True, text=True)
+    def drive(addresses: list[str], batch: int) -> list:
+        """One client process for both servers: each server's answers (batch 0) or its timed rounds' ECG/s."""
+        out = subprocess.run([str(python), str(driver_file), ",".join(addresses), card.name, str(batch),
+                              str(args.ecgs), str(args.in_flight), str(args.repeats), *shape],
+                             capture_output=True, text=True)
         if out.returncode:
-            raise SystemExit(f"client failed against {address}:\n{out.stderr[-3000:]}")
+            raise SystemExit(f"client failed against {addresses}:\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -254,14 +262,14 @@ def main() -> int:
             raise
         try:
             import numpy as np
-            gap = float(np.abs(np.asarray(drive(ours.address, 0)) - np.asarray(drive(their_address, 0))).max())
+            answers = drive([ours.address, their_address], 0)
+            gap = float(np.abs(np.asarray(answers[0]) - np.asarray(answers[1])).max())
             print(f"model {card.name}: {package / str(card.weights)}; normalisation {card.input.normalization}; "
                   f"max |embedding difference| ECGLens vs MLServer = {gap:.2e}")
             if gap > 1e-4:
                 raise SystemExit("the two servers disagree: the comparison would not be like with like")
-            for bs in sizes:  # alternate the servers so drifting machine load hits both alike
-                results["ecglens"][bs] = drive(ours.address, bs)
-                results["mlserver"][bs] = drive(their_address, bs)
+            for bs in sizes:  # rounds alternate between the servers (see DRIVER)
+                results["ecglens"][bs], results["mlserver"][bs] = drive([ours.address, their_address], bs)
         finally:
             stop(theirs)
             ours.stop()
