@@ -118,6 +118,37 @@ def test_onnx_intermediate_tensor_as_embedding_with_pooling(tmp_path):
     np.testing.assert_allclose(model.embed(model.validate(ecg)), expected, atol=1e-5)
 
 
+def test_onnx_weights_are_counted_from_the_file_when_the_card_does_not_state_them(tmp_path):
+    net = TinyNet().eval()
+    torch.onnx.export(net, (torch.randn(1, 200, 2),), str(tmp_path / "model.onnx"), input_names=["ecg"],
+                      output_names=["logits"], dynamo=False, dynamic_axes={"ecg": {0: "b"}})
+    write_package(tmp_path, card_with(input__layout="BTL", output__embedding_dim=3))
+    assert EmbeddingModel.load(tmp_path).params == sum(p.numel() for p in net.parameters())
+    write_package(tmp_path, {**card_with(input__layout="BTL", output__embedding_dim=3), "params": 7})
+    assert EmbeddingModel.load(tmp_path).params == 7  # the card's own figure wins
+
+
+def test_a_corrupt_onnx_file_is_a_backend_error_naming_the_file(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07not a model")
+    write_package(tmp_path, BASE_CARD)
+    from services.embedding.backends import BackendError
+
+    with pytest.raises(BackendError, match=r"model.onnx: not a readable ONNX model \("):
+        EmbeddingModel.load(tmp_path)
+
+
+def test_serving_a_card_that_states_its_weights_never_imports_onnx(tmp_path):
+    """The onnx package costs a server ~1 s of imports; onnxruntime reads the file without it."""
+    torch.onnx.export(TinyNet().eval(), (torch.randn(1, 200, 2),), str(tmp_path / "model.onnx"),
+                      input_names=["ecg"], output_names=["logits"], dynamo=False, dynamic_axes={"ecg": {0: "b"}})
+    write_package(tmp_path, {**card_with(input__layout="BTL", output__embedding_dim=3), "params": 1})
+    script = ("import sys\nfrom services.embedding.model import EmbeddingModel\n"
+              f"EmbeddingModel.load({str(tmp_path)!r})\nprint('onnx' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "False"
+
+
 def test_card_that_does_not_fit_the_model_is_rejected_at_load(tmp_path):
     torch.onnx.export(TinyNet().eval(), (torch.randn(1, 200, 2),), str(tmp_path / "model.onnx"),
                       input_names=["ecg"], output_names=["logits"], dynamo=False, dynamic_axes={"ecg": {0: "b"}})

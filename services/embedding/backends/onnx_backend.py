@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from services.embedding.backends.base import Backend, BackendError
@@ -60,8 +59,10 @@ def plan_threads(providers: list[str], in_process: bool, cpus: int) -> tuple[int
     return max(1, runners), max(0, threads)
 
 
-def _expose_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
-    """Make an intermediate tensor a graph output so ORT returns it."""
+def _expose_output(model, name: str):
+    """Make an intermediate tensor a graph output of an onnx.ModelProto so ORT returns it."""
+    import onnx
+
     inferred = onnx.shape_inference.infer_shapes(model)
     infos = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
     produced = {out for node in model.graph.node for out in node.output}
@@ -77,17 +78,12 @@ class OnnxBackend(Backend):
     """Runs a .onnx file with onnxruntime."""
 
     def load(self, card: ModelCard, package_dir: Path) -> None:
-        """Create the session, exposing the card's output tensor if it is intermediate."""
+        """Create the session, exposing the card's output tensor if it is intermediate.
+
+        The session reads the file itself: the onnx package (~1 s of imports, most of it ml_dtypes) is imported
+        only to expose an intermediate tensor, or to count the weights of a card that does not state them.
+        """
         path = Path(package_dir) / str(card.weights)
-        try:
-            model = onnx.load(str(path))
-        except Exception as err:  # onnx raises several types for a corrupt file
-            raise BackendError(f"{path}: not a readable ONNX model ({err})") from None
-        outputs = [o.name for o in model.graph.output]
-        self._output = card.output.name or outputs[0]
-        if self._output not in outputs:
-            model = _expose_output(model, self._output)
-        self._params = int(sum(np.prod(init.dims) for init in model.graph.initializer))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = choose_providers()
@@ -98,7 +94,19 @@ class OnnxBackend(Backend):
         # overlaps transport with compute, so it turns spinning off (ECGLENS_ORT_SPINNING=1 restores it).
         spinning = os.environ.get("ECGLENS_ORT_SPINNING", "1" if _in_process() else "0")
         options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+        self._path, self._params = path, None
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own types for a missing or corrupt file
+            raise BackendError(f"{path}: not a readable ONNX model ({_first_line(err)})") from None
+        outputs = [o.name for o in self.session.get_outputs()]
+        self._output = card.output.name or outputs[0]
+        if self._output not in outputs:
+            import onnx
+
+            model = _expose_output(onnx.load(str(path)), self._output)
+            self._params = _initialiser_elements(model)
+            self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
         inputs = [i.name for i in self.session.get_inputs()]
         self._input = card.input.input_name or inputs[0]
         if self._input not in inputs:
@@ -110,5 +118,19 @@ class OnnxBackend(Backend):
         return self.session.run([self._output], {self._input: x})[0]
 
     def param_count(self) -> int:
-        """Elements in the initialisers (weights)."""
+        """Elements in the initialisers (weights), read from the file on first use."""
+        if self._params is None:
+            import onnx
+
+            self._params = _initialiser_elements(onnx.load(str(self._path), load_external_data=False))
         return self._params
+
+
+def _initialiser_elements(model) -> int:
+    """Elements in an onnx.ModelProto's initialisers."""
+    return int(sum(np.prod(init.dims) for init in model.graph.initializer))
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
