@@ -25,3 +25,9 @@ def clip_shape(shape: Sequence[int], dims: int = 8) -> str:
 def clip_details(text: str) -> str:
     """A status message short enough to travel as a gRPC trailer."""
     return clip(text, MAX_DETAILS)
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's text (runtime errors can be pages long)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else repr(err)

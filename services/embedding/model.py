@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from services.common.text import first_line
 from services.embedding import adapt
 from services.embedding.backends import Backend, BackendError, create_backend
 from services.embedding.card import CardError, ModelCard, fingerprint, load_card
@@ -59,9 +60,8 @@ class EmbeddingModel:
         try:
             self.embed(np.zeros((size, len(self.card.input.leads), self.card.input.num_samples), np.float32))
         except Exception as err:  # runtimes raise their own types; the first line says what broke
-            text = str(err).strip().splitlines()
             raise CardError(f"{self.card.name}: serving.max_batch_size is {size}, but the model fails on a batch of "
-                            f"{size} zeros ({text[0] if text else type(err).__name__}) while a batch of 1 runs; set "
+                            f"{size} zeros ({first_line(err)}) while a batch of 1 runs; set "
                             f"serving.max_batch_size to a batch the model runs (1 for a graph exported at batch 1)"
                             ) from None
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from services.common.text import first_line
 from services.embedding.backends.base import Backend, BackendError
 from services.embedding.card import ModelCard
 
@@ -98,7 +99,7 @@ class OnnxBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own types for a missing or corrupt file
-            raise BackendError(f"{path}: not a readable ONNX model ({_first_line(err)})") from None
+            raise BackendError(f"{path}: not a readable ONNX model ({first_line(err)})") from None
         outputs = [o.name for o in self.session.get_outputs()]
         self._output = card.output.name or outputs[0]
         if self._output not in outputs:
@@ -130,7 +131,3 @@ def _initialiser_elements(model) -> int:
     """Elements in an onnx.ModelProto's initialisers."""
     return int(sum(np.prod(init.dims) for init in model.graph.initializer))
 
-
-def _first_line(err: Exception) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__

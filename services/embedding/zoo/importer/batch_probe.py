@@ -8,15 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.common.text import first_line
 from services.embedding.zoo.importer.shapes import Shape
 
 _NP_DTYPES = {"float32", "float16", "float64"}
-
-
-def first_line(err: BaseException) -> str:
-    """The first non-empty line of an exception's text (runtime errors can be pages long)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else repr(err)
 
 
 def probe_shape_of(declared: Shape | None, given: list[int] | None) -> list[int] | None:

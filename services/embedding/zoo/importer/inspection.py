@@ -5,9 +5,10 @@ import hashlib
 import math
 from pathlib import Path
 
+from services.common.text import first_line
 from services.embedding.backends.base import BackendError
 from services.embedding.card import CardError
-from services.embedding.zoo.importer.batch_probe import batch_note, first_line, probe_onnx_batches
+from services.embedding.zoo.importer.batch_probe import batch_note, probe_onnx_batches
 from services.embedding.zoo.importer.shapes import Shape, suggest_pooling
 
 FORMATS = {".onnx": ("onnx", "onnxruntime"), ".pt": ("torchscript", "torch"), ".ts": ("torchscript", "torch"),

@@ -6,12 +6,13 @@ import logging
 import shutil
 from pathlib import Path
 
+from services.common.text import first_line
 from services.embedding.backends.base import BackendError
 from services.embedding.card import CARD_FILE, CardError, ModelCard, parse_card, write_card
 from services.embedding.zoo.imported import check_name
 from services.embedding.zoo.importer.card_draft import missing_flags
 from services.embedding.zoo.importer.checks import check_card_against_model, pooling_problem
-from services.embedding.zoo.importer.inspection import PROBE_BATCH, first_line, inspect_model, model_format
+from services.embedding.zoo.importer.inspection import PROBE_BATCH, inspect_model, model_format
 from services.embedding.zoo.importer.shapes import Shape, find_tensor
 from services.embedding.zoo.staging import staged_package
 
