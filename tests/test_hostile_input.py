@@ -133,12 +133,18 @@ def test_a_stream_survives_bad_messages_and_each_fails_alone(server):
 
 
 def test_every_rejection_is_counted_by_code_and_the_request_id_is_clipped_in_logs(server):
+    # The server is shared: wait until no earlier test's call still holds request budget, or a call here could
+    # be refused as RESOURCE_EXHAUSTED instead of being judged (the codes are asserted below, so it would show).
+    deadline = time.monotonic() + 30
+    while scrape(server.metrics_port, "ecglens_request_budget_used_bytes").get('model="handcrafted"', 0) != 0:
+        assert time.monotonic() < deadline, "earlier calls never gave their request budget back"
+        time.sleep(0.05)
     before = scrape(server.metrics_port, "ecglens_requests_total")
     with grpc.insecure_channel(server.address) as channel:
-        raw_call(channel, EMBED, b"\xff")
-        raw_call(channel, INFER, MALFORMED_V2["rank 10000"])
         huge_id = embedding_pb2.EmbedRequest(request_id="Z" * 1_000_000).SerializeToString()
-        raw_call(channel, EMBED, huge_id)
+        codes = [raw_call(channel, EMBED, b"\xff")[0], raw_call(channel, INFER, MALFORMED_V2["rank 10000"])[0],
+                 raw_call(channel, EMBED, huge_id)[0]]
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 3
     after = scrape(server.metrics_port, "ecglens_requests_total")
     key = 'code="INVALID_ARGUMENT",method="{}",model="handcrafted"'
     delta = {m: after.get(key.format(m), 0) - before.get(key.format(m), 0) for m in ("Embed", "ModelInfer")}
