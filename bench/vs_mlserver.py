@@ -111,8 +111,9 @@ def one_round(client):
     began = time.perf_counter()
     for s in starts:
         slots.acquire()
-        inp = tc.InferInput("ecg", [len(x[s:s + batch]), leads, samples], "FP32")
-        inp.set_data_from_numpy(x[s:s + batch])
+        chunk = x[s:s + batch]
+        inp = tc.InferInput("ecg", list(chunk.shape), "FP32")
+        inp.set_data_from_numpy(chunk)
         client.async_infer(model, [inp], callback=done)
     finished.wait()
     took = time.perf_counter() - began
@@ -277,7 +278,7 @@ def main() -> int:
           f"{args.repeats}; MLServer {MLSERVER_VERSION}: parallel_workers={args.mlserver_workers}, ORT threads="
           f"{args.mlserver_threads or 'default'}, spinning off, adaptive batching "
           f"{'on' if args.mlserver_batching else 'off (its default)'}; cpus={os.cpu_count()}")
-    # The best round is the figure (least disturbed by other load); each side's slowest round is printed
+    # The best round is the figure (least disturbed by other load); each side's range over its rounds is printed
     # beside it so that one run shows how far this machine's noise moves the figures.
     print(f"{'batch':>5} {'ECGLens V2 ECG/s':>17} {'MLServer ECG/s':>15} {'ratio':>6}   rounds: ECGLens / MLServer")
     for bs in sizes:

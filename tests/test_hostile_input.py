@@ -47,6 +47,14 @@ def scrape(port: int, name: str, headers: dict | None = None, scheme: str = "htt
     return {m.group(1): float(m.group(2)) for m in re.finditer(rf"^{name}\{{(.*)\}} (\S+)$", text, re.M)}
 
 
+def wait_for_budget(port: int, done, failure: str, within_s: float = 30) -> None:
+    """Poll the handcrafted server's request-budget gauge until done(bytes in use); fail with `failure` after."""
+    deadline = time.monotonic() + within_s
+    while not done(scrape(port, "ecglens_request_budget_used_bytes").get('model="handcrafted"', 0)):
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
+
+
 def ecg_bytes(n: int = 1) -> bytes:
     return to_tensor(np.zeros((n, 12, 5000), np.float32)).data
 
@@ -135,10 +143,7 @@ def test_a_stream_survives_bad_messages_and_each_fails_alone(server):
 def test_every_rejection_is_counted_by_code_and_the_request_id_is_clipped_in_logs(server):
     # The server is shared: wait until no earlier test's call still holds request budget, or a call here could
     # be refused as RESOURCE_EXHAUSTED instead of being judged (the codes are asserted below, so it would show).
-    deadline = time.monotonic() + 30
-    while scrape(server.metrics_port, "ecglens_request_budget_used_bytes").get('model="handcrafted"', 0) != 0:
-        assert time.monotonic() < deadline, "earlier calls never gave their request budget back"
-        time.sleep(0.05)
+    wait_for_budget(server.metrics_port, lambda used: used == 0, "earlier calls never gave their request budget back")
     before = scrape(server.metrics_port, "ecglens_requests_total")
     with grpc.insecure_channel(server.address) as channel:
         huge_id = embedding_pb2.EmbedRequest(request_id="Z" * 1_000_000).SerializeToString()
@@ -168,10 +173,7 @@ def test_over_the_budget_is_resource_exhausted_and_oversized_messages_are_refuse
             stream = channel.stream_stream("/ecglens.v1.EmbeddingService/EmbedStream", request_serializer=None,
                                            response_deserializer=None)
             held = stream(iter(gate.wait, True), timeout=60)
-            deadline = time.monotonic() + 30
-            while scrape(metrics_port, "ecglens_request_budget_used_bytes").get('model="handcrafted"', 0) == 0:
-                assert time.monotonic() < deadline, "the stream never reserved budget"
-                time.sleep(0.05)
+            wait_for_budget(metrics_port, lambda used: used > 0, "the stream never reserved budget")
             small = embedding_pb2.EmbedRequest(ecg=to_tensor(np.zeros((1, 12, 5000)))).SerializeToString()
             code, details = raw_call(channel, EMBED, small)
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "memory budget" in details, details

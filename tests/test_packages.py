@@ -97,6 +97,14 @@ def write_package(tmp_path, card: dict, weights_name: str | None = None) -> None
     (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
 
 
+def export_tinynet(tmp_path) -> TinyNet:
+    """A TinyNet exported to tmp_path/model.onnx (input "ecg" with a dynamic batch, output "logits"); the net."""
+    net = TinyNet().eval()
+    torch.onnx.export(net, (torch.randn(1, 200, 2),), str(tmp_path / "model.onnx"), input_names=["ecg"],
+                      output_names=["logits"], dynamo=False, dynamic_axes={"ecg": {0: "b"}})
+    return net
+
+
 def test_onnx_intermediate_tensor_as_embedding_with_pooling(tmp_path):
     torch.manual_seed(0)
     net = TinyNet().eval()
@@ -119,9 +127,7 @@ def test_onnx_intermediate_tensor_as_embedding_with_pooling(tmp_path):
 
 
 def test_onnx_weights_are_counted_from_the_file_when_the_card_does_not_state_them(tmp_path):
-    net = TinyNet().eval()
-    torch.onnx.export(net, (torch.randn(1, 200, 2),), str(tmp_path / "model.onnx"), input_names=["ecg"],
-                      output_names=["logits"], dynamo=False, dynamic_axes={"ecg": {0: "b"}})
+    net = export_tinynet(tmp_path)
     write_package(tmp_path, card_with(input__layout="BTL", output__embedding_dim=3))
     assert EmbeddingModel.load(tmp_path).params == sum(p.numel() for p in net.parameters())
     write_package(tmp_path, {**card_with(input__layout="BTL", output__embedding_dim=3), "params": 7})
@@ -139,8 +145,7 @@ def test_a_corrupt_onnx_file_is_a_backend_error_naming_the_file(tmp_path):
 
 def test_serving_a_card_that_states_its_weights_never_imports_onnx(tmp_path):
     """The onnx package costs a server ~1 s of imports; onnxruntime reads the file without it."""
-    torch.onnx.export(TinyNet().eval(), (torch.randn(1, 200, 2),), str(tmp_path / "model.onnx"),
-                      input_names=["ecg"], output_names=["logits"], dynamo=False, dynamic_axes={"ecg": {0: "b"}})
+    export_tinynet(tmp_path)
     write_package(tmp_path, {**card_with(input__layout="BTL", output__embedding_dim=3), "params": 1})
     script = ("import sys\nfrom services.embedding.model import EmbeddingModel\n"
               f"EmbeddingModel.load({str(tmp_path)!r})\nprint('onnx' in sys.modules)\n")
@@ -150,8 +155,7 @@ def test_serving_a_card_that_states_its_weights_never_imports_onnx(tmp_path):
 
 
 def test_card_that_does_not_fit_the_model_is_rejected_at_load(tmp_path):
-    torch.onnx.export(TinyNet().eval(), (torch.randn(1, 200, 2),), str(tmp_path / "model.onnx"),
-                      input_names=["ecg"], output_names=["logits"], dynamo=False, dynamic_axes={"ecg": {0: "b"}})
+    export_tinynet(tmp_path)
     write_package(tmp_path, card_with(input__layout="BTL", output__embedding_dim=5))
     from services.embedding.backends import BackendError
 
